@@ -1,0 +1,45 @@
+//! The EventBridge adapter of the toolkit's [`EventBus`].
+
+use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use orderflow_toolkit::publish::{BusEntry, EventBus};
+
+use crate::dynamo::describe;
+
+/// Puts events on one EventBridge bus.
+#[derive(Debug, Clone)]
+pub struct EventBridgeBus {
+    client: Client,
+    bus_name: String,
+}
+
+impl EventBridgeBus {
+    pub fn new(client: Client, bus_name: impl Into<String>) -> Self {
+        Self { client, bus_name: bus_name.into() }
+    }
+}
+
+impl EventBus for EventBridgeBus {
+    async fn put_events(&self, entries: &[BusEntry]) -> Result<Vec<Option<String>>, String> {
+        let request_entries = entries
+            .iter()
+            .map(|entry| {
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.bus_name)
+                    .source(&entry.source)
+                    .detail_type(&entry.detail_type)
+                    .detail(&entry.detail)
+                    .build()
+            })
+            .collect();
+        let output =
+            self.client.put_events().set_entries(Some(request_entries)).send().await.map_err(|e| describe(&e))?;
+        Ok(output
+            .entries()
+            .iter()
+            .map(|result| {
+                result.error_code().map(|code| format!("{code}: {}", result.error_message().unwrap_or_default()))
+            })
+            .collect())
+    }
+}

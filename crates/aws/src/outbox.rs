@@ -1,0 +1,36 @@
+//! The outbox write that joins a business transaction.
+
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use orderflow_toolkit::OutboxRecord;
+use time::OffsetDateTime;
+
+use crate::dynamo::{n, s};
+
+/// How long a published outbox record stays in the table before its TTL removes it.
+pub const OUTBOX_RETENTION_SECONDS: i64 = 7 * 24 * 3600;
+
+/// The outbox attributes the relay reads from the stream's new image.
+pub mod attributes {
+    pub const SOURCE: &str = "source";
+    pub const DETAIL_TYPE: &str = "detail_type";
+    pub const DETAIL: &str = "detail";
+}
+
+/// The `Put` of an outbox record, to add to the `TransactWriteItems` of the change that causes the event. The
+/// condition makes a replayed transaction fail instead of publishing the event twice.
+pub fn outbox_put(table: &str, record: &OutboxRecord) -> TransactWriteItem {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let put = Put::builder()
+        .table_name(table)
+        .item("pk", s(&record.partition))
+        .item("sk", s(record.event_id.to_string()))
+        .item(attributes::SOURCE, s(&record.source))
+        .item(attributes::DETAIL_TYPE, s(&record.detail_type))
+        .item(attributes::DETAIL, s(&record.detail))
+        .item("created_at", n(now))
+        .item("expires_at", n(now + OUTBOX_RETENTION_SECONDS))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table, item and key are set");
+    TransactWriteItem::builder().put(put).build()
+}

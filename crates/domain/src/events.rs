@@ -1,0 +1,229 @@
+//! Every event of the saga, one type per event type and version, and the registry consumers read them with.
+//!
+//! JSON Schemas of these types are generated into `events/schemas/` (see [`schemas`]); a test fails when the
+//! files are stale, so the published contract cannot drift from the code.
+
+use orderflow_toolkit::{Event, Registry};
+use rust_decimal::Decimal;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A line of an order as the customer placed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: u32,
+}
+
+/// A line priced by the catalogue when its stock was reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PricedLine {
+    pub sku: String,
+    pub quantity: u32,
+    /// Decimal string, e.g. "12.50".
+    pub unit_price: Decimal,
+}
+
+macro_rules! event {
+    ($(#[$doc:meta])* $name:ident, $version:literal, $source:literal { $($(#[$fdoc:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name { $($(#[$fdoc])* pub $field: $ty),* }
+
+        impl Event for $name {
+            const TYPE: &'static str = stringify!($name);
+            const VERSION: u32 = $version;
+            const SOURCE: &'static str = $source;
+        }
+    };
+}
+
+event!(
+    /// An order was accepted by the orders API (version 1; version 0 is the legacy `OrderCreated` shape).
+    OrderPlaced, 1, "orderflow.orders" { order_id: String, customer_id: String, lines: Vec<OrderLine> }
+);
+event!(
+    /// Every line of the order is reserved; the lines are priced by the catalogue.
+    InventoryReserved, 1, "orderflow.inventory" {
+        order_id: String, customer_id: String, lines: Vec<PricedLine>, total: Decimal
+    }
+);
+event!(
+    /// Nothing was reserved: at least one line is short or not in the catalogue.
+    InventoryRejected, 1, "orderflow.inventory" {
+        order_id: String, customer_id: String, lines: Vec<OrderLine>,
+        /// The SKUs that could not be reserved.
+        unavailable: Vec<String>, reason: String
+    }
+);
+event!(
+    /// The saga asks for the order's payment.
+    PaymentRequested, 1, "orderflow.saga" { order_id: String, customer_id: String, amount: Decimal }
+);
+event!(PaymentAuthorized, 1, "orderflow.payment" { order_id: String, payment_id: String, amount: Decimal });
+event!(PaymentDeclined, 1, "orderflow.payment" { order_id: String, amount: Decimal, reason: String });
+event!(
+    /// The compensation of a declined payment: give the order's stock back.
+    InventoryReleaseRequested, 1, "orderflow.saga" { order_id: String, reason: String }
+);
+event!(InventoryReleased, 1, "orderflow.inventory" { order_id: String });
+event!(OrderConfirmed, 1, "orderflow.saga" { order_id: String, customer_id: String, total: Decimal });
+event!(ShipmentScheduled, 1, "orderflow.shipping" { order_id: String, shipment_id: String });
+event!(
+    OrderShipped, 1, "orderflow.saga" { order_id: String, customer_id: String, shipment_id: String, lines: Vec<OrderLine> }
+);
+event!(OrderRejected, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String });
+event!(OrderCancelled, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String });
+event!(
+    /// One customer placed more orders within one window than the threshold allows.
+    FraudSuspected, 1, "orderflow.analytics" {
+        customer_id: String,
+        /// RFC 3339 start of the window.
+        window_start: String,
+        orders_in_window: u32
+    }
+);
+
+/// The seed's legacy shape, version 0 of `OrderPlaced`: a legacy producer puts
+/// `{"type": "OrderCreated", "data": {...}}` on the bus with detail-type `OrderCreated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCreatedV0 {
+    pub order_id: String,
+    pub user_id: String,
+    pub product_id: String,
+    pub quantity: u32,
+    pub status: String,
+}
+
+/// The detail-type a legacy producer uses for version 0 of `OrderPlaced`.
+pub const LEGACY_ORDER_CREATED: &str = "OrderCreated";
+
+fn order_placed_v0_to_v1(data: Value) -> Result<Value, String> {
+    let legacy: OrderCreatedV0 = serde_json::from_value(data).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "order_id": legacy.order_id,
+        "customer_id": legacy.user_id,
+        "lines": [{"sku": legacy.product_id, "quantity": legacy.quantity}],
+    }))
+}
+
+/// The registry of every event type and version orderflow reads.
+pub fn registry() -> Registry {
+    Registry::new()
+        .register::<OrderPlaced>()
+        .upcaster(OrderPlaced::TYPE, 0, order_placed_v0_to_v1)
+        .legacy(LEGACY_ORDER_CREATED, OrderPlaced::TYPE, 0, "order_id")
+        .register::<InventoryReserved>()
+        .register::<InventoryRejected>()
+        .register::<PaymentRequested>()
+        .register::<PaymentAuthorized>()
+        .register::<PaymentDeclined>()
+        .register::<InventoryReleaseRequested>()
+        .register::<InventoryReleased>()
+        .register::<OrderConfirmed>()
+        .register::<ShipmentScheduled>()
+        .register::<OrderShipped>()
+        .register::<OrderRejected>()
+        .register::<OrderCancelled>()
+        .register::<FraudSuspected>()
+}
+
+/// The JSON Schema of every event type and version, by file name (`<Type>.v<version>.json`), each describing
+/// the whole envelope with its `data`.
+pub fn schemas() -> Vec<(String, Value)> {
+    fn envelope_schema<T: Event>() -> (String, Value) {
+        let schema = schemars::schema_for!(orderflow_toolkit::Envelope<T>);
+        let mut value = serde_json::to_value(schema).expect("schema serialises");
+        value["title"] = json!(format!("{} v{}", T::TYPE, T::VERSION));
+        value["properties"]["type"]["const"] = json!(T::TYPE);
+        value["properties"]["version"]["const"] = json!(T::VERSION);
+        (format!("{}.v{}.json", T::TYPE, T::VERSION), value)
+    }
+    let mut legacy = serde_json::to_value(schemars::schema_for!(OrderCreatedV0)).expect("schema serialises");
+    legacy["title"] =
+        json!("OrderPlaced v0 (legacy OrderCreated body: {\"type\": \"OrderCreated\", \"data\": <this>})");
+    vec![
+        ("OrderPlaced.v0.json".to_owned(), legacy),
+        envelope_schema::<OrderPlaced>(),
+        envelope_schema::<InventoryReserved>(),
+        envelope_schema::<InventoryRejected>(),
+        envelope_schema::<PaymentRequested>(),
+        envelope_schema::<PaymentAuthorized>(),
+        envelope_schema::<PaymentDeclined>(),
+        envelope_schema::<InventoryReleaseRequested>(),
+        envelope_schema::<InventoryReleased>(),
+        envelope_schema::<OrderConfirmed>(),
+        envelope_schema::<ShipmentScheduled>(),
+        envelope_schema::<OrderShipped>(),
+        envelope_schema::<OrderRejected>(),
+        envelope_schema::<OrderCancelled>(),
+        envelope_schema::<FraudSuspected>(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn legacy_order_created_reads_as_order_placed_v1() {
+        let body = json!({"version": "0", "id": "0d7a3a5e-3d9c-4b9e-9b5d-1b1f3c0e2a11", "detail-type": "OrderCreated",
+            "source": "legacy.orders", "time": "2026-11-24T10:00:00Z",
+            "detail": {"type": "OrderCreated", "data": {"order_id": "o-7", "user_id": "c-3", "product_id": "SKU-1",
+                       "quantity": 2, "status": "CREATED"}}});
+        let placed = registry().read_bus_event(&body.to_string()).unwrap().decode::<OrderPlaced>().unwrap();
+        assert_eq!(placed.correlation_id, "o-7");
+        assert_eq!(
+            placed.data,
+            OrderPlaced {
+                order_id: "o-7".into(),
+                customer_id: "c-3".into(),
+                lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
+            }
+        );
+    }
+
+    #[test]
+    fn legacy_order_created_with_a_missing_field_is_rejected_with_the_field_name() {
+        let body = json!({"id": "0d7a3a5e-3d9c-4b9e-9b5d-1b1f3c0e2a11", "detail-type": "OrderCreated", "source": "legacy",
+            "time": "2026-11-24T10:00:00Z", "detail": {"type": "OrderCreated", "data": {"order_id": "o-7"}}});
+        let err = registry().read_bus_event(&body.to_string()).unwrap_err().to_string();
+        assert!(err.contains("user_id"), "{err}");
+    }
+
+    #[test]
+    fn prices_travel_as_decimal_strings() {
+        let event =
+            PaymentRequested { order_id: "o".into(), customer_id: "c".into(), amount: "10000.01".parse().unwrap() };
+        assert_eq!(serde_json::to_value(&event).unwrap()["amount"], "10000.01");
+    }
+
+    /// Regenerate with `ORDERFLOW_WRITE_SCHEMAS=1 cargo test -p orderflow-domain schemas`.
+    #[test]
+    fn schemas_in_events_dir_match_the_rust_types() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/schemas");
+        let write = std::env::var_os("ORDERFLOW_WRITE_SCHEMAS").is_some();
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let expected = schemas();
+        for (name, schema) in &expected {
+            let text = serde_json::to_string_pretty(schema).unwrap() + "\n";
+            let path = dir.join(name);
+            if write {
+                std::fs::write(&path, &text).unwrap();
+            }
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                on_disk == text,
+                "{} is stale: run ORDERFLOW_WRITE_SCHEMAS=1 cargo test -p orderflow-domain schemas",
+                path.display()
+            );
+        }
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(files, expected.len(), "events/schemas has files no event type generates");
+    }
+}

@@ -1,0 +1,28 @@
+//! Reliability toolkit for Rust Lambda event handlers.
+//!
+//! What Powertools for AWS Lambda gives Python, for Rust, and what it does not have:
+//! - [`envelope`]: the versioned event envelope, typed events and an event [`Registry`] that upcasts older
+//!   versions (including legacy, envelope-less shapes) on read and rejects unknown types and versions with a reason.
+//! - [`batch`]: per-record processing of SQS batches with the partial batch response, error classes
+//!   ([`HandlerError`]) and poison records sent to a dead-letter sink with their reason.
+//! - [`outbox`]: the transactional-outbox record an event becomes before the relay publishes it.
+//! - [`logging`]: structured JSON logs for Lambda.
+//!
+//! AWS adapters (DynamoDB, EventBridge, SQS) live in the `orderflow-aws` crate so this one stays free of the SDK.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod dead_letter;
+pub mod envelope;
+pub mod error;
+pub mod logging;
+pub mod outbox;
+pub mod publish;
+pub mod registry;
+
+pub use batch::{SqsBatchProcessor, SqsRecord};
+pub use dead_letter::{DeadLetter, DeadLetterSink, MemoryDeadLetters};
+pub use envelope::{Envelope, EnvelopeError, Event, RawEnvelope};
+pub use error::HandlerError;
+pub use outbox::OutboxRecord;
+pub use registry::Registry;
