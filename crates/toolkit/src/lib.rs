@@ -5,6 +5,7 @@
 //!   versions (including legacy, envelope-less shapes) on read and rejects unknown types and versions with a reason.
 //! - [`batch`]: per-record processing of SQS batches with the partial batch response, error classes
 //!   ([`HandlerError`]) and poison records sent to a dead-letter sink with their reason.
+//! - [`circuit`]: a circuit breaker (closed, open, half-open) for calls to a dependency that may fail.
 //! - [`outbox`]: the transactional-outbox record an event becomes before the relay publishes it.
 //! - [`logging`]: structured JSON logs for Lambda.
 //!
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod circuit;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;

@@ -1,0 +1,55 @@
+//! The project's own SAM template (`infra/functions.yaml`) resolves against the exports of
+//! `infra/stateful.yaml` deployed to moto: every function, event source and variable the runner
+//! needs can be read from it.
+
+mod runner_support;
+
+use orderflow_local_cloud::iac::{Resolver, load_functions};
+use runner_support::{Moto, crate_dir};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_project_template_resolves_against_the_deployed_stateful_stack() {
+    let infra = crate_dir().join("../../infra");
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config();
+    let cloudformation = aws_sdk_cloudformation::Client::new(&sdk);
+    orderflow_local_cloud::deploy::deploy_stack(
+        &cloudformation,
+        "orderflow-runner-check",
+        &infra.join("stateful.yaml"),
+        &[("Stage", "dev")],
+    )
+    .await
+    .expect("deploying infra/stateful.yaml");
+    let resolver = Resolver::new().with_parameter("Stage", "dev").load_exports(&cloudformation).await.unwrap();
+
+    let functions = load_functions(&infra.join("functions.yaml"), &resolver).expect("infra/functions.yaml resolves");
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    for expected in ["orders-api", "outbox-relay", "inventory", "payment", "order-saga", "shipping", "notifications"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    // Every function binary is a crate under functions/.
+    for name in &names {
+        assert!(crate_dir().join("../../functions").join(name).is_dir(), "functions/{name}");
+    }
+    let exported: Vec<&String> = resolver.exports().values().collect();
+    for function in &functions {
+        for source in &function.sqs {
+            assert!(exported.contains(&&source.queue_arn), "{}: {}", function.name, source.queue_arn);
+        }
+        for source in &function.streams {
+            assert!(exported.contains(&&source.stream_arn), "{}: {}", function.name, source.stream_arn);
+        }
+    }
+    let api = functions.iter().find(|f| f.name == "orders-api").unwrap();
+    let routes: Vec<String> = api.http_routes.iter().map(|r| r.route_key()).collect();
+    assert!(
+        routes.contains(&"POST /orders".to_owned()) && routes.contains(&"GET /orders/{id}".to_owned()),
+        "{routes:?}"
+    );
+    let relay = functions.iter().find(|f| f.name == "outbox-relay").unwrap();
+    assert_eq!(relay.streams.len(), 1);
+    let notifications = functions.iter().find(|f| f.name == "notifications").unwrap();
+    assert!(!notifications.rules.is_empty());
+    assert!(notifications.async_config.as_ref().is_some_and(|c| c.on_failure_destination_arn.is_some()));
+}

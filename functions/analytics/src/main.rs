@@ -1,0 +1,50 @@
+//! The analytics Lambda: SQS AnalyticsQueue (OrderPlaced, legacy OrderCreated) -> windowed counters in the
+//! Analytics table, fraud signals through the Outbox table, poison records to the DLQ.
+#![forbid(unsafe_code)]
+
+mod dynamo;
+mod handler;
+#[cfg(test)]
+mod memory;
+mod store;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
+use orderflow_aws::config::{ConfigError, env_or};
+use orderflow_aws::{SqsDeadLetters, load_sdk_config, required_env};
+use orderflow_toolkit::SqsBatchProcessor;
+
+use crate::dynamo::DynamoAnalytics;
+use crate::handler::{Analytics, Config};
+
+fn positive(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match env_or(name, default)? {
+        0 => Err(ConfigError::Invalid { name, value: "0".into(), reason: "must be at least 1".into() }),
+        value => Ok(value),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    orderflow_toolkit::logging::init();
+    let table = required_env("ANALYTICS_TABLE")?;
+    let outbox_table = required_env("OUTBOX_TABLE")?;
+    let dlq_url = required_env("DLQ_URL")?;
+    let defaults = Config::default();
+    let config = Config {
+        window_seconds: positive("ANALYTICS_WINDOW_SECONDS", defaults.window_seconds)?,
+        fraud_orders_per_window: positive("FRAUD_ORDERS_PER_WINDOW", defaults.fraud_orders_per_window)?,
+    };
+    let sdk_config = load_sdk_config().await;
+    let store = DynamoAnalytics::new(aws_sdk_dynamodb::Client::new(&sdk_config), table, outbox_table);
+    let analytics = Analytics::new(store, config);
+    let processor = SqsBatchProcessor::new(SqsDeadLetters::new(aws_sdk_sqs::Client::new(&sdk_config), dlq_url));
+    let (analytics, processor) = (&analytics, &processor);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        analytics
+            .handle_batch(processor, event.payload)
+            .await
+            .map_err(|error| Diagnostic { error_type: "BatchError".into(), error_message: error.to_string() })
+    }))
+    .await
+}

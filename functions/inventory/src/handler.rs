@@ -1,0 +1,651 @@
+//! The inventory function: reserves an order's stock all or none, releases it when the saga compensates a
+//! declined payment, and moves it to shipped when the order ships.
+//!
+//! - `OrderPlaced` (v1, and v0, the legacy `OrderCreated`): decide on a consistent read of the stock, then ONE
+//!   transaction: the stock updates (each conditional on `available >= q`), the reservation (conditional on none
+//!   existing: the idempotency) and `InventoryReserved`; or the `REJECTED` reservation and `InventoryRejected`.
+//!   A reservation that loses a race for the same units is read and decided again.
+//! - `InventoryReleaseRequested`: `RESERVED -> RELEASED`, units back to available, `InventoryReleased`.
+//! - `OrderShipped`: `RESERVED -> SHIPPED`, units from reserved to shipped; no event.
+//! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use orderflow_domain::events::{
+    self, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderLine, OrderPlaced,
+    OrderShipped,
+};
+use orderflow_domain::inventory::{self, Reservation as Decision};
+use orderflow_toolkit::batch::BatchError;
+use orderflow_toolkit::{
+    DeadLetterSink, Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsBatchProcessor, SqsRecord,
+};
+use uuid::Uuid;
+
+use crate::store::{InventoryStore, Outcome, ReservationStatus, StoreError};
+
+/// How many times a reservation is read and decided again when concurrent reservations take its units between
+/// the read and the write. Each retry means another order made progress; when they run out the record is retried
+/// by the queue.
+pub const MAX_DECISION_ATTEMPTS: u32 = 8;
+
+/// One transaction holds at most 100 items: the lines, the reservation and the outbox record.
+pub const MAX_LINES: usize = 98;
+
+/// What a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Reserved,
+    Rejected,
+    Released,
+    Shipped,
+    /// A redelivery (or a concurrent delivery) of a record whose effect is already there: nothing changed.
+    Duplicate,
+}
+
+/// Why a record could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(transparent)]
+    Event(#[from] EnvelopeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("order {order_id}: concurrent reservations changed its stock {attempts} times in a row")]
+    Contended { order_id: String, attempts: u32 },
+    #[error("order {0} has no reservation")]
+    NoReservation(String),
+    #[error("order {order_id}: cannot {action} a reservation that is {status}")]
+    WrongState { order_id: String, action: &'static str, status: ReservationStatus },
+    #[error("order {order_id}: the stock of {skus:?} holds fewer reserved units than the reservation")]
+    Inconsistent { order_id: String, skus: Vec<String> },
+}
+
+impl From<InventoryError> for HandlerError {
+    fn from(err: InventoryError) -> Self {
+        match err {
+            InventoryError::Store(StoreError::Unavailable(_)) | InventoryError::Contended { .. } => {
+                HandlerError::transient(err)
+            }
+            InventoryError::Event(_)
+            | InventoryError::Store(StoreError::Invalid(_))
+            | InventoryError::NoReservation(_)
+            | InventoryError::WrongState { .. }
+            | InventoryError::Inconsistent { .. } => HandlerError::permanent(err),
+        }
+    }
+}
+
+/// The outbox record of an event caused by `cause`. Its id is derived from the cause's, so a replayed decision
+/// yields the same record (and the outbox condition refuses it).
+fn caused<C, T: Event>(cause: &Envelope<C>, data: T) -> OutboxRecord {
+    let mut envelope = Envelope::caused_by(cause, data);
+    envelope.id = Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
+    OutboxRecord::new(&envelope)
+}
+
+/// Orders that cannot be reserved whatever the stock: rejected with the reason, so the saga still ends.
+fn invalid_lines(lines: &[OrderLine]) -> Option<Decision> {
+    let zero: Vec<String> = lines.iter().filter(|l| l.quantity == 0).map(|l| l.sku.clone()).collect();
+    let reason = if lines.is_empty() {
+        "invalid order: it has no lines".to_owned()
+    } else if !zero.is_empty() {
+        format!("invalid order: zero quantity of {}", zero.join(", "))
+    } else if lines.len() > MAX_LINES {
+        format!("invalid order: {} distinct SKUs, at most {MAX_LINES} per order", lines.len())
+    } else {
+        return None;
+    };
+    Some(Decision::Reject { unavailable: zero, reason })
+}
+
+/// The inventory handler over its store.
+#[derive(Debug, Clone)]
+pub struct Inventory<S> {
+    store: S,
+    registry: Registry,
+}
+
+impl<S: InventoryStore> Inventory<S> {
+    pub fn new(store: S) -> Self {
+        Self { store, registry: events::registry() }
+    }
+
+    /// Processes an SQS batch: transient failures are reported for retry, poison records go to the dead letters.
+    pub async fn process<D: DeadLetterSink>(
+        &self,
+        processor: &SqsBatchProcessor<D>,
+        event: SqsEvent,
+    ) -> Result<SqsBatchResponse, BatchError> {
+        processor.process(event, |record| self.handle(record)).await
+    }
+
+    /// Handles one SQS record.
+    pub async fn handle(&self, record: SqsRecord) -> Result<(), HandlerError> {
+        let effect = self.apply(&record.body).await?;
+        tracing::info!(message_id = record.message_id, ?effect, "record applied");
+        Ok(())
+    }
+
+    /// Applies one bus event (an SQS body).
+    pub async fn apply(&self, body: &str) -> Result<Effect, InventoryError> {
+        let raw = self.registry.read_bus_event(body)?;
+        match raw.event_type.as_str() {
+            OrderPlaced::TYPE => self.place(raw.decode()?).await,
+            InventoryReleaseRequested::TYPE => self.release(raw.decode()?).await,
+            OrderShipped::TYPE => self.ship(raw.decode()?).await,
+            other => Err(EnvelopeError::NotHandled(other.to_owned()).into()),
+        }
+    }
+
+    async fn place(&self, placed: Envelope<OrderPlaced>) -> Result<Effect, InventoryError> {
+        let order = &placed.data;
+        let lines = inventory::merge_lines(&order.lines);
+        if let Some(decision) = invalid_lines(&lines) {
+            return self.decide(&placed, &lines, decision).await.map(|outcome| outcome.unwrap_or(Effect::Duplicate));
+        }
+        let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
+        for attempt in 1..=MAX_DECISION_ATTEMPTS {
+            let snapshot = self.store.snapshot(&order.order_id, &skus).await?;
+            if let Some(status) = snapshot.reservation {
+                tracing::info!(order_id = order.order_id, %status, "order already decided");
+                return Ok(Effect::Duplicate);
+            }
+            let decision = inventory::reserve(&lines, |sku| snapshot.stock.get(sku));
+            match self.decide(&placed, &lines, decision).await? {
+                Some(effect) => return Ok(effect),
+                None => {
+                    tracing::info!(order_id = order.order_id, attempt, "stock changed since the read, deciding again")
+                }
+            }
+        }
+        Err(InventoryError::Contended { order_id: order.order_id.clone(), attempts: MAX_DECISION_ATTEMPTS })
+    }
+
+    /// Writes a decision. `None`: the stock changed since it was read, decide again.
+    async fn decide(
+        &self,
+        placed: &Envelope<OrderPlaced>,
+        lines: &[OrderLine],
+        decision: Decision,
+    ) -> Result<Option<Effect>, InventoryError> {
+        let order = &placed.data;
+        let (outcome, effect) = match decision {
+            Decision::Reserve { lines: priced, total } => {
+                let event = InventoryReserved {
+                    order_id: order.order_id.clone(),
+                    customer_id: order.customer_id.clone(),
+                    lines: priced.clone(),
+                    total,
+                };
+                (self.store.reserve(&order.order_id, &priced, &caused(placed, event)).await?, Effect::Reserved)
+            }
+            Decision::Reject { unavailable, reason } => {
+                tracing::info!(order_id = order.order_id, reason, "rejecting the order");
+                let event = InventoryRejected {
+                    order_id: order.order_id.clone(),
+                    customer_id: order.customer_id.clone(),
+                    lines: lines.to_vec(),
+                    unavailable,
+                    reason: reason.clone(),
+                };
+                (self.store.reject(&order.order_id, lines, &reason, &caused(placed, event)).await?, Effect::Rejected)
+            }
+        };
+        Ok(match outcome {
+            Outcome::Committed => Some(effect),
+            Outcome::ReservationConflict => Some(Effect::Duplicate),
+            Outcome::StockConflict(_) => None,
+        })
+    }
+
+    async fn release(&self, request: Envelope<InventoryReleaseRequested>) -> Result<Effect, InventoryError> {
+        let order_id = &request.data.order_id;
+        let reservation = self.reserved(order_id, ReservationStatus::Released, "release").await?;
+        let Some(reservation) = reservation else { return Ok(Effect::Duplicate) };
+        let event = InventoryReleased { order_id: order_id.clone() };
+        let outcome = self.store.release(order_id, &reservation.lines, &caused(&request, event)).await?;
+        settle(order_id, outcome, Effect::Released)
+    }
+
+    async fn ship(&self, shipped: Envelope<OrderShipped>) -> Result<Effect, InventoryError> {
+        let order_id = &shipped.data.order_id;
+        let reservation = self.reserved(order_id, ReservationStatus::Shipped, "ship").await?;
+        let Some(reservation) = reservation else { return Ok(Effect::Duplicate) };
+        let outcome = self.store.ship(order_id, &reservation.lines).await?;
+        settle(order_id, outcome, Effect::Shipped)
+    }
+
+    /// The order's reservation if it is `RESERVED`; `None` if it is already `done` (a duplicate).
+    async fn reserved(
+        &self,
+        order_id: &str,
+        done: ReservationStatus,
+        action: &'static str,
+    ) -> Result<Option<crate::store::Reservation>, InventoryError> {
+        let reservation =
+            self.store.reservation(order_id).await?.ok_or_else(|| InventoryError::NoReservation(order_id.into()))?;
+        match reservation.status {
+            ReservationStatus::Reserved => Ok(Some(reservation)),
+            status if status == done => Ok(None),
+            status => Err(InventoryError::WrongState { order_id: order_id.into(), action, status }),
+        }
+    }
+}
+
+/// The effect of a release or shipment transaction.
+fn settle(order_id: &str, outcome: Outcome, effect: Effect) -> Result<Effect, InventoryError> {
+    match outcome {
+        Outcome::Committed => Ok(effect),
+        // Moved by a concurrent delivery of the same record between our read and our write.
+        Outcome::ReservationConflict => Ok(Effect::Duplicate),
+        Outcome::StockConflict(skus) => Err(InventoryError::Inconsistent { order_id: order_id.into(), skus }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use orderflow_domain::Decimal;
+    use orderflow_domain::events::PricedLine;
+    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::memory::MemoryInventory;
+    use crate::store::{Reservation, Snapshot};
+
+    const ORDER_PLACED: &str = include_str!("../../../events/inventory/order-placed.json");
+    const LEGACY_ORDER_CREATED: &str = include_str!("../../../events/inventory/legacy-order-created.json");
+    const RELEASE_REQUESTED: &str = include_str!("../../../events/inventory/release-requested.json");
+    const ORDER_SHIPPED: &str = include_str!("../../../events/inventory/order-shipped.json");
+    const MALFORMED: &str = include_str!("../../../events/inventory/malformed.json");
+
+    /// The order of the order-placed, release-requested and order-shipped samples.
+    const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
+
+    fn sqs_event(sample: &str) -> SqsEvent {
+        serde_json::from_str(sample).expect("sample is an SQS event")
+    }
+
+    /// The body of the sample's first record.
+    fn body(sample: &str) -> String {
+        sqs_event(sample).records[0].body.clone().expect("record has a body")
+    }
+
+    /// An SQS event with one record per body.
+    fn batch(bodies: &[String]) -> SqsEvent {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "eventSource": "aws:sqs"}))
+            .collect();
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    /// An OrderPlaced bus event (an SQS body) for `order_id`.
+    fn order_placed(order_id: &str, lines: &[(&str, u32)]) -> String {
+        let lines = lines.iter().map(|(sku, quantity)| OrderLine { sku: (*sku).into(), quantity: *quantity }).collect();
+        let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines };
+        bus_event(&Envelope::new(order_id, placed))
+    }
+
+    fn bus_event<T: Event>(envelope: &Envelope<T>) -> String {
+        json!({"version": "0", "id": Uuid::new_v4(), "detail-type": T::TYPE, "source": T::SOURCE,
+               "account": "000000000000", "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [],
+               "detail": envelope})
+        .to_string()
+    }
+
+    struct World {
+        store: MemoryInventory,
+        dead_letters: MemoryDeadLetters,
+        inventory: Inventory<MemoryInventory>,
+        processor: SqsBatchProcessor<MemoryDeadLetters>,
+    }
+
+    impl World {
+        /// SKU-1 (10 at 12.50) and SKU-2 (3 at 0.99): the stock the samples order from.
+        fn stocked() -> Self {
+            let store = MemoryInventory::default();
+            store.put_stock("SKU-1", 10, "12.50");
+            store.put_stock("SKU-2", 3, "0.99");
+            let dead_letters = MemoryDeadLetters::default();
+            Self {
+                inventory: Inventory::new(store.clone()),
+                processor: SqsBatchProcessor::new(dead_letters.clone()).with_concurrency(4),
+                store,
+                dead_letters,
+            }
+        }
+
+        /// Processes the batch and returns the ids of the records reported as failed.
+        async fn process(&self, event: SqsEvent) -> Vec<String> {
+            let response = self.inventory.process(&self.processor, event).await.unwrap();
+            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+        }
+
+        fn available(&self, sku: &str) -> (u32, u32, u32) {
+            let stock = self.store.stock(sku).unwrap();
+            (stock.available, stock.reserved, stock.shipped)
+        }
+
+        fn outbox(&self) -> Vec<RawEnvelope> {
+            self.store.outbox().iter().map(|r| serde_json::from_str(&r.detail).unwrap()).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn order_placed_reserves_every_line_prices_it_and_emits_inventory_reserved_in_one_write() {
+        let world = World::stocked();
+
+        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.available("SKU-1"), (7, 3, 0), "SKU-1 is ordered twice in the sample: 2 + 1");
+        assert_eq!(world.available("SKU-2"), (2, 1, 0));
+        let reservation = world.store.stored_reservation(ORDER).unwrap();
+        assert_eq!(reservation.status, ReservationStatus::Reserved);
+        let outbox = world.store.outbox();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!((outbox[0].partition.as_str(), outbox[0].source.as_str()), (ORDER, "orderflow.inventory"));
+        let reserved = world.outbox()[0].decode::<InventoryReserved>().unwrap();
+        assert_eq!(reserved.causation_id.unwrap().to_string(), "0b7f9c4e-7d4a-4f7e-9a3c-2d1e5f6a7b01");
+        assert_eq!(
+            reserved.data.lines,
+            vec![
+                PricedLine { sku: "SKU-1".into(), quantity: 3, unit_price: "12.50".parse().unwrap() },
+                PricedLine { sku: "SKU-2".into(), quantity: 1, unit_price: "0.99".parse().unwrap() },
+            ]
+        );
+        assert_eq!(reserved.data.total, "38.49".parse::<Decimal>().unwrap());
+        assert_eq!(world.store.write_requests(), 1, "one write request per reservation");
+        assert_eq!(world.store.read_requests(), 1, "one consistent read of the stock and the reservation");
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_order_placed_changes_nothing_emits_nothing_and_writes_nothing() {
+        let world = World::stocked();
+        world.process(sqs_event(ORDER_PLACED)).await;
+
+        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.available("SKU-1"), (7, 3, 0));
+        assert_eq!(world.store.outbox().len(), 1);
+        assert_eq!(world.store.write_requests(), 1, "the duplicate is recognised on the read");
+        assert!(world.dead_letters.letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_same_order_placed_twice_in_one_batch_reserves_once() {
+        let world = World::stocked();
+        let body = body(ORDER_PLACED);
+
+        let failed = world.process(batch(&[body.clone(), body])).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.available("SKU-1"), (7, 3, 0));
+        assert_eq!(world.store.outbox().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_legacy_order_created_is_upcast_and_reserved() {
+        let world = World::stocked();
+
+        let failed = world.process(sqs_event(LEGACY_ORDER_CREATED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.available("SKU-1"), (8, 2, 0));
+        let reserved = world.outbox()[0].decode::<InventoryReserved>().unwrap();
+        assert_eq!(reserved.correlation_id, "legacy-1001");
+        assert_eq!(reserved.data.customer_id, "u-42", "the legacy user_id is the customer");
+        assert_eq!(reserved.data.total, "25.00".parse::<Decimal>().unwrap());
+    }
+
+    #[tokio::test]
+    async fn one_short_line_rejects_the_whole_order_reserving_nothing_in_one_write() {
+        let world = World::stocked();
+        world.store.put_stock("SKU-2", 0, "0.99");
+
+        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.available("SKU-1"), (10, 0, 0), "nothing reserved");
+        assert_eq!(world.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Rejected);
+        let rejected = world.outbox()[0].decode::<InventoryRejected>().unwrap();
+        assert_eq!(rejected.data.unavailable, ["SKU-2"]);
+        assert_eq!(rejected.data.reason, "out of stock: SKU-2");
+        assert_eq!(world.store.write_requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_rejection_is_not_decided_again_after_a_restock() {
+        let world = World::stocked();
+        world.store.put_stock("SKU-2", 0, "0.99");
+        world.process(sqs_event(ORDER_PLACED)).await;
+        world.store.put_stock("SKU-2", 50, "0.99");
+
+        world.process(sqs_event(ORDER_PLACED)).await;
+
+        assert_eq!(world.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Rejected);
+        assert_eq!(world.available("SKU-2"), (50, 0, 0));
+        assert_eq!(world.store.outbox().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_order_for_a_sku_not_in_the_catalogue_is_rejected_naming_it() {
+        let world = World::stocked();
+
+        world.process(batch(&[order_placed("o-x", &[("SKU-1", 1), ("NOPE", 1)])])).await;
+
+        let rejected = world.outbox()[0].decode::<InventoryRejected>().unwrap();
+        assert_eq!(rejected.data.unavailable, ["NOPE"]);
+        assert_eq!(rejected.data.reason, "not in the catalogue: NOPE");
+        assert_eq!(world.available("SKU-1"), (10, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_order_without_lines_or_with_zero_quantities_is_rejected_so_the_saga_ends() {
+        let world = World::stocked();
+
+        world.process(batch(&[order_placed("o-empty", &[]), order_placed("o-zero", &[("SKU-1", 0)])])).await;
+
+        let mut reasons: Vec<String> =
+            world.outbox().iter().map(|e| e.decode::<InventoryRejected>().unwrap().data.reason).collect();
+        reasons.sort();
+        assert_eq!(reasons, ["invalid order: it has no lines", "invalid order: zero quantity of SKU-1"]);
+    }
+
+    #[tokio::test]
+    async fn release_requested_gives_the_units_back_and_emits_inventory_released_once() {
+        let world = World::stocked();
+        world.process(sqs_event(ORDER_PLACED)).await;
+        let writes_before = world.store.write_requests();
+
+        let failed = world.process(sqs_event(RELEASE_REQUESTED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.store.write_requests() - writes_before, 1, "one write request per release");
+        assert_eq!(world.available("SKU-1"), (10, 0, 0));
+        assert_eq!(world.available("SKU-2"), (3, 0, 0));
+        assert_eq!(world.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Released);
+        let released = world.outbox()[1].decode::<InventoryReleased>().unwrap();
+        assert_eq!(released.data.order_id, ORDER);
+
+        let failed = world.process(sqs_event(RELEASE_REQUESTED)).await;
+
+        assert!(failed.is_empty(), "the duplicate release is acknowledged");
+        assert_eq!(world.available("SKU-1"), (10, 0, 0), "and changes nothing");
+        assert_eq!(world.store.outbox().len(), 2, "and emits nothing");
+    }
+
+    #[tokio::test]
+    async fn order_shipped_moves_the_units_from_reserved_to_shipped_without_an_event_once() {
+        let world = World::stocked();
+        world.process(sqs_event(ORDER_PLACED)).await;
+        let writes_before = world.store.write_requests();
+
+        let failed = world.process(sqs_event(ORDER_SHIPPED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.store.write_requests() - writes_before, 1, "one write request per shipment");
+        assert_eq!(world.available("SKU-1"), (7, 0, 3));
+        assert_eq!(world.available("SKU-2"), (2, 0, 1));
+        assert_eq!(world.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Shipped);
+        assert_eq!(world.store.outbox().len(), 1, "only InventoryReserved");
+
+        world.process(sqs_event(ORDER_SHIPPED)).await;
+
+        assert_eq!(world.available("SKU-1"), (7, 0, 3), "a duplicate shipment changes nothing");
+        assert!(world.dead_letters.letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn releasing_a_shipped_order_or_an_unknown_one_goes_to_the_dlq_with_the_reason() {
+        let world = World::stocked();
+        world.process(sqs_event(ORDER_PLACED)).await;
+        world.process(sqs_event(ORDER_SHIPPED)).await;
+
+        world.process(sqs_event(RELEASE_REQUESTED)).await;
+        let release = InventoryReleaseRequested { order_id: "o-unknown".into(), reason: "declined".into() };
+        world.process(batch(&[bus_event(&Envelope::new("o-unknown", release))])).await;
+
+        let reasons: Vec<String> = world.dead_letters.letters().into_iter().map(|l| l.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                format!("order {ORDER}: cannot release a reservation that is SHIPPED"),
+                "order o-unknown has no reservation".to_owned(),
+            ]
+        );
+        assert_eq!(world.available("SKU-1"), (7, 0, 3));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_record_goes_to_the_dlq_with_the_reason_and_writes_nothing() {
+        let world = World::stocked();
+
+        let failed = world.process(sqs_event(MALFORMED)).await;
+
+        assert!(failed.is_empty(), "acknowledged: retrying cannot fix it");
+        let letters = world.dead_letters.letters();
+        assert_eq!(letters.len(), 1);
+        assert!(letters[0].reason.starts_with("malformed event:"), "{}", letters[0].reason);
+        assert_eq!(letters[0].body, body(MALFORMED), "the original body is kept for redrive");
+        assert_eq!(world.store.write_requests(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_event_type_inventory_does_not_handle_goes_to_the_dlq_naming_it() {
+        let world = World::stocked();
+        let released = InventoryReleased { order_id: ORDER.into() };
+
+        world.process(batch(&[bus_event(&Envelope::new(ORDER, released))])).await;
+
+        assert_eq!(world.dead_letters.letters()[0].reason, "this consumer does not handle InventoryReleased");
+    }
+
+    #[tokio::test]
+    async fn a_throttled_write_is_retried_by_the_queue_and_then_applied_once() {
+        let world = World::stocked();
+        world.store.fail_next_writes(1);
+
+        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+
+        assert_eq!(failed.len(), 1, "reported as a batch item failure");
+        assert_eq!(world.available("SKU-1"), (10, 0, 0));
+        assert!(world.dead_letters.letters().is_empty());
+
+        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!(world.available("SKU-1"), (7, 3, 0));
+        assert_eq!(world.store.outbox().len(), 1);
+    }
+
+    /// A store where another order takes `SKU-1`'s units between the first read and the first write.
+    struct Racing {
+        inner: MemoryInventory,
+        rival: tokio::sync::Mutex<Option<Inventory<MemoryInventory>>>,
+    }
+
+    impl InventoryStore for Racing {
+        async fn snapshot(&self, order_id: &str, skus: &[String]) -> Result<Snapshot, StoreError> {
+            let snapshot = self.inner.snapshot(order_id, skus).await;
+            if let Some(rival) = self.rival.lock().await.take() {
+                let effect = rival.apply(&order_placed("o-rival", &[("SKU-1", 9)])).await.unwrap();
+                assert_eq!(effect, Effect::Reserved);
+            }
+            snapshot
+        }
+        async fn reservation(&self, order_id: &str) -> Result<Option<Reservation>, StoreError> {
+            self.inner.reservation(order_id).await
+        }
+        async fn reserve(&self, o: &str, l: &[PricedLine], r: &OutboxRecord) -> Result<Outcome, StoreError> {
+            self.inner.reserve(o, l, r).await
+        }
+        async fn reject(&self, o: &str, l: &[OrderLine], why: &str, r: &OutboxRecord) -> Result<Outcome, StoreError> {
+            self.inner.reject(o, l, why, r).await
+        }
+        async fn release(&self, o: &str, l: &[OrderLine], r: &OutboxRecord) -> Result<Outcome, StoreError> {
+            self.inner.release(o, l, r).await
+        }
+        async fn ship(&self, o: &str, l: &[OrderLine]) -> Result<Outcome, StoreError> {
+            self.inner.ship(o, l).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reservation_that_loses_the_race_for_the_last_units_reads_again_and_is_rejected() {
+        let store = MemoryInventory::default();
+        store.put_stock("SKU-1", 10, "1.00");
+        let racing =
+            Racing { inner: store.clone(), rival: tokio::sync::Mutex::new(Some(Inventory::new(store.clone()))) };
+
+        let effect = Inventory::new(racing).apply(&order_placed("o-late", &[("SKU-1", 2)])).await.unwrap();
+
+        assert_eq!(effect, Effect::Rejected);
+        let stock = store.stock("SKU-1").unwrap();
+        assert_eq!((stock.available, stock.reserved), (1, 9));
+        assert_eq!(store.stored_reservation("o-late").unwrap().status, ReservationStatus::Rejected);
+        assert_eq!(store.write_requests(), 3, "rival's reservation, the cancelled attempt, the rejection");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sixty_concurrent_orders_for_ten_units_reserve_exactly_ten_and_never_oversell() {
+        let store = MemoryInventory::default();
+        store.put_stock("SKU-LAST", 10, "5.00");
+        let inventory = Arc::new(Inventory::new(store.clone()));
+        let bodies: Vec<String> = (0..60).map(|i| order_placed(&format!("o-{i}"), &[("SKU-LAST", 1)])).collect();
+
+        let mut pending = bodies;
+        while !pending.is_empty() {
+            let tasks: Vec<_> = pending
+                .into_iter()
+                .map(|body| {
+                    let inventory = inventory.clone();
+                    tokio::spawn(async move { (inventory.apply(&body).await, body) })
+                })
+                .collect();
+            pending = Vec::new();
+            for task in tasks {
+                match task.await.unwrap() {
+                    (Ok(_), _) => {}
+                    // What the queue would deliver again.
+                    (Err(InventoryError::Contended { .. }), body) => pending.push(body),
+                    (Err(other), _) => panic!("{other}"),
+                }
+            }
+        }
+
+        let stock = store.stock("SKU-LAST").unwrap();
+        assert_eq!((stock.available, stock.reserved), (0, 10));
+        let reserved = (0..60)
+            .filter(|i| store.stored_reservation(&format!("o-{i}")).unwrap().status == ReservationStatus::Reserved)
+            .count();
+        assert_eq!(reserved, 10);
+        let types: Vec<String> = store.outbox().into_iter().map(|r| r.detail_type).collect();
+        assert_eq!(types.iter().filter(|t| *t == "InventoryReserved").count(), 10);
+        assert_eq!(types.iter().filter(|t| *t == "InventoryRejected").count(), 50);
+    }
+}

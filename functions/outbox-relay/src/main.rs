@@ -1,0 +1,21 @@
+//! The outbox relay Lambda: DynamoDB stream of the Outbox table -> EventBridge bus (`EVENT_BUS_NAME`).
+#![forbid(unsafe_code)]
+
+mod handler;
+
+use aws_lambda_events::event::dynamodb::Event;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use orderflow_aws::{EventBridgeBus, load_sdk_config, required_env};
+
+use crate::handler::Relay;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    orderflow_toolkit::logging::init();
+    let bus_name = required_env("EVENT_BUS_NAME")?;
+    let config = load_sdk_config().await;
+    let relay = Relay::new(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&config), bus_name));
+    let relay = &relay;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move { relay.handle(event.payload).await }))
+        .await
+}

@@ -1,0 +1,215 @@
+//! What every end-to-end test needs: a local cloud of its own (a fresh stage in the emulator named by
+//! `AWS_ENDPOINT_URL`, or a moto server of its own), the HTTP API, and waiting for the system to settle.
+#![allow(dead_code)] // each test binary uses its own subset of these helpers
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_dynamodb::types::AttributeValue;
+use orderflow_local_cloud::cloud::{CloudOptions, LocalCloud};
+use serde_json::{Value, json};
+
+/// The consumer queues, by output name prefix.
+pub const CONSUMER_QUEUES: [&str; 5] = ["Inventory", "Payment", "OrderSaga", "Shipping", "Analytics"];
+
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// A local cloud with a stage of its own.
+pub async fn start_cloud() -> LocalCloud {
+    LocalCloud::start(CloudOptions::isolated(project_root(), "t")).await.expect("local cloud starts")
+}
+
+/// The HTTP API of a cloud.
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(cloud: &LocalCloud) -> Self {
+        Self { base: cloud.http_base().expect("HTTP API"), http: reqwest::Client::new() }
+    }
+
+    /// Sends a request and returns the status and the JSON body (a string value when the body is not JSON).
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.body(body.to_string()).header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("HTTP API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn restock(&self, sku: &str, available: u32, price: &str) {
+        let (status, body) = self
+            .send("PUT", &format!("/inventory/{sku}"), Some(json!({"available": available, "price": price})), &[])
+            .await;
+        assert_eq!(status, 200, "PUT /inventory/{sku}: {body}");
+    }
+
+    /// Places an order for `quantity` of one SKU and returns its id.
+    pub async fn place(&self, customer: &str, sku: &str, quantity: u32) -> String {
+        let body = json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": quantity}]});
+        let (status, answer) = self.send("POST", "/orders", Some(body), &[]).await;
+        assert_eq!(status, 202, "POST /orders: {answer}");
+        answer["order_id"].as_str().expect("order_id").to_owned()
+    }
+
+    /// The order as `GET /orders/{id}` shows it, `None` while it is unknown.
+    pub async fn order(&self, order_id: &str) -> Option<Value> {
+        let (status, body) = self.send("GET", &format!("/orders/{order_id}"), None, &[]).await;
+        match status {
+            200 => Some(body),
+            404 => None,
+            other => panic!("GET /orders/{order_id} answered {other}: {body}"),
+        }
+    }
+
+    /// (available, reserved, shipped) of a SKU.
+    pub async fn stock(&self, sku: &str) -> (u64, u64, u64) {
+        let (status, body) = self.send("GET", &format!("/inventory/{sku}"), None, &[]).await;
+        assert_eq!(status, 200, "GET /inventory/{sku}: {body}");
+        let field = |name: &str| body[name].as_u64().unwrap_or_else(|| panic!("no {name} in {body}"));
+        (field("available"), field("reserved"), field("shipped"))
+    }
+
+    /// Waits until the order is in a final state and returns it.
+    pub async fn final_order(&self, order_id: &str) -> Value {
+        wait_for(&format!("order {order_id} to be final"), || async {
+            let order = self.order(order_id).await?;
+            let status = order["status"].as_str()?;
+            ["SHIPPED", "REJECTED", "CANCELLED"].contains(&status).then_some(order)
+        })
+        .await
+    }
+}
+
+/// How long the system may take to settle in a test; LocalStack is slower than moto.
+pub fn settle_timeout() -> Duration {
+    match std::env::var("ORDERFLOW_EMULATOR").as_deref() {
+        Ok("localstack") => Duration::from_secs(240),
+        _ => Duration::from_secs(120),
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`settle_timeout`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + settle_timeout();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Messages in a queue, visible or in flight.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible};
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(ApproximateNumberOfMessages)
+        .attribute_names(ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .with_context(|| format!("attributes of {url}"))?;
+    let count =
+        |name| attributes.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(count(ApproximateNumberOfMessages) + count(ApproximateNumberOfMessagesNotVisible))
+}
+
+/// Waits until every consumer queue is empty (nothing visible, nothing in flight) twice in a row, a second
+/// apart: the system has nothing left to do.
+pub async fn wait_until_quiet(cloud: &LocalCloud) {
+    let sqs = aws_sdk_sqs::Client::new(cloud.sdk_config());
+    let urls: Vec<String> =
+        CONSUMER_QUEUES.iter().map(|q| cloud.output(&format!("{q}QueueUrl")).expect("queue url").to_owned()).collect();
+    let deadline = Instant::now() + settle_timeout();
+    let mut quiet_checks = 0;
+    while quiet_checks < 3 {
+        assert!(Instant::now() < deadline, "timed out waiting for every consumer queue to be empty");
+        let mut total = 0;
+        for url in &urls {
+            total += queue_depth(&sqs, url).await.unwrap_or(1);
+        }
+        quiet_checks = if total == 0 { quiet_checks + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(750)).await;
+    }
+}
+
+/// Every item of a table (scan, all pages).
+pub async fn scan(cloud: &LocalCloud, table_output: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(cloud.sdk_config());
+    let table = cloud.output(table_output).expect("table output");
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(page.items().iter().cloned());
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+/// Receives every message of a queue (they stay in it: visibility 0) with all attributes.
+pub async fn peek(cloud: &LocalCloud, queue_output: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let sqs = aws_sdk_sqs::Client::new(cloud.sdk_config());
+    let url = cloud.output(queue_output).expect("queue output");
+    let received = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("receive");
+    received.messages().to_vec()
+}
+
+/// Puts one event on the stage's bus.
+pub async fn put_on_bus(cloud: &LocalCloud, source: &str, detail_type: &str, detail: &str) -> Result<()> {
+    let events = aws_sdk_eventbridge::Client::new(cloud.sdk_config());
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name(cloud.output("EventBusName")?)
+        .source(source)
+        .detail_type(detail_type)
+        .detail(detail)
+        .build();
+    let output = events.put_events().entries(entry).send().await?;
+    if output.failed_entry_count() > 0 {
+        bail!("PutEvents rejected {detail_type}: {:?}", output.entries());
+    }
+    Ok(())
+}
+
+/// A string attribute of an item.
+pub fn attr<'a>(item: &'a std::collections::HashMap<String, AttributeValue>, name: &str) -> &'a str {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or_default()
+}
