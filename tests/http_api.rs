@@ -13,7 +13,7 @@ async fn bad_requests_get_a_4xx_with_a_json_error_naming_the_field() {
 
     let (status, body) = api.send("POST", "/orders", Some(json!({"customer_id": "c-1", "lines": []})), &[]).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "validation_error");
+    assert_eq!(body["error"], "validation_failed");
     assert!(body["message"].as_str().unwrap().contains("lines"), "{body}");
 
     let zero = json!({"customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 0}]});

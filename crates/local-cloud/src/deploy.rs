@@ -12,8 +12,13 @@ use aws_sdk_cloudformation::types::{Capability, Parameter, Stack, StackStatus};
 
 use crate::aws::describe_sdk_error;
 
-/// How long one create, update or delete may take before we give up waiting.
+/// How long one create, update or delete may take before we give up waiting, unless the
+/// environment variable [`STACK_TIMEOUT_ENV`] says otherwise.
 const STACK_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Seconds to wait for one stack operation instead of the default 15 minutes (emulators finish
+/// in seconds; a CI run can use a short value so a stack an emulator left `*_IN_PROGRESS` fails
+/// fast).
+pub const STACK_TIMEOUT_ENV: &str = "ORDERFLOW_STACK_TIMEOUT_SECS";
 /// First and longest pause between two DescribeStacks polls. Emulators finish in well under a
 /// second, AWS in minutes; the interval grows from the first to the second.
 const POLL_MIN: Duration = Duration::from_millis(200);
@@ -134,7 +139,18 @@ pub async fn deploy_stack(
                 }
                 Err(err) if is_no_updates(&err) => {}
                 Err(err) => {
-                    return Err(anyhow!(describe_sdk_error(&err))).context(what);
+                    let mut message = describe_sdk_error(&err);
+                    // moto updates inside UpdateStack; on a resource's error it can leave the
+                    // stack *_IN_PROGRESS for ever, which would stall the next deploy.
+                    if let Ok(Some(stack)) = describe(client, stack_name).await
+                        && is_in_progress(stack_status(&stack))
+                    {
+                        message.push_str(&format!(
+                            " (the stack is left {}; delete it or reset the emulator)",
+                            stack_status(&stack).as_str()
+                        ));
+                    }
+                    return Err(anyhow!(message)).context(what);
                 }
             }
             id
@@ -147,9 +163,23 @@ pub async fn deploy_stack(
                 .set_parameters(Some(parameters))
                 .set_capabilities(Some(capabilities.to_vec()))
                 .send()
-                .await
-                .map_err(|err| anyhow!(describe_sdk_error(&err)))
-                .with_context(|| what.clone())?;
+                .await;
+            let created = match created {
+                Ok(created) => created,
+                Err(err) => {
+                    let message = describe_sdk_error(&err);
+                    // moto creates the resources inside CreateStack: when one fails it answers
+                    // with that resource's error and leaves the stack CREATE_IN_PROGRESS for
+                    // ever, which would stall the next deploy. AWS creates no stack on an error.
+                    if let Ok(Some(stack)) = describe(client, stack_name).await
+                        && stack_status(&stack) == &StackStatus::CreateInProgress
+                        && let Some(id) = stack.stack_id()
+                    {
+                        let _ = delete_by_id(client, stack_name, id).await;
+                    }
+                    return Err(anyhow!(message)).context(what);
+                }
+            };
             let id = created.stack_id().unwrap_or(stack_name).to_string();
             expect_success(client, stack_name, &id, "create").await.with_context(|| what.clone())?;
             id
@@ -205,6 +235,7 @@ async fn describe(client: &Client, stack: &str) -> Result<Option<Stack>> {
 /// Polls by stack *name*: by name a deleted stack is simply gone, while describing a deleted
 /// stack by id makes moto evaluate its outputs, which re-creates its deleted resources.
 async fn wait_settled(client: &Client, stack_name: &str) -> Result<Option<Stack>> {
+    let timeout = stack_timeout();
     let started = Instant::now();
     let mut pause = POLL_MIN;
     loop {
@@ -213,9 +244,9 @@ async fn wait_settled(client: &Client, stack_name: &str) -> Result<Option<Stack>
             Some(s) if is_in_progress(stack_status(s)) => {}
             _ => return Ok(stack),
         }
-        if started.elapsed() > STACK_TIMEOUT {
+        if started.elapsed() > timeout {
             bail!(
-                "stack {stack_name} still {} after {STACK_TIMEOUT:?}",
+                "stack {stack_name} still {} after {timeout:?}",
                 stack.as_ref().map(|s| stack_status(s).as_str()).unwrap_or("?")
             );
         }
@@ -334,6 +365,15 @@ async fn read_outputs(client: &Client, stack_name: &str, stack_id: &str) -> Resu
         }
     }
     Ok(StackOutputs { stack_name: stack_name.to_string(), outputs, exports })
+}
+
+/// [`STACK_TIMEOUT`], or the seconds in [`STACK_TIMEOUT_ENV`].
+fn stack_timeout() -> Duration {
+    std::env::var(STACK_TIMEOUT_ENV)
+        .ok()
+        .and_then(|secs| secs.trim().parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(STACK_TIMEOUT)
 }
 
 fn stack_status(stack: &Stack) -> &StackStatus {

@@ -78,10 +78,14 @@ struct Process {
 }
 
 impl Emulator {
-    /// Starts `moto_server -H 127.0.0.1 -p PORT` and waits until `GET /moto-api/` answers.
+    /// Starts moto server on 127.0.0.1:PORT and waits until `GET /moto-api/` answers.
+    ///
+    /// moto runs through `xtask/moto/serve.py`, which makes its DynamoDB transactions all-or-nothing for
+    /// streams too (moto 5.2.5 streams the writes of a cancelled transaction and then loses its open shard
+    /// iterators; see that file).
     pub async fn start_moto(tools: &Tools, port: u16) -> Result<Emulator> {
-        let mut cmd = Command::new(tools.moto_server());
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut cmd = Command::new(tools.python());
+        cmd.arg(tools.project_root().join("xtask/moto/serve.py")).args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let started = Instant::now();
         let mut emulator = Self::spawn(EmulatorKind::Moto, &tools.local_dir(), "moto", port, cmd)?;
         let deadline = Instant::now() + MOTO_START_TIMEOUT;
