@@ -1,0 +1,255 @@
+//! The DynamoDB adapter: every change is one `TransactWriteItems` of the conditional order write and its outbox
+//! record (and, when placing with an idempotency key, the key's claim).
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use orderflow_aws::dynamo::{Item, cancellation_codes, describe, get_n, get_s, key, n, s};
+use orderflow_aws::outbox::outbox_put;
+use orderflow_domain::order::Order;
+use orderflow_toolkit::OutboxRecord;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::{
+    IDEMPOTENCY_SK, IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, ORDER_SK, OrderStore, Placement, StoreError,
+    idempotency_pk, order_pk,
+};
+
+/// Attribute names of the order item.
+mod attr {
+    pub const ORDER: &str = "order";
+    pub const ORDER_ID: &str = "order_id";
+    pub const CUSTOMER_ID: &str = "customer_id";
+    pub const STATUS: &str = "status";
+    pub const VERSION: &str = "version";
+    pub const TOTAL: &str = "total";
+    pub const CREATED_AT: &str = "created_at";
+    pub const REQUEST_HASH: &str = "request_hash";
+    pub const EXPIRES_AT: &str = "expires_at";
+}
+
+/// How often `place` tries again when DynamoDB cancels its transaction because another transaction held one of
+/// its items (`TransactionConflict`: two requests with the same idempotency key at once).
+const PLACE_ATTEMPTS: u32 = 3;
+
+/// The Orders table (orders and idempotency keys) and the Outbox table.
+#[derive(Debug, Clone)]
+pub struct DynamoOrders {
+    client: Client,
+    orders_table: String,
+    outbox_table: String,
+}
+
+impl DynamoOrders {
+    pub fn new(client: Client, orders_table: impl Into<String>, outbox_table: impl Into<String>) -> Self {
+        Self { client, orders_table: orders_table.into(), outbox_table: outbox_table.into() }
+    }
+
+    fn order_put(&self, order: &Order) -> Result<TransactWriteItem, StoreError> {
+        let json = serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339 formats any date");
+        let mut put = Put::builder()
+            .table_name(&self.orders_table)
+            .item("pk", s(order_pk(&order.order_id)))
+            .item("sk", s(ORDER_SK))
+            .item(attr::ORDER_ID, s(&order.order_id))
+            .item(attr::CUSTOMER_ID, s(&order.customer_id))
+            .item(attr::STATUS, s(order.status.as_str()))
+            .item(attr::VERSION, n(order.version))
+            .item(attr::CREATED_AT, s(now))
+            .item(attr::ORDER, s(json))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(total) = order.total {
+            put = put.item(attr::TOTAL, s(total.to_string()));
+        }
+        let put = put.build().expect("table, item and key are set");
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Replaces the order's attributes (keeping `created_at`) if it is still at `expected_version`.
+    fn order_update(&self, order: &Order, expected_version: u64) -> Result<TransactWriteItem, StoreError> {
+        let json = serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut expression = "SET #order = :order, #status = :status, #version = :version".to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.orders_table)
+            .set_key(Some(key(order_pk(&order.order_id), ORDER_SK)))
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#order", attr::ORDER)
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_names("#total", attr::TOTAL)
+            .expression_attribute_values(":order", s(json))
+            .expression_attribute_values(":status", s(order.status.as_str()))
+            .expression_attribute_values(":version", n(order.version))
+            .expression_attribute_values(":expected", n(expected_version));
+        match order.total {
+            Some(total) => {
+                expression.push_str(", #total = :total");
+                update = update.expression_attribute_values(":total", s(total.to_string()));
+            }
+            None => expression.push_str(" REMOVE #total"),
+        }
+        let update = update.update_expression(expression).build().expect("table, key and expression are set");
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Claims an idempotency key unless a live claim exists (an expired one may linger until TTL removes it).
+    fn idempotency_put(&self, order: &Order, idempotency: &IdempotencyKey) -> TransactWriteItem {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let put = Put::builder()
+            .table_name(&self.orders_table)
+            .item("pk", s(idempotency_pk(&idempotency.key)))
+            .item("sk", s(IDEMPOTENCY_SK))
+            .item(attr::ORDER_ID, s(&order.order_id))
+            .item(attr::REQUEST_HASH, s(&idempotency.request_hash))
+            .item(attr::EXPIRES_AT, n(now + IDEMPOTENCY_TTL_SECONDS))
+            .condition_expression("attribute_not_exists(pk) OR #expires_at < :now")
+            .expression_attribute_names("#expires_at", attr::EXPIRES_AT)
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .expect("table, item and key are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.orders_table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(output.item)
+    }
+
+    /// The outcome of a key already claimed: the same request gets its order back, another one is refused.
+    async fn claimed(&self, idempotency: &IdempotencyKey) -> Result<Placement, StoreError> {
+        let item = self.get_item(idempotency_pk(&idempotency.key), IDEMPOTENCY_SK).await?.ok_or_else(|| {
+            StoreError::Unavailable(format!("idempotency key {:?} was claimed then vanished", idempotency.key))
+        })?;
+        let corrupt = |e: orderflow_aws::dynamo::ItemError| StoreError::Corrupt(e.to_string());
+        if get_s(&item, attr::REQUEST_HASH).map_err(corrupt)? != idempotency.request_hash {
+            return Err(StoreError::IdempotencyKeyReused { key: idempotency.key.clone() });
+        }
+        Ok(Placement::Existing { order_id: get_s(&item, attr::ORDER_ID).map_err(corrupt)?.to_owned() })
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
+        self.client.transact_write_items().set_transact_items(Some(items)).send().await.map(|_| ())
+    }
+}
+
+/// The order an item holds; its `version` attribute (the one conditions compare) is authoritative.
+fn order_from_item(item: &Item) -> Result<Order, StoreError> {
+    let corrupt = |e: orderflow_aws::dynamo::ItemError| StoreError::Corrupt(e.to_string());
+    let json = get_s(item, attr::ORDER).map_err(corrupt)?;
+    let mut order: Order =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("item attribute order: {e}")))?;
+    order.version = get_n(item, attr::VERSION).map_err(corrupt)?;
+    Ok(order)
+}
+
+fn code_at(codes: &[String], index: usize) -> &str {
+    codes.get(index).map_or("None", String::as_str)
+}
+
+impl OrderStore for DynamoOrders {
+    async fn place(
+        &self,
+        order: &Order,
+        event: &OutboxRecord,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Placement, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut items = vec![self.order_put(order)?];
+            if let Some(idempotency) = idempotency {
+                items.push(self.idempotency_put(order, idempotency));
+            }
+            items.push(outbox_put(&self.outbox_table, event));
+            let err = match self.transact(items).await {
+                Ok(()) => return Ok(Placement::Placed),
+                Err(err) => err,
+            };
+            let Some(codes) = cancellation_codes(&err) else {
+                return Err(StoreError::Unavailable(describe(&err)));
+            };
+            if let Some(idempotency) = idempotency
+                && code_at(&codes, 1) == "ConditionalCheckFailed"
+            {
+                return self.claimed(idempotency).await;
+            }
+            if code_at(&codes, 0) == "ConditionalCheckFailed" {
+                return Err(StoreError::Conflict(format!("order {} already exists", order.order_id)));
+            }
+            if codes.iter().any(|code| code == "TransactionConflict") && attempt < PLACE_ATTEMPTS {
+                tracing::info!(order_id = order.order_id, attempt, "place: transaction conflict, trying again");
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+                continue;
+            }
+            return Err(StoreError::Unavailable(format!("transaction cancelled: {codes:?}")));
+        }
+    }
+
+    async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
+        self.get_item(order_pk(order_id), ORDER_SK).await?.as_ref().map(order_from_item).transpose()
+    }
+
+    async fn save(&self, order: &Order, expected_version: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
+        let write = match expected_version {
+            None => self.order_put(order)?,
+            Some(expected) => self.order_update(order, expected)?,
+        };
+        let err = match self.transact(vec![write, outbox_put(&self.outbox_table, event)]).await {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        match cancellation_codes(&err) {
+            // The order changed since it was read, or another transaction is writing it right now: either way the
+            // caller reloads it and decides again.
+            Some(codes) if matches!(code_at(&codes, 0), "ConditionalCheckFailed" | "TransactionConflict") => {
+                Err(StoreError::Conflict(format!(
+                    "order {} is no longer at version {} ({})",
+                    order.order_id,
+                    expected_version.map_or("none".into(), |v| v.to_string()),
+                    code_at(&codes, 0)
+                )))
+            }
+            Some(codes) => Err(StoreError::Unavailable(format!("transaction cancelled: {codes:?}"))),
+            None => Err(StoreError::Unavailable(describe(&err))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderflow_domain::events::OrderLine;
+
+    #[test]
+    fn an_item_without_the_order_json_is_corrupt_naming_the_attribute() {
+        let item = Item::from([("version".to_owned(), n(1))]);
+        assert_eq!(order_from_item(&item), Err(StoreError::Corrupt("item attribute order: is missing".into())));
+    }
+
+    #[test]
+    fn the_version_attribute_wins_over_the_json() {
+        let mut order = Order::placed(
+            "o-1".into(),
+            "c-1".into(),
+            vec![OrderLine { sku: "S".into(), quantity: 1 }],
+            "2026-11-24T10:00:00Z".into(),
+        );
+        order.version = 3;
+        let item =
+            Item::from([("order".to_owned(), s(serde_json::to_string(&order).unwrap())), ("version".to_owned(), n(4))]);
+        assert_eq!(order_from_item(&item).unwrap().version, 4);
+    }
+}

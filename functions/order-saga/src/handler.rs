@@ -1,0 +1,681 @@
+//! The order saga: reads the events that move an order on, asks the order state machine
+//! ([`orderflow_domain::order::decide`]) what they mean for the stored order, and stores the new order together
+//! with the event it emits, in one transaction conditioned on the version it was read at.
+//!
+//! - Duplicates and stale redeliveries: `decide` ignores an event that is no longer valid from the order's state,
+//!   and the version condition stops a duplicate processed concurrently from applying twice.
+//! - Out-of-order delivery: an event that follows a state the order has not reached yet fails transiently, so the
+//!   queue delivers it again later (and moves it to the DLQ after `maxReceiveCount`).
+//! - Malformed, unknown or unhandled events go to the DLQ at once with their reason.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use orderflow_domain::events::{
+    InventoryRejected, InventoryReleased, InventoryReserved, PaymentAuthorized, PaymentDeclined, ShipmentScheduled,
+};
+use orderflow_domain::order::{Decision, SagaInput, SagaOutput, decide};
+use orderflow_orders_store::{OrderStore, StoreError};
+use orderflow_toolkit::batch::BatchError;
+use orderflow_toolkit::{
+    DeadLetterSink, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsBatchProcessor, SqsRecord,
+};
+
+/// How many times one input is decided and saved when the order keeps changing under it.
+pub const SAVE_ATTEMPTS: u32 = 5;
+
+/// How many records of one batch are processed at once (records of one order serialise on its version).
+pub const CONCURRENCY: usize = 4;
+
+/// Why an input was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("{event_type} has an empty order_id")]
+    NoOrderId { event_type: String },
+    /// The input follows a state the order has not reached yet.
+    #[error("not yet applicable: {0}")]
+    NotYet(String),
+    #[error("order {order_id} kept changing during {SAVE_ATTEMPTS} attempts: {last}")]
+    Contended { order_id: String, last: StoreError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SagaError> for HandlerError {
+    fn from(err: SagaError) -> Self {
+        match &err {
+            SagaError::Envelope(_) | SagaError::NoOrderId { .. } | SagaError::Store(StoreError::Corrupt(_)) => {
+                HandlerError::permanent(err)
+            }
+            SagaError::NotYet(_) | SagaError::Contended { .. } | SagaError::Store(_) => HandlerError::transient(err),
+        }
+    }
+}
+
+/// What applying an input did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The order moved on and this event went to the outbox with it.
+    Advanced { status: &'static str, emitted: String },
+    /// A duplicate or stale input: nothing written.
+    Ignored(String),
+}
+
+/// The saga over an order store.
+#[derive(Debug, Clone)]
+pub struct Saga<S> {
+    store: S,
+    registry: Registry,
+}
+
+impl<S: OrderStore> Saga<S> {
+    pub fn new(store: S) -> Self {
+        Self { store, registry: orderflow_domain::events::registry() }
+    }
+
+    /// Reads an SQS body (an EventBridge event) as a saga input, upcasting older versions.
+    pub fn decode(&self, body: &str) -> Result<SagaInput, SagaError> {
+        let raw = self.registry.read_bus_event(body)?;
+        let input = match raw.event_type.as_str() {
+            InventoryReserved::TYPE => SagaInput::InventoryReserved(raw.decode()?),
+            InventoryRejected::TYPE => SagaInput::InventoryRejected(raw.decode()?),
+            PaymentAuthorized::TYPE => SagaInput::PaymentAuthorized(raw.decode()?),
+            PaymentDeclined::TYPE => SagaInput::PaymentDeclined(raw.decode()?),
+            InventoryReleased::TYPE => SagaInput::InventoryReleased(raw.decode()?),
+            ShipmentScheduled::TYPE => SagaInput::ShipmentScheduled(raw.decode()?),
+            other => return Err(EnvelopeError::NotHandled(other.to_owned()).into()),
+        };
+        if input.order_id().trim().is_empty() {
+            return Err(SagaError::NoOrderId { event_type: raw.event_type });
+        }
+        Ok(input)
+    }
+
+    /// Applies one input: load, decide, save conditionally; on a version conflict, load and decide again.
+    pub async fn apply(&self, input: &SagaInput) -> Result<Outcome, SagaError> {
+        let order_id = input.order_id();
+        let mut last_conflict = None;
+        for attempt in 1..=SAVE_ATTEMPTS {
+            let current = self.store.get(order_id).await?;
+            let (order, output) = match decide(current.as_ref(), input) {
+                Decision::Advance { order, output } => (order, output),
+                Decision::Ignore(reason) => return Ok(Outcome::Ignored(reason)),
+                Decision::NotYet(reason) => return Err(SagaError::NotYet(reason)),
+            };
+            let record = outbox_record(&output);
+            let expected = current.as_ref().map(|order| order.version);
+            match self.store.save(&order, expected, &record).await {
+                Ok(()) => {
+                    return Ok(Outcome::Advanced { status: order.status.as_str(), emitted: record.detail_type });
+                }
+                Err(StoreError::Conflict(reason)) => {
+                    tracing::info!(order_id, attempt, reason, "order changed while deciding, deciding again");
+                    last_conflict = Some(StoreError::Conflict(reason));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(SagaError::Contended {
+            order_id: order_id.to_owned(),
+            last: last_conflict.expect("every attempt that did not return conflicted"),
+        })
+    }
+
+    /// Handles one SQS record.
+    pub async fn handle_record(&self, record: SqsRecord) -> Result<(), HandlerError> {
+        let input = self.decode(&record.body)?;
+        match self.apply(&input).await? {
+            Outcome::Advanced { status, emitted } => {
+                tracing::info!(
+                    message_id = record.message_id,
+                    order_id = input.order_id(),
+                    status,
+                    emitted,
+                    "advanced"
+                );
+            }
+            Outcome::Ignored(reason) => {
+                tracing::info!(message_id = record.message_id, order_id = input.order_id(), reason, "ignored");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outbox record of the event a step emits.
+pub fn outbox_record(output: &SagaOutput) -> OutboxRecord {
+    match output {
+        SagaOutput::PaymentRequested(e) => OutboxRecord::new(e),
+        SagaOutput::OrderRejected(e) => OutboxRecord::new(e),
+        SagaOutput::OrderConfirmed(e) => OutboxRecord::new(e),
+        SagaOutput::InventoryReleaseRequested(e) => OutboxRecord::new(e),
+        SagaOutput::OrderCancelled(e) => OutboxRecord::new(e),
+        SagaOutput::OrderShipped(e) => OutboxRecord::new(e),
+    }
+}
+
+/// Handles an SQS batch: the response lists the records to deliver again.
+pub async fn handle_batch<S: OrderStore, D: DeadLetterSink>(
+    saga: &Saga<S>,
+    processor: &SqsBatchProcessor<D>,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, BatchError> {
+    processor.process(event, |record| saga.handle_record(record)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, VecDeque};
+
+    use orderflow_domain::events::{OrderLine, OrderPlaced, PricedLine};
+    use orderflow_domain::order::{Order, OrderStatus};
+    use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement};
+    use orderflow_toolkit::{Envelope, MemoryDeadLetters};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const INVENTORY_RESERVED: &str = include_str!("../../../events/order-saga/inventory-reserved.json");
+    const PAYMENT_AUTHORIZED: &str = include_str!("../../../events/order-saga/payment-authorized.json");
+    const PAYMENT_DECLINED: &str = include_str!("../../../events/order-saga/payment-declined.json");
+    const SHIPMENT_SCHEDULED: &str = include_str!("../../../events/order-saga/shipment-scheduled.json");
+    const UNKNOWN_TYPE: &str = include_str!("../../../events/order-saga/unknown-type.json");
+    /// The order the sample events are about.
+    const SAMPLE_ORDER: &str = "5d8c2a1e-7b4f-4c3a-9e21-0f6b8d4a7c13";
+
+    struct World {
+        store: InMemoryOrders,
+        dead_letters: MemoryDeadLetters,
+        saga: Saga<InMemoryOrders>,
+        processor: SqsBatchProcessor<MemoryDeadLetters>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let store = InMemoryOrders::default();
+            let dead_letters = MemoryDeadLetters::default();
+            Self {
+                saga: Saga::new(store.clone()),
+                processor: SqsBatchProcessor::new(dead_letters.clone()).with_concurrency(CONCURRENCY),
+                store,
+                dead_letters,
+            }
+        }
+
+        /// The order as the orders API places it.
+        async fn with_placed_order(self, order_id: &str) -> Self {
+            let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
+            let placed = Envelope::new(
+                order_id,
+                OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines: lines.clone() },
+            );
+            let order = Order::placed(order_id.into(), "c-1".into(), lines, "2026-11-24T10:00:00Z".into());
+            let placement = self.store.place(&order, &OutboxRecord::new(&placed), None::<&IdempotencyKey>).await;
+            assert_eq!(placement, Ok(Placement::Placed));
+            self
+        }
+
+        /// Delivers a sample SQS event; returns the ids of the records reported as failed.
+        async fn deliver(&self, sample: &str) -> Vec<String> {
+            let event: SqsEvent = serde_json::from_str(sample).expect("sample is an SQS event");
+            let response = handle_batch(&self.saga, &self.processor, event).await.expect("batch response");
+            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+        }
+
+        async fn order(&self, order_id: &str) -> Order {
+            self.store.get(order_id).await.unwrap().expect("order is stored")
+        }
+
+        /// Event types in the outbox after the placement, in commit order.
+        fn emitted(&self) -> Vec<String> {
+            self.store.outbox().into_iter().map(|r| r.detail_type).filter(|t| t != OrderPlaced::TYPE).collect()
+        }
+    }
+
+    fn outbox_detail(store: &InMemoryOrders, detail_type: &str) -> Value {
+        let record = store.outbox().into_iter().find(|r| r.detail_type == detail_type).expect("event in the outbox");
+        serde_json::from_str(&record.detail).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reservation_prices_the_order_and_requests_its_payment_through_the_outbox() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+
+        let failed = world.deliver(INVENTORY_RESERVED).await;
+
+        assert!(failed.is_empty(), "{failed:?}");
+        let order = world.order(SAMPLE_ORDER).await;
+        assert_eq!(order.status, OrderStatus::Reserved);
+        assert_eq!(order.total, Some("25.00".parse().unwrap()));
+        assert_eq!(world.emitted(), ["PaymentRequested"]);
+        let request = outbox_detail(&world.store, "PaymentRequested");
+        assert_eq!(request["data"]["amount"], "25.00");
+        assert_eq!(request["correlation_id"], SAMPLE_ORDER);
+        assert_eq!(request["causation_id"], "0a3e2d1c-4b5a-4968-8776-655443322101", "caused by the reservation");
+        let record = world.store.outbox().into_iter().find(|r| r.detail_type == "PaymentRequested").unwrap();
+        assert_eq!(record.source, "orderflow.saga");
+        assert_eq!(record.partition, SAMPLE_ORDER);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_reservation_changes_nothing_and_emits_nothing_twice() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        world.deliver(INVENTORY_RESERVED).await;
+        let writes = world.store.writes();
+
+        let failed = world.deliver(INVENTORY_RESERVED).await;
+
+        assert!(failed.is_empty(), "a duplicate is acknowledged: {failed:?}");
+        assert_eq!(world.store.writes(), writes, "a duplicate writes nothing");
+        assert_eq!(world.emitted(), ["PaymentRequested"]);
+        assert!(world.dead_letters.letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn authorized_payment_confirms_and_a_scheduled_shipment_ships_the_order() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        world.deliver(INVENTORY_RESERVED).await;
+
+        assert!(world.deliver(PAYMENT_AUTHORIZED).await.is_empty());
+        assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Confirmed);
+        assert!(world.deliver(SHIPMENT_SCHEDULED).await.is_empty());
+
+        let order = world.order(SAMPLE_ORDER).await;
+        assert_eq!(order.status, OrderStatus::Shipped);
+        let history: Vec<_> = order.history.iter().map(|h| h.event_type.as_str()).collect();
+        assert_eq!(history, ["OrderPlaced", "InventoryReserved", "PaymentAuthorized", "ShipmentScheduled"]);
+        assert_eq!(order.version, 4);
+        assert_eq!(world.emitted(), ["PaymentRequested", "OrderConfirmed", "OrderShipped"]);
+        let shipped = outbox_detail(&world.store, "OrderShipped");
+        assert_eq!(shipped["data"]["shipment_id"], "ship-5d8c2a1e");
+        assert_eq!(shipped["data"]["lines"], json!([{"sku": "SKU-1", "quantity": 2}]));
+    }
+
+    #[tokio::test]
+    async fn a_declined_payment_asks_inventory_to_release_the_stock() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        world.deliver(INVENTORY_RESERVED).await;
+
+        assert!(world.deliver(PAYMENT_DECLINED).await.is_empty());
+
+        assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Reserved, "cancelled once stock is back");
+        assert_eq!(world.emitted(), ["PaymentRequested", "InventoryReleaseRequested"]);
+        let release = outbox_detail(&world.store, "InventoryReleaseRequested");
+        assert_eq!(release["data"]["reason"], "total 25.00 exceeds the customer's limit of 20.00");
+    }
+
+    #[tokio::test]
+    async fn a_payment_before_the_reservation_is_retried_later_and_writes_nothing() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        let writes = world.store.writes();
+
+        let failed = world.deliver(PAYMENT_AUTHORIZED).await;
+
+        assert_eq!(failed, ["7a2e2e3d-9a4f-4c8b-8e1f-3b7d6c5f4a32"], "reported for redelivery");
+        assert!(world.dead_letters.letters().is_empty(), "not poison: it only came early");
+        assert_eq!(world.store.writes(), writes);
+        assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Pending);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_for_an_order_not_seen_yet_creates_it_from_the_event() {
+        let world = World::new();
+
+        assert!(world.deliver(INVENTORY_RESERVED).await.is_empty());
+
+        let order = world.order(SAMPLE_ORDER).await;
+        assert_eq!(order.status, OrderStatus::Reserved);
+        assert_eq!(order.customer_id, "c-1");
+        assert_eq!(world.emitted(), ["PaymentRequested"]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_event_type_goes_to_the_dead_letter_queue_with_its_reason() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+
+        let failed = world.deliver(UNKNOWN_TYPE).await;
+
+        assert!(failed.is_empty(), "poison is acknowledged, not retried");
+        let letters = world.dead_letters.letters();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].message_id, "ad5b5b6a-cd7c-4fbd-9b4c-6eaa9f8c7d65");
+        assert_eq!(letters[0].reason, r#"unknown event type "OrderTeleported""#);
+        assert!(world.emitted().is_empty());
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_and_events_the_saga_does_not_handle_are_dead_lettered() {
+        let world = World::new();
+        let placed =
+            Envelope::new("o-1", OrderPlaced { order_id: "o-1".into(), customer_id: "c".into(), lines: vec![] });
+        let not_ours = bus_body(&OutboxRecord::new(&placed));
+        let mut bad_data: Value = serde_json::from_str(&sqs_body(INVENTORY_RESERVED)).unwrap();
+        bad_data["detail"]["data"]["total"] = json!(25.5);
+        let mut no_order: Value = serde_json::from_str(&sqs_body(SHIPMENT_SCHEDULED)).unwrap();
+        no_order["detail"]["data"]["order_id"] = json!("");
+        let event = sqs_event(&["not json".into(), not_ours, bad_data.to_string(), no_order.to_string()]);
+
+        let response = handle_batch(&world.saga, &world.processor, event).await.unwrap();
+
+        assert!(response.batch_item_failures.is_empty());
+        let mut reasons: Vec<_> = world.dead_letters.letters().into_iter().map(|l| l.reason).collect();
+        reasons.sort();
+        assert_eq!(reasons.len(), 4);
+        assert_eq!(reasons[0], "ShipmentScheduled has an empty order_id");
+        assert!(reasons[1].starts_with("invalid data for InventoryReserved v1"), "{reasons:?}");
+        assert!(reasons[2].starts_with("malformed event"), "{reasons:?}");
+        assert_eq!(reasons[3], "this consumer does not handle OrderPlaced");
+        assert!(world.store.orders().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_is_retried_not_dead_lettered() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        world.store.fail_next(StoreError::Unavailable("ProvisionedThroughputExceededException".into()));
+
+        let failed = world.deliver(INVENTORY_RESERVED).await;
+
+        assert_eq!(failed, ["6f1d1d2c-8f3e-4b7a-9d0e-2a6c5b4e3f21"]);
+        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.deliver(INVENTORY_RESERVED).await.is_empty(), "the redelivery succeeds");
+        assert_eq!(world.emitted(), ["PaymentRequested"]);
+    }
+
+    /// A store whose order changes between the saga's read and its write, as when another invocation processes
+    /// a duplicate of the same event at the same moment.
+    struct Racing {
+        inner: InMemoryOrders,
+        rival: Saga<InMemoryOrders>,
+        rival_input: std::sync::Mutex<Option<SagaInput>>,
+    }
+
+    impl OrderStore for Racing {
+        async fn place(
+            &self,
+            order: &Order,
+            event: &OutboxRecord,
+            key: Option<&IdempotencyKey>,
+        ) -> Result<Placement, StoreError> {
+            self.inner.place(order, event, key).await
+        }
+
+        async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
+            self.inner.get(order_id).await
+        }
+
+        async fn save(&self, order: &Order, expected: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
+            let rival_input = self.rival_input.lock().unwrap().take();
+            if let Some(input) = rival_input {
+                self.rival.apply(&input).await.expect("the rival applies first");
+            }
+            self.inner.save(order, expected, event).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_applied_concurrently_loses_the_version_race_and_is_then_ignored() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        let body = sqs_body(INVENTORY_RESERVED);
+        let input = world.saga.decode(&body).unwrap();
+        let racing = Racing {
+            inner: world.store.clone(),
+            rival: Saga::new(world.store.clone()),
+            rival_input: std::sync::Mutex::new(Some(input.clone())),
+        };
+
+        let outcome = Saga::new(racing).apply(&input).await.unwrap();
+
+        assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
+        assert_eq!(world.emitted(), ["PaymentRequested"], "emitted once, by the rival");
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_step_is_decided_again_on_the_order_as_it_now_is() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        world.deliver(INVENTORY_RESERVED).await;
+        // The saga reads the RESERVED order to apply a decline; before it saves, the payment is authorized.
+        let racing = Racing {
+            inner: world.store.clone(),
+            rival: Saga::new(world.store.clone()),
+            rival_input: std::sync::Mutex::new(Some(world.saga.decode(&sqs_body(PAYMENT_AUTHORIZED)).unwrap())),
+        };
+        let declined = world.saga.decode(&sqs_body(PAYMENT_DECLINED)).unwrap();
+
+        let outcome = Saga::new(racing).apply(&declined).await.unwrap();
+
+        assert!(matches!(outcome, Outcome::Ignored(_)), "a decline after the confirmation is stale: {outcome:?}");
+        assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Confirmed);
+        assert_eq!(world.emitted(), ["PaymentRequested", "OrderConfirmed"], "no release for a confirmed order");
+    }
+
+    #[tokio::test]
+    async fn an_order_that_never_stops_changing_is_retried_later() {
+        struct AlwaysConflict(InMemoryOrders);
+        impl OrderStore for AlwaysConflict {
+            async fn place(
+                &self,
+                o: &Order,
+                e: &OutboxRecord,
+                k: Option<&IdempotencyKey>,
+            ) -> Result<Placement, StoreError> {
+                self.0.place(o, e, k).await
+            }
+            async fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
+                self.0.get(id).await
+            }
+            async fn save(&self, _: &Order, _: Option<u64>, _: &OutboxRecord) -> Result<(), StoreError> {
+                Err(StoreError::Conflict("TransactionConflict".into()))
+            }
+        }
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        let saga = Saga::new(AlwaysConflict(world.store.clone()));
+        let input = saga.decode(&sqs_body(INVENTORY_RESERVED)).unwrap();
+
+        let err = saga.apply(&input).await.unwrap_err();
+
+        assert!(matches!(err, SagaError::Contended { .. }), "{err}");
+        assert_eq!(HandlerError::from(err).class(), "Transient");
+    }
+
+    // ------------------------------------------------------------------ whole sagas, shuffled and duplicated
+
+    fn reserved(order_id: &str) -> SagaInput {
+        SagaInput::InventoryReserved(Envelope::new(
+            order_id,
+            InventoryReserved {
+                order_id: order_id.into(),
+                customer_id: "c-1".into(),
+                lines: vec![PricedLine { sku: "SKU-1".into(), quantity: 2, unit_price: "12.50".parse().unwrap() }],
+                total: "25.00".parse().unwrap(),
+            },
+        ))
+    }
+
+    fn rejected(order_id: &str) -> SagaInput {
+        SagaInput::InventoryRejected(Envelope::new(
+            order_id,
+            InventoryRejected {
+                order_id: order_id.into(),
+                customer_id: "c-1".into(),
+                lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
+                unavailable: vec!["SKU-1".into()],
+                reason: "out of stock: SKU-1".into(),
+            },
+        ))
+    }
+
+    fn authorized(order_id: &str) -> SagaInput {
+        SagaInput::PaymentAuthorized(Envelope::new(
+            order_id,
+            PaymentAuthorized { order_id: order_id.into(), payment_id: "p-1".into(), amount: "25.00".parse().unwrap() },
+        ))
+    }
+
+    fn declined(order_id: &str) -> SagaInput {
+        SagaInput::PaymentDeclined(Envelope::new(
+            order_id,
+            PaymentDeclined { order_id: order_id.into(), amount: "25.00".parse().unwrap(), reason: "limit".into() },
+        ))
+    }
+
+    fn released(order_id: &str) -> SagaInput {
+        SagaInput::InventoryReleased(Envelope::new(order_id, InventoryReleased { order_id: order_id.into() }))
+    }
+
+    fn scheduled(order_id: &str) -> SagaInput {
+        SagaInput::ShipmentScheduled(Envelope::new(
+            order_id,
+            ShipmentScheduled { order_id: order_id.into(), shipment_id: "s-1".into() },
+        ))
+    }
+
+    /// The SQS body (EventBridge event) that carries an input, as the relay and the rule deliver it.
+    fn input_body(input: &SagaInput) -> String {
+        let record = match input {
+            SagaInput::InventoryReserved(e) => OutboxRecord::new(e),
+            SagaInput::InventoryRejected(e) => OutboxRecord::new(e),
+            SagaInput::PaymentAuthorized(e) => OutboxRecord::new(e),
+            SagaInput::PaymentDeclined(e) => OutboxRecord::new(e),
+            SagaInput::InventoryReleased(e) => OutboxRecord::new(e),
+            SagaInput::ShipmentScheduled(e) => OutboxRecord::new(e),
+        };
+        bus_body(&record)
+    }
+
+    fn bus_body(record: &OutboxRecord) -> String {
+        let detail: Value = serde_json::from_str(&record.detail).unwrap();
+        json!({"version": "0", "id": uuid::Uuid::new_v4(), "detail-type": record.detail_type, "source": record.source,
+               "account": "000000000000", "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [],
+               "detail": detail})
+        .to_string()
+    }
+
+    fn sqs_body(sample: &str) -> String {
+        let event: Value = serde_json::from_str(sample).unwrap();
+        event["Records"][0]["body"].as_str().unwrap().to_owned()
+    }
+
+    fn sqs_event(bodies: &[String]) -> SqsEvent {
+        let records: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "eventSource": "aws:sqs"}))
+            .collect();
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    /// Every ordering of `items` (Heap's algorithm).
+    fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+        fn heap<T: Clone>(k: usize, items: &mut Vec<T>, out: &mut Vec<Vec<T>>) {
+            if k <= 1 {
+                out.push(items.clone());
+                return;
+            }
+            for i in 0..k - 1 {
+                heap(k - 1, items, out);
+                let j = if k.is_multiple_of(2) { i } else { 0 };
+                items.swap(j, k - 1);
+            }
+            heap(k - 1, items, out);
+        }
+        let mut items = items.to_vec();
+        let mut out = Vec::new();
+        heap(items.len(), &mut items, &mut out);
+        out
+    }
+
+    /// Delivers `bodies` in the given order through a simulated queue: a record that fails transiently goes back
+    /// to the end of the queue (it becomes visible again later), an acknowledged one is gone. Panics on poison.
+    async fn run_queue(saga: &Saga<InMemoryOrders>, bodies: Vec<String>) {
+        let mut queue: VecDeque<String> = bodies.into();
+        let mut deliveries = 0;
+        while let Some(body) = queue.pop_front() {
+            deliveries += 1;
+            assert!(deliveries < 200, "the saga does not converge");
+            let record = SqsRecord {
+                message_id: format!("m-{deliveries}"),
+                body: body.clone(),
+                receive_count: 1,
+                attributes: BTreeMap::new(),
+            };
+            match saga.handle_record(record).await {
+                Ok(()) => {}
+                Err(HandlerError::Transient(_)) => queue.push_back(body),
+                Err(err @ HandlerError::Permanent(_)) => panic!("poison in a valid saga: {err}"),
+            }
+        }
+    }
+
+    /// Runs one saga path with every input delivered twice, in every order, with and without the order placed
+    /// first, and checks the final state and that each output was emitted exactly once.
+    async fn every_shuffled_and_duplicated_delivery(
+        inputs: &[SagaInput],
+        final_status: OrderStatus,
+        outputs: &[&str],
+    ) -> usize {
+        let order_id = inputs[0].order_id().to_owned();
+        let bodies: Vec<String> = inputs.iter().map(input_body).collect();
+        let doubled: Vec<String> = bodies.iter().chain(&bodies).cloned().collect();
+        let mut runs = 0;
+        for placed_first in [true, false] {
+            for delivery in permutations(&doubled) {
+                let world = if placed_first { World::new().with_placed_order(&order_id).await } else { World::new() };
+                run_queue(&world.saga, delivery.clone()).await;
+
+                let order = world.order(&order_id).await;
+                assert_eq!(order.status, final_status, "delivery {delivery:#?}");
+                let mut emitted = world.emitted();
+                emitted.sort();
+                let mut expected: Vec<String> = outputs.iter().map(|s| s.to_string()).collect();
+                expected.sort();
+                assert_eq!(emitted, expected, "each output exactly once; delivery {delivery:#?}");
+                assert_eq!(order.history.len(), inputs.len() + 1, "each input applied once");
+                runs += 1;
+            }
+        }
+        runs
+    }
+
+    #[tokio::test]
+    async fn a_shipped_saga_ends_shipped_under_any_order_of_duplicated_deliveries() {
+        let id = "o-ship";
+        let runs = every_shuffled_and_duplicated_delivery(
+            &[reserved(id), authorized(id), scheduled(id)],
+            OrderStatus::Shipped,
+            &["PaymentRequested", "OrderConfirmed", "OrderShipped"],
+        )
+        .await;
+        assert_eq!(runs, 2 * 720);
+    }
+
+    #[tokio::test]
+    async fn a_compensated_saga_ends_cancelled_under_any_order_of_duplicated_deliveries() {
+        let id = "o-cancel";
+        every_shuffled_and_duplicated_delivery(
+            &[reserved(id), declined(id), released(id)],
+            OrderStatus::Cancelled,
+            &["PaymentRequested", "InventoryReleaseRequested", "OrderCancelled"],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_rejected_saga_ends_rejected_under_duplicated_deliveries() {
+        let id = "o-reject";
+        every_shuffled_and_duplicated_delivery(&[rejected(id)], OrderStatus::Rejected, &["OrderRejected"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_whole_batch_of_duplicates_processed_concurrently_applies_each_event_once() {
+        let world = World::new().with_placed_order("o-batch").await;
+        world.deliver(&serde_json::to_string(&sqs_event(&[input_body(&reserved("o-batch"))])).unwrap()).await;
+        let authorized = input_body(&authorized("o-batch"));
+        let event = sqs_event(&vec![authorized; 10]);
+
+        let response = handle_batch(&world.saga, &world.processor, event).await.unwrap();
+
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(world.order("o-batch").await.status, OrderStatus::Confirmed);
+        assert_eq!(world.emitted(), ["PaymentRequested", "OrderConfirmed"]);
+    }
+}

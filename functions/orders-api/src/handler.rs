@@ -1,0 +1,709 @@
+//! The orders HTTP API (API Gateway HTTP API, payload v2):
+//!
+//! ```text
+//! POST /orders          {"customer_id", "lines": [{"sku", "quantity"}]}, header Idempotency-Key (optional)
+//!                       -> 202 {"order_id", "status"}; the PENDING order and OrderPlaced v1 in one transaction
+//! GET  /orders/{id}     -> 200 {"order_id", "customer_id", "status", "lines", "total", "history": [{"type", "at"}]}
+//! PUT  /inventory/{sku} {"available", "price"} -> 200 {"sku", "available", "reserved", "shipped", "price"}
+//! GET  /inventory/{sku} -> 200 {"sku", "available", "reserved", "shipped", "price"}
+//! ```
+//!
+//! Errors are `{"error": "<code>", "message": "<what is wrong, naming the field>"}`: 400 `invalid_json` or
+//! `validation_failed`, 404 `not_found`, 405 `method_not_allowed`, 422 `idempotency_key_reused`, 503
+//! `service_unavailable` (the tables refused for now; retry) and 500 `internal_error` (details only in the logs).
+
+use lambda_http::http::header::{ALLOW, CONTENT_TYPE, LOCATION};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use orderflow_domain::Decimal;
+use orderflow_domain::events::{OrderLine, OrderPlaced};
+use orderflow_domain::inventory::Restock;
+use orderflow_domain::order::{HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
+use orderflow_orders_store::{IdempotencyKey, OrderStore, Placement, StoreError};
+use orderflow_toolkit::{Envelope, OutboxRecord};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::store::{StockError, StockStore};
+
+/// The request header that makes `POST /orders` safe to retry.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// The longest SKU accepted in a path.
+pub const MAX_SKU_LEN: usize = 128;
+
+/// Why a request failed; each variant is one status and error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    Validation(ValidationError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{method} is not allowed on {path} (allowed: {allowed})")]
+    MethodNotAllowed { method: Method, path: String, allowed: &'static str },
+    #[error("Idempotency-Key {key:?} was already used with a different request body")]
+    IdempotencyKeyReused { key: String },
+    /// The tables refused for now (throttling, network); details are logged, not returned.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or corrupt data; details are logged, not returned.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_) | Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::Validation(_) => "validation_failed",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The message the client sees: server-side details stay in the logs.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Unavailable(_) => "the service is busy, retry later".into(),
+            Self::Internal(_) => "internal server error".into(),
+            other => other.to_string(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut response =
+            json_response(self.status(), &json!({"error": self.code(), "message": self.public_message()}));
+        if let Self::MethodNotAllowed { allowed, .. } = &self {
+            response.headers_mut().insert(ALLOW, allowed.parse().expect("static header value"));
+        }
+        response
+    }
+}
+
+fn validation(field: &str, message: &str) -> ApiError {
+    ApiError::Validation(ValidationError { field: field.into(), message: message.into() })
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::IdempotencyKeyReused { key } => Self::IdempotencyKeyReused { key },
+            StoreError::Unavailable(reason) => Self::Unavailable(reason),
+            StoreError::Conflict(reason) => Self::Internal(format!("orders store conflict: {reason}")),
+            StoreError::Corrupt(reason) => Self::Internal(format!("orders store: {reason}")),
+        }
+    }
+}
+
+impl From<StockError> for ApiError {
+    fn from(err: StockError) -> Self {
+        match err {
+            StockError::Unavailable(reason) => Self::Unavailable(reason),
+            StockError::Corrupt(reason) => Self::Internal(reason),
+        }
+    }
+}
+
+/// The routes of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    PlaceOrder,
+    GetOrder(String),
+    PutStock(String),
+    GetStock(String),
+}
+
+fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned())
+        .collect();
+    let not_allowed = |allowed| ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allowed };
+    match segments.as_slice() {
+        [orders] if orders == "orders" => match *method {
+            Method::POST => Ok(Route::PlaceOrder),
+            _ => Err(not_allowed("POST")),
+        },
+        [orders, id] if orders == "orders" => match *method {
+            Method::GET => Ok(Route::GetOrder(id.clone())),
+            _ => Err(not_allowed("GET")),
+        },
+        [inventory, sku] if inventory == "inventory" => match *method {
+            Method::GET => Ok(Route::GetStock(sku.clone())),
+            Method::PUT => Ok(Route::PutStock(sku.clone())),
+            _ => Err(not_allowed("GET, PUT")),
+        },
+        _ => Err(ApiError::NotFound(format!("no route for {method} {path}"))),
+    }
+}
+
+/// The request path without the stage prefix a named (non-`$default`) stage adds.
+fn request_path(request: &Request) -> String {
+    let path = request.raw_http_path();
+    let path = if path.is_empty() { request.uri().path() } else { path };
+    let stage = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.stage.clone(),
+        _ => None,
+    };
+    match stage.filter(|stage| stage != "$default") {
+        Some(stage) => match path.strip_prefix(&format!("/{stage}")) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_owned(),
+            _ => path.to_owned(),
+        },
+        None => path.to_owned(),
+    }
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::Text(serde_json::to_string(body).expect("response bodies serialise to JSON")))
+        .expect("status and headers are valid")
+}
+
+/// Parses a JSON body; the message names the field (`lines[0].quantity: invalid type ...`) and the position.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidJson("the request body is empty: expected a JSON object".into()));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." || path == "?" {
+            ApiError::InvalidJson(inner.to_string())
+        } else {
+            ApiError::InvalidJson(format!("{path}: {inner}"))
+        }
+    })?;
+    deserializer.end().map_err(|err| ApiError::InvalidJson(err.to_string()))?;
+    Ok(value)
+}
+
+/// The answer to `POST /orders`.
+#[derive(Debug, Serialize)]
+struct Accepted<'a> {
+    order_id: &'a str,
+    status: OrderStatus,
+}
+
+/// The answer to `GET /orders/{id}`.
+#[derive(Debug, Serialize)]
+struct OrderView<'a> {
+    order_id: &'a str,
+    customer_id: &'a str,
+    status: OrderStatus,
+    lines: &'a [OrderLine],
+    total: Option<Decimal>,
+    history: &'a [HistoryEntry],
+}
+
+impl<'a> From<&'a Order> for OrderView<'a> {
+    fn from(order: &'a Order) -> Self {
+        Self {
+            order_id: &order.order_id,
+            customer_id: &order.customer_id,
+            status: order.status,
+            lines: &order.lines,
+            total: order.total,
+            history: &order.history,
+        }
+    }
+}
+
+/// The API over its two ports.
+#[derive(Debug, Clone)]
+pub struct Api<O, S> {
+    orders: O,
+    stock: S,
+}
+
+impl<O: OrderStore, S: StockStore> Api<O, S> {
+    pub fn new(orders: O, stock: S) -> Self {
+        Self { orders, stock }
+    }
+
+    /// Answers one request. Never fails: every error is an HTTP response (and 5xx details are logged).
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request_path(&request);
+        let request_id = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone(),
+            _ => None,
+        };
+        let result = match route(&method, &path) {
+            Ok(route) => self.dispatch(route, &request).await,
+            Err(err) => Err(err),
+        };
+        let response = result.unwrap_or_else(|err| {
+            if err.status().is_server_error() {
+                tracing::error!(request_id, %method, path, code = err.code(), error = %err, "request failed");
+            } else {
+                tracing::info!(request_id, %method, path, code = err.code(), error = %err, "request refused");
+            }
+            err.into_response()
+        });
+        tracing::info!(request_id, %method, path, status = response.status().as_u16(), "request");
+        response
+    }
+
+    async fn dispatch(&self, route: Route, request: &Request) -> Result<Response<Body>, ApiError> {
+        match route {
+            Route::PlaceOrder => self.place_order(request).await,
+            Route::GetOrder(id) => self.get_order(&id).await,
+            Route::PutStock(sku) => self.put_stock(&sku, request.body()).await,
+            Route::GetStock(sku) => self.get_stock(&sku).await,
+        }
+    }
+
+    async fn place_order(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let place: PlaceOrder = parse_json(request.body())?;
+        place.validate().map_err(ApiError::Validation)?;
+        let idempotency = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
+            None => None,
+            Some(value) => {
+                let key = value.to_str().ok().map(str::trim).filter(|key| {
+                    !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+                });
+                let key = key.ok_or_else(|| {
+                    validation("Idempotency-Key", "must be 1 to 255 visible ASCII characters without spaces")
+                })?;
+                Some(IdempotencyKey { key: key.to_owned(), request_hash: request_hash(&place) })
+            }
+        };
+
+        let order_id = Uuid::new_v4().to_string();
+        let placed = Envelope::new(
+            order_id.clone(),
+            OrderPlaced {
+                order_id: order_id.clone(),
+                customer_id: place.customer_id.clone(),
+                lines: place.lines.clone(),
+            },
+        );
+        let at = placed.occurred_at.format(&Rfc3339).expect("RFC 3339 formats any date");
+        let order = Order::placed(order_id, place.customer_id, place.lines, at);
+
+        let (order_id, status) =
+            match self.orders.place(&order, &OutboxRecord::new(&placed), idempotency.as_ref()).await? {
+                Placement::Placed => {
+                    tracing::info!(order_id = order.order_id, customer_id = order.customer_id, "order placed");
+                    (order.order_id, order.status)
+                }
+                Placement::Existing { order_id } => {
+                    // The same request again: answer as the first time, with the order's status as it is now.
+                    let status = self.orders.get(&order_id).await?.map_or(OrderStatus::Pending, |order| order.status);
+                    tracing::info!(order_id, "idempotent replay of a placed order");
+                    (order_id, status)
+                }
+            };
+        let mut response = json_response(StatusCode::ACCEPTED, &Accepted { order_id: &order_id, status });
+        let location = format!("/orders/{order_id}").parse().expect("order ids are valid header values");
+        response.headers_mut().insert(LOCATION, location);
+        Ok(response)
+    }
+
+    async fn get_order(&self, order_id: &str) -> Result<Response<Body>, ApiError> {
+        match self.orders.get(order_id).await? {
+            Some(order) => Ok(json_response(StatusCode::OK, &OrderView::from(&order))),
+            None => Err(ApiError::NotFound(format!("order {order_id:?} not found"))),
+        }
+    }
+
+    async fn put_stock(&self, sku: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
+        check_sku(sku)?;
+        let restock: Restock = parse_json(body)?;
+        restock.validate().map_err(ApiError::Validation)?;
+        let stock = self.stock.restock(sku, &restock).await?;
+        tracing::info!(sku, available = stock.available, price = %stock.price, "restocked");
+        Ok(json_response(StatusCode::OK, &stock))
+    }
+
+    async fn get_stock(&self, sku: &str) -> Result<Response<Body>, ApiError> {
+        check_sku(sku)?;
+        match self.stock.get(sku).await? {
+            Some(stock) => Ok(json_response(StatusCode::OK, &stock)),
+            None => Err(ApiError::NotFound(format!("sku {sku:?} not found"))),
+        }
+    }
+}
+
+fn check_sku(sku: &str) -> Result<(), ApiError> {
+    if sku.trim().is_empty() || sku.len() > MAX_SKU_LEN || sku.chars().any(char::is_control) {
+        return Err(validation("sku", "must be 1 to 128 characters without control characters"));
+    }
+    Ok(())
+}
+
+/// The hash an idempotency key is bound to: of the parsed request, so formatting and field order do not matter.
+fn request_hash(place: &PlaceOrder) -> String {
+    let canonical = serde_json::to_vec(place).expect("a request serialises to JSON");
+    hex::encode(Sha256::digest(&canonical))
+}
+
+#[cfg(test)]
+mod tests {
+    use orderflow_domain::inventory::Stock;
+    use orderflow_orders_store::InMemoryOrders;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::store::InMemoryStock;
+
+    const PLACE_ORDER: &str = include_str!("../../../events/orders-api/place-order.json");
+    const PLACE_ORDER_INVALID: &str = include_str!("../../../events/orders-api/place-order-invalid.json");
+    const GET_ORDER: &str = include_str!("../../../events/orders-api/get-order.json");
+    const PUT_INVENTORY: &str = include_str!("../../../events/orders-api/put-inventory.json");
+    const GET_INVENTORY: &str = include_str!("../../../events/orders-api/get-inventory.json");
+    const UNKNOWN_ROUTE: &str = include_str!("../../../events/orders-api/unknown-route.json");
+    /// The order get-order.json asks for.
+    const SAMPLE_ORDER: &str = "5d8c2a1e-7b4f-4c3a-9e21-0f6b8d4a7c13";
+
+    struct World {
+        orders: InMemoryOrders,
+        stock: InMemoryStock,
+        api: Api<InMemoryOrders, InMemoryStock>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let orders = InMemoryOrders::default();
+            let stock = InMemoryStock::default();
+            Self { api: Api::new(orders.clone(), stock.clone()), orders, stock }
+        }
+
+        async fn call(&self, sample: &str) -> (StatusCode, Value) {
+            let request = lambda_http::request::from_str(sample).expect("sample is an HTTP API v2 event");
+            let response = self.api.handle(request).await;
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+            let body = serde_json::from_slice(response.body()).expect("the response body is JSON");
+            (response.status(), body)
+        }
+
+        /// A sample with its body and/or Idempotency-Key replaced.
+        async fn call_with(&self, sample: &str, body: Option<&str>, key: Option<&str>) -> (StatusCode, Value) {
+            let mut event: Value = serde_json::from_str(sample).unwrap();
+            if let Some(body) = body {
+                event["body"] = json!(body);
+            }
+            match key {
+                Some(key) => event["headers"]["idempotency-key"] = json!(key),
+                None => {
+                    event["headers"].as_object_mut().unwrap().remove("idempotency-key");
+                }
+            }
+            self.call(&event.to_string()).await
+        }
+
+        /// A sample with another method and path.
+        async fn call_at(&self, sample: &str, method: &str, path: &str) -> (StatusCode, Value) {
+            let mut event: Value = serde_json::from_str(sample).unwrap();
+            event["rawPath"] = json!(path);
+            event["requestContext"]["http"]["method"] = json!(method);
+            event["requestContext"]["http"]["path"] = json!(path);
+            self.call(&event.to_string()).await
+        }
+    }
+
+    fn body_of(sample: &str) -> String {
+        let event: Value = serde_json::from_str(sample).unwrap();
+        event["body"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn placing_an_order_writes_the_pending_order_and_order_placed_in_one_transaction() {
+        let world = World::new();
+
+        let (status, body) = world.call(PLACE_ORDER).await;
+
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["status"], "PENDING");
+        let order_id = body["order_id"].as_str().unwrap();
+        Uuid::parse_str(order_id).expect("order ids are UUIDs");
+        assert_eq!(world.orders.writes(), 1, "order, key and event commit together");
+        let order = world.orders.get(order_id).await.unwrap().unwrap();
+        assert_eq!(order.status, OrderStatus::Pending);
+        assert_eq!(order.lines, vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }]);
+        let outbox = world.orders.outbox();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!((outbox[0].source.as_str(), outbox[0].detail_type.as_str()), ("orderflow.orders", "OrderPlaced"));
+        assert_eq!(outbox[0].partition, order_id);
+        let detail: Value = serde_json::from_str(&outbox[0].detail).unwrap();
+        assert_eq!(detail["version"], 1);
+        assert_eq!(detail["correlation_id"], order_id);
+        assert_eq!(
+            detail["data"],
+            json!({"order_id": order_id, "customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 2}]})
+        );
+        assert_eq!(order.history[0].at, detail["occurred_at"].as_str().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_and_body_return_the_same_order_and_write_nothing() {
+        let world = World::new();
+        let (_, first) = world.call(PLACE_ORDER).await;
+        // The same body, formatted differently and with the fields in another order.
+        let same = r#"{ "lines": [ {"quantity": 2, "sku": "SKU-1"} ],  "customer_id": "c-1" }"#;
+
+        let (status, again) = world.call_with(PLACE_ORDER, Some(same), Some("checkout-7f3a9c2e")).await;
+
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(again["order_id"], first["order_id"]);
+        assert_eq!(world.orders.writes(), 1);
+        assert_eq!(world.orders.outbox().len(), 1, "OrderPlaced is emitted once");
+    }
+
+    #[tokio::test]
+    async fn a_replay_reports_the_status_the_order_has_now() {
+        let world = World::new();
+        let (_, first) = world.call(PLACE_ORDER).await;
+        let mut order = world.orders.get(first["order_id"].as_str().unwrap()).await.unwrap().unwrap();
+        order.status = OrderStatus::Reserved;
+        order.version += 1;
+        let placed = OutboxRecord::new(&Envelope::new(
+            order.order_id.clone(),
+            OrderPlaced { order_id: order.order_id.clone(), customer_id: "c-1".into(), lines: vec![] },
+        ));
+        world.orders.save(&order, Some(1), &placed).await.unwrap();
+
+        let (status, again) = world.call(PLACE_ORDER).await;
+
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(again, json!({"order_id": order.order_id, "status": "RESERVED"}));
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_with_another_body_is_refused_with_422() {
+        let world = World::new();
+        world.call(PLACE_ORDER).await;
+        let other = r#"{"customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 3}]}"#;
+
+        let (status, body) = world.call_with(PLACE_ORDER, Some(other), Some("checkout-7f3a9c2e")).await;
+
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["error"], "idempotency_key_reused");
+        assert!(body["message"].as_str().unwrap().contains("checkout-7f3a9c2e"), "{body}");
+        assert_eq!(world.orders.writes(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_an_idempotency_key_every_post_places_a_new_order() {
+        let world = World::new();
+        let (_, first) = world.call_with(PLACE_ORDER, None, None).await;
+        let (_, second) = world.call_with(PLACE_ORDER, None, None).await;
+        assert_ne!(first["order_id"], second["order_id"]);
+        assert_eq!(world.orders.outbox().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_order_is_refused_naming_the_field_and_nothing_is_written() {
+        let world = World::new();
+
+        let (status, body) = world.call(PLACE_ORDER_INVALID).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({"error": "validation_failed", "message": "lines[1].quantity: must be between 1 and 1000"})
+        );
+        assert_eq!(world.orders.writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_json_is_refused_with_the_field_and_position_from_the_parser() {
+        let world = World::new();
+        let cases = [
+            ("", "the request body is empty: expected a JSON object"),
+            ("{", "EOF while parsing an object at line 1 column 1"),
+            (r#"{"customer_id": "c-1"}"#, "missing field `lines` at line 1 column 22"),
+            (r#"{"customer_id": "c-1", "lines": [{"sku": "S", "quantity": "2"}]}"#, "lines[0].quantity: invalid type"),
+            (r#"{"customer_id": "c-1", "lines": [], "coupon": "X"}"#, "coupon: unknown field `coupon`"),
+            (r#"{"customer_id": "c-1", "lines": []} trailing"#, "trailing characters at line 1 column 37"),
+        ];
+        for (request, expected) in cases {
+            let (status, body) = world.call_with(PLACE_ORDER, Some(request), None).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{request}");
+            assert_eq!(body["error"], "invalid_json", "{request}");
+            let message = body["message"].as_str().unwrap();
+            assert!(message.starts_with(expected), "{request}: {message}");
+        }
+        assert_eq!(world.orders.writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_empty_idempotency_key_is_refused_naming_the_header() {
+        let world = World::new();
+        let (status, body) = world.call_with(PLACE_ORDER, Some(&body_of(PLACE_ORDER)), Some(" ")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["message"].as_str().unwrap().starts_with("Idempotency-Key: "), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_order_reads_with_its_status_total_and_history() {
+        let world = World::new();
+        let mut order = Order::placed(
+            SAMPLE_ORDER.into(),
+            "c-1".into(),
+            vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
+            "2026-11-24T10:00:00Z".into(),
+        );
+        let placed = Envelope::new(
+            SAMPLE_ORDER,
+            OrderPlaced { order_id: SAMPLE_ORDER.into(), customer_id: "c-1".into(), lines: order.lines.clone() },
+        );
+        world.orders.place(&order, &OutboxRecord::new(&placed), None).await.unwrap();
+        let (_, pending) = world.call(GET_ORDER).await;
+        assert_eq!(pending["total"], Value::Null, "unknown until priced");
+        order.status = OrderStatus::Reserved;
+        order.total = Some("25.00".parse().unwrap());
+        order.history.push(HistoryEntry { event_type: "InventoryReserved".into(), at: "2026-11-24T10:00:01Z".into() });
+        order.version = 2;
+        let reserved = Envelope::new(
+            SAMPLE_ORDER,
+            OrderPlaced { order_id: SAMPLE_ORDER.into(), customer_id: "c-1".into(), lines: vec![] },
+        );
+        world.orders.save(&order, Some(1), &OutboxRecord::new(&reserved)).await.unwrap();
+
+        let (status, body) = world.call(GET_ORDER).await;
+
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({
+                "order_id": SAMPLE_ORDER, "customer_id": "c-1", "status": "RESERVED",
+                "lines": [{"sku": "SKU-1", "quantity": 2}], "total": "25.00",
+                "history": [{"type": "OrderPlaced", "at": "2026-11-24T10:00:00Z"},
+                            {"type": "InventoryReserved", "at": "2026-11-24T10:00:01Z"}]
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_order_is_a_404_in_json() {
+        let (status, body) = World::new().call(GET_ORDER).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "not_found");
+        assert_eq!(body["message"], format!("order \"{SAMPLE_ORDER}\" not found"));
+    }
+
+    #[tokio::test]
+    async fn restocking_sets_available_and_price_and_keeps_the_units_held_by_orders() {
+        let world = World::new();
+        let (status, body) = world.call(PUT_INVENTORY).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"sku": "SKU-1", "available": 10, "reserved": 0, "shipped": 0, "price": "12.50"}));
+
+        let price = "12.50".parse().unwrap();
+        world.stock.insert(Stock { sku: "SKU-1".into(), available: 1, reserved: 4, shipped: 2, price });
+        let (_, body) = world.call_with(PUT_INVENTORY, Some(r#"{"available": 7, "price": "9.99"}"#), None).await;
+        assert_eq!(body, json!({"sku": "SKU-1", "available": 7, "reserved": 4, "shipped": 2, "price": "9.99"}));
+
+        let (status, body) = world.call(GET_INVENTORY).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"sku": "SKU-1", "available": 7, "reserved": 4, "shipped": 2, "price": "9.99"}));
+    }
+
+    #[tokio::test]
+    async fn a_bad_restock_is_refused_naming_the_field() {
+        let world = World::new();
+        let cases = [
+            (r#"{"available": 10, "price": "12.505"}"#, "validation_failed", "price: must be a positive decimal"),
+            (r#"{"available": 10, "price": "0"}"#, "validation_failed", "price: must be a positive decimal"),
+            (r#"{"available": 10, "price": 12.5}"#, "invalid_json", "price: invalid type: floating point"),
+            (r#"{"available": -1, "price": "1.00"}"#, "invalid_json", "available: invalid value: integer `-1`"),
+            (r#"{"price": "1.00"}"#, "invalid_json", "missing field `available`"),
+        ];
+        for (request, code, expected) in cases {
+            let (status, body) = world.call_with(PUT_INVENTORY, Some(request), None).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{request}");
+            assert_eq!(body["error"], code, "{request}");
+            assert!(body["message"].as_str().unwrap().starts_with(expected), "{request}: {body}");
+        }
+        assert_eq!(world.call(GET_INVENTORY).await.0, StatusCode::NOT_FOUND, "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_sku_is_a_404() {
+        let (status, body) = World::new().call(GET_INVENTORY).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({"error": "not_found", "message": "sku \"SKU-1\" not found"}));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_route_is_a_404_and_a_wrong_method_a_405() {
+        let world = World::new();
+        let (status, body) = world.call(UNKNOWN_ROUTE).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({"error": "not_found", "message": "no route for GET /customers/c-1"}));
+
+        let (status, body) = world.call_at(GET_ORDER, "DELETE", "/orders/o-1").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["error"], "method_not_allowed");
+        let (status, _) = world.call_at(GET_ORDER, "GET", "/orders").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = world.call_at(GET_ORDER, "GET", "/orders/o-1/lines").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_405_names_the_allowed_methods() {
+        let world = World::new();
+        let mut event: Value = serde_json::from_str(GET_INVENTORY).unwrap();
+        event["requestContext"]["http"]["method"] = json!("POST");
+        let response = world.api.handle(lambda_http::request::from_str(&event.to_string()).unwrap()).await;
+        assert_eq!(response.headers()[ALLOW], "GET, PUT");
+    }
+
+    #[tokio::test]
+    async fn path_segments_are_percent_decoded_and_a_named_stage_is_stripped() {
+        let world = World::new();
+        world.call_with(PUT_INVENTORY, None, None).await;
+        let (status, _) = world.call_at(GET_INVENTORY, "GET", "/inventory/SKU%2D1").await;
+        assert_eq!(status, StatusCode::OK);
+
+        let mut event: Value = serde_json::from_str(GET_INVENTORY).unwrap();
+        event["rawPath"] = json!("/dev/inventory/SKU-1");
+        event["requestContext"]["stage"] = json!("dev");
+        let (status, body) = world.call(&event.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_is_a_generic_5xx_whose_details_stay_in_the_logs() {
+        let world = World::new();
+        world.orders.fail_next(StoreError::Corrupt("item attribute order: is missing".into()));
+        let (status, body) = world.call(GET_ORDER).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, json!({"error": "internal_error", "message": "internal server error"}));
+
+        world.orders.fail_next(StoreError::Unavailable("ProvisionedThroughputExceededException: slow down".into()));
+        let (status, body) = world.call(PLACE_ORDER).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, json!({"error": "service_unavailable", "message": "the service is busy, retry later"}));
+        assert_eq!(world.orders.writes(), 0);
+    }
+}

@@ -1,0 +1,41 @@
+//! orders-api: the HTTP API (API Gateway HTTP API, payload v2) of orders and stock. Wiring only; the routes are
+//! in [`handler`].
+#![forbid(unsafe_code)]
+
+mod dynamo;
+mod handler;
+mod store;
+
+use std::convert::Infallible;
+
+use lambda_http::{Error, Request, service_fn};
+use orderflow_aws::{ConfigError, required_env};
+use orderflow_orders_store::DynamoOrders;
+
+use crate::dynamo::DynamoStock;
+use crate::handler::Api;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    orderflow_toolkit::logging::init();
+    let env = || {
+        Ok::<_, ConfigError>((
+            required_env("ORDERS_TABLE")?,
+            required_env("INVENTORY_TABLE")?,
+            required_env("OUTBOX_TABLE")?,
+        ))
+    };
+    let (orders_table, inventory_table, outbox_table) =
+        env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+
+    let config = orderflow_aws::load_sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let api = Api::new(
+        DynamoOrders::new(dynamodb.clone(), orders_table, outbox_table),
+        DynamoStock::new(dynamodb, inventory_table),
+    );
+
+    let api = &api;
+    lambda_http::run(service_fn(move |request: Request| async move { Ok::<_, Infallible>(api.handle(request).await) }))
+        .await
+}
