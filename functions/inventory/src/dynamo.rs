@@ -306,7 +306,7 @@ impl InventoryStore for DynamoInventory {
             items.push(self.stock_update(
                 &line.sku,
                 line.quantity,
-                "SET available = available + :q, reserved = reserved - :q",
+                "SET available = if_not_exists(available, :zero) + :q, reserved = reserved - :q",
                 "reserved >= :q",
             ));
             roles.push(Role::Stock(line.sku.clone()));
