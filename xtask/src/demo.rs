@@ -122,6 +122,8 @@ pub fn up(args: UpArgs) -> Result<()> {
                 println!("  {key:<22} {value}");
             }
         }
+        let env_dir = write_env_files(&cloud)?;
+        println!("  env files for `cargo lambda watch --env-file`: {}/<function>.env", env_dir.display());
         let printer = tokio::spawn(print_flow(cloud.runner().subscribe()));
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -133,6 +135,25 @@ pub fn up(args: UpArgs) -> Result<()> {
         let _ = std::fs::remove_file(pid_file());
         cloud.shutdown().await
     })
+}
+
+/// Writes, per function, the environment the local cloud gives it, so `cargo lambda watch --env-file` runs the
+/// function against this cloud exactly as the runner does.
+fn write_env_files(cloud: &LocalCloud) -> Result<std::path::PathBuf> {
+    let dir = project_root().join(".local/env");
+    std::fs::create_dir_all(&dir).context("creating .local/env")?;
+    for function in cloud.runner().functions() {
+        let mut lines = vec![
+            format!("AWS_ENDPOINT_URL={}", cloud.endpoint()),
+            format!("AWS_REGION={}", orderflow_local_cloud::aws::REGION),
+            format!("AWS_ACCESS_KEY_ID={}", orderflow_local_cloud::aws::ACCESS_KEY_ID),
+            format!("AWS_SECRET_ACCESS_KEY={}", orderflow_local_cloud::aws::SECRET_ACCESS_KEY),
+        ];
+        lines.extend(function.environment.iter().map(|(name, value)| format!("{name}={value}")));
+        let path = dir.join(format!("{}.env", function.name));
+        std::fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir)
 }
 
 pub fn down() -> Result<()> {

@@ -29,16 +29,16 @@ use crate::iac::{AsyncInvokeConfig, FunctionSpec};
 use crate::runtime_api::InvocationOutcome;
 
 /// Prefix of everything the runner creates to emulate rule -> function targets.
-/// Names are built from the function's Lambda name (`orderflow-<stage>-notifications`), so runners of different
-/// stages sharing one emulator never consume each other's events; the prefix is short because rule names are
-/// limited to 64 characters.
+/// The internal queue is named after the function's Lambda name (`orderflow-<stage>-notifications`), so runners
+/// of different stages sharing one emulator never consume each other's events; rules live on the stage's own bus,
+/// so they are named after the binary, within EventBridge's 64 characters.
 pub const INTERNAL_PREFIX: &str = "local-async-";
 /// Id of the runner's target on its rules.
 const TARGET_ID: &str = "orderflow-local-async";
 /// Lambda's limit of init time that an invocation may add to the function timeout.
 const INIT_ALLOWANCE: Duration = Duration::from_secs(10);
 
-/// Name of the internal queue of a function.
+/// Name of the internal queue of a function (its Lambda name, unique per stage).
 pub fn internal_queue_name(function: &str) -> String {
     format!("{INTERNAL_PREFIX}{function}")
 }
@@ -116,7 +116,7 @@ pub async fn ensure_internal_target(
 
     let mut wanted_by_bus: std::collections::BTreeMap<&str, BTreeSet<String>> = Default::default();
     for rule in &function.rules {
-        let rule_name = internal_rule_name(&function.function_name, &rule.event_id);
+        let rule_name = internal_rule_name(&function.name, &rule.event_id);
         if rule_name.len() > 64 {
             bail!(
                 "the internal rule name {rule_name} is longer than EventBridge's 64 characters: shorten the event id"
@@ -150,7 +150,7 @@ pub async fn ensure_internal_target(
         wanted_by_bus.entry(rule.bus_name.as_str()).or_default().insert(rule_name);
     }
     for (bus, wanted) in wanted_by_bus {
-        remove_stale_rules(events, bus, &function.function_name, &wanted).await?;
+        remove_stale_rules(events, bus, &function.name, &wanted).await?;
     }
     Ok(InternalQueue { url, arn })
 }
