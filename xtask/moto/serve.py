@@ -1,4 +1,4 @@
-"""moto server with DynamoDB transactions that are all-or-nothing for streams too.
+"""moto server with DynamoDB writes that are atomic, as DynamoDB's are.
 
 moto 5.2.5 applies the writes of a TransactWriteItems one by one while it checks their conditions, and when one
 fails it puts back deep copies of the tables. Two things break that real DynamoDB never does:
@@ -8,10 +8,16 @@ Real DynamoDB evaluates every condition against the state before the transaction
 fails. This launcher does that: it checks every condition first, raises TransactionCanceledException with the
 per-item reasons if any fails, and only then applies the writes.
 
+moto's server is threaded and checks a write's condition and applies it in two steps without a lock, so two
+concurrent conditional writes (`available >= :q`) can both pass and oversell. Every DynamoDB write (and every
+transaction, check and apply together) therefore runs under one lock.
+
 Usage (as moto_server): python serve.py -H 127.0.0.1 -p PORT
 """
 
+import functools
 import sys
+import threading
 
 from moto.dynamodb.exceptions import (
     MultipleTransactionsException,
@@ -72,6 +78,21 @@ def transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = transact_write_items
+
+_write_lock = threading.RLock()
+
+
+def _serialized(method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with _write_lock:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(DynamoDBBackend, _name, _serialized(getattr(DynamoDBBackend, _name)))
 
 if __name__ == "__main__":
     from moto.server import main
