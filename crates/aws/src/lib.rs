@@ -1,13 +1,18 @@
-//! AWS adapters of the orderflow toolkit: the SDK configuration every function uses, the outbox write that joins
-//! a business transaction, the SQS dead-letter sink, the EventBridge bus, and DynamoDB item helpers.
+//! AWS adapters of the orderflow toolkit: the SDK configuration every function uses, the Lambda runtime of the SQS
+//! consumers, the outbox write that joins a business transaction, the SQS dead-letter sink, the EventBridge bus,
+//! and DynamoDB item helpers.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod consumer;
 pub mod dead_letter;
 pub mod dynamo;
 pub mod event_bus;
+pub mod idempotency;
 pub mod outbox;
 
 pub use config::{ConfigError, load_sdk_config, required_env};
+pub use consumer::run_sqs_consumer;
 pub use dead_letter::SqsDeadLetters;
 pub use event_bus::EventBridgeBus;
+pub use idempotency::DynamoIdempotencyStore;

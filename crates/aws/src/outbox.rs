@@ -1,10 +1,12 @@
 //! The outbox write that joins a business transaction.
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
 
-use crate::dynamo::{n, s};
+use crate::dynamo::{Item, RequestError, cancellation_codes, describe, n, put_if_absent, s};
 
 /// How long a published outbox record stays in the table before its TTL removes it.
 pub const OUTBOX_RETENTION_SECONDS: i64 = 7 * 24 * 3600;
@@ -33,4 +35,28 @@ pub fn outbox_put(table: &str, record: &OutboxRecord) -> TransactWriteItem {
         .build()
         .expect("table, item and key are set");
     TransactWriteItem::builder().put(put).build()
+}
+
+/// ONE `TransactWriteItems`: `item` into `table` if no item has its key, and the outbox record of its event. When
+/// either exists already (an earlier delivery wrote them), the transaction is cancelled on its condition and
+/// nothing is written: [`Written::Duplicate`].
+pub async fn put_new_with_event(
+    client: &Client,
+    table: &str,
+    item: Item,
+    outbox_table: &str,
+    record: &OutboxRecord,
+) -> Result<Written, RequestError> {
+    let items = vec![put_if_absent(table, item), outbox_put(outbox_table, record)];
+    let err = match client.transact_write_items().set_transact_items(Some(items)).send().await {
+        Ok(_) => return Ok(Written::Committed),
+        Err(err) => err,
+    };
+    match cancellation_codes(&err) {
+        Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Written::Duplicate),
+        Some(codes) => {
+            Err(RequestError::Unavailable(format!("transaction cancelled ({}): {}", codes.join(", "), describe(&err))))
+        }
+        None => Err(err.into()),
+    }
 }

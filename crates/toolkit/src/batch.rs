@@ -8,6 +8,7 @@
 //!   message does not burn retries; if that send fails, it is reported as a failure instead, so nothing is lost.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::future::Future;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -46,6 +47,21 @@ impl SqsRecord {
             attributes,
         })
     }
+}
+
+/// Waits for `applying`, what a handler does with `record`, and logs its effect as `record applied` with the
+/// record's message id; a failure becomes the record's [`HandlerError`].
+pub async fn log_effect<T, E>(
+    record: &SqsRecord,
+    applying: impl Future<Output = Result<T, E>>,
+) -> Result<(), HandlerError>
+where
+    T: Debug,
+    E: Into<HandlerError>,
+{
+    let effect = applying.await.map_err(Into::into)?;
+    tracing::info!(message_id = record.message_id, ?effect, "record applied");
+    Ok(())
 }
 
 /// A batch Lambda cannot answer with a partial response.

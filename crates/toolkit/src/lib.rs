@@ -5,8 +5,11 @@
 //!   versions (including legacy, envelope-less shapes) on read and rejects unknown types and versions with a reason.
 //! - [`batch`]: per-record processing of SQS batches with the partial batch response, error classes
 //!   ([`HandlerError`]) and poison records sent to a dead-letter sink with their reason.
+//! - [`idempotency`]: Powertools-style idempotency: a record per key runs a handler's effect once and replays its
+//!   result to repeats, behind a store port (in-memory here, DynamoDB in `orderflow-aws`).
 //! - [`circuit`]: a circuit breaker (closed, open, half-open) for calls to a dependency that may fail.
-//! - [`outbox`]: the transactional-outbox record an event becomes before the relay publishes it.
+//! - [`outbox`]: the transactional-outbox record an event becomes before the relay publishes it, and an in-memory
+//!   store that writes an item once together with the record of its event.
 //! - [`logging`]: structured JSON logs for Lambda.
 //!
 //! AWS adapters (DynamoDB, EventBridge, SQS) live in the `orderflow-aws` crate so this one stays free of the SDK.
@@ -17,6 +20,7 @@ pub mod circuit;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;
+pub mod idempotency;
 pub mod logging;
 pub mod outbox;
 pub mod publish;
@@ -26,5 +30,6 @@ pub use batch::{SqsBatchProcessor, SqsRecord};
 pub use dead_letter::{DeadLetter, DeadLetterSink, MemoryDeadLetters};
 pub use envelope::{Envelope, EnvelopeError, Event, RawEnvelope};
 pub use error::HandlerError;
+pub use idempotency::{Idempotency, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore};
 pub use outbox::OutboxRecord;
 pub use registry::Registry;

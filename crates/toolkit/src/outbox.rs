@@ -1,6 +1,9 @@
 //! The transactional outbox: an event is written as a record in the same transaction as the change that causes
 //! it; the outbox relay publishes it from the table's stream. Never a write followed by a separate publish.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use uuid::Uuid;
 
 use crate::envelope::{Envelope, Event};
@@ -28,5 +31,101 @@ impl OutboxRecord {
             detail_type: T::TYPE.to_owned(),
             detail: serde_json::to_string(envelope).expect("envelope serialises to JSON"),
         }
+    }
+
+    /// The record of an event caused by `cause`. Its id is derived from the cause's id and the event type, so a
+    /// decision taken again on the same cause yields the same record (and the outbox condition refuses it).
+    pub fn caused_by<C, T: Event>(cause: &Envelope<C>, data: T) -> Self {
+        let mut envelope = Envelope::caused_by(cause, data);
+        envelope.id = Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
+        Self::new(&envelope)
+    }
+}
+
+/// What writing a new item together with the outbox record of its event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The item and the outbox record were written, all or nothing.
+    Committed,
+    /// The item or the outbox record exists already (an earlier delivery wrote them): nothing was written.
+    Duplicate,
+}
+
+#[derive(Debug)]
+struct MemoryState<T> {
+    items: BTreeMap<String, T>,
+    outbox: Vec<OutboxRecord>,
+    write_requests: u64,
+    failing_writes: u32,
+}
+
+/// Items written at most once per key, each together with the outbox record of its event, kept in memory: the
+/// in-memory counterpart of the DynamoDB `put_new_with_event` of `orderflow-aws`, for handler tests. Clones share
+/// the same state; write requests are counted as DynamoDB bills them (one per write, committed or not).
+#[derive(Debug)]
+pub struct MemoryOutboxStore<T> {
+    state: Arc<Mutex<MemoryState<T>>>,
+}
+
+impl<T> Default for MemoryOutboxStore<T> {
+    fn default() -> Self {
+        let state = MemoryState { items: BTreeMap::new(), outbox: Vec::new(), write_requests: 0, failing_writes: 0 };
+        Self { state: Arc::new(Mutex::new(state)) }
+    }
+}
+
+impl<T> Clone for MemoryOutboxStore<T> {
+    fn clone(&self) -> Self {
+        Self { state: Arc::clone(&self.state) }
+    }
+}
+
+impl<T: Clone> MemoryOutboxStore<T> {
+    fn lock(&self) -> MutexGuard<'_, MemoryState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `item` under `key` and `record` to the outbox, unless either exists already. `Err`: the write
+    /// failed as throttled (see [`Self::fail_next_writes`]), with the reason.
+    pub fn put_new_with_event(&self, key: &str, item: &T, record: &OutboxRecord) -> Result<Written, String> {
+        let mut state = self.lock();
+        state.write_requests += 1;
+        if state.failing_writes > 0 {
+            state.failing_writes -= 1;
+            return Err("ProvisionedThroughputExceededException (injected)".into());
+        }
+        let outbox_exists =
+            state.outbox.iter().any(|r| r.partition == record.partition && r.event_id == record.event_id);
+        if state.items.contains_key(key) || outbox_exists {
+            return Ok(Written::Duplicate);
+        }
+        state.items.insert(key.to_owned(), item.clone());
+        state.outbox.push(record.clone());
+        Ok(Written::Committed)
+    }
+
+    /// The item stored under `key`.
+    pub fn stored(&self, key: &str) -> Option<T> {
+        self.lock().items.get(key).cloned()
+    }
+
+    /// How many items are stored.
+    pub fn count(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// The outbox records, in commit order.
+    pub fn outbox(&self) -> Vec<OutboxRecord> {
+        self.lock().outbox.clone()
+    }
+
+    /// Write requests so far, committed or not.
+    pub fn write_requests(&self) -> u64 {
+        self.lock().write_requests
+    }
+
+    /// Makes the next `n` write requests fail as throttled.
+    pub fn fail_next_writes(&self, n: u32) {
+        self.lock().failing_writes = n;
     }
 }

@@ -11,16 +11,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use orderflow_domain::analytics::{raises_fraud_signal, window_start};
 use orderflow_domain::events::{FraudSuspected, OrderPlaced, registry};
-use orderflow_toolkit::batch::BatchError;
-use orderflow_toolkit::{
-    DeadLetterSink, Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsBatchProcessor, SqsRecord,
-};
+use orderflow_toolkit::{Envelope, EnvelopeError, HandlerError, OutboxRecord, Registry, SqsRecord};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::store::{AnalyticsStore, Count, CountOutcome, SkuUnits, StoreError};
 
@@ -87,18 +82,6 @@ pub struct Analytics<S> {
 impl<S: AnalyticsStore> Analytics<S> {
     pub fn new(store: S, config: Config) -> Self {
         Self { store, registry: registry(), config }
-    }
-
-    /// Handles an SQS batch: poison records go to the dead-letter sink, transient failures are reported.
-    ///
-    /// Records are processed one at a time: orders of one window touch the same counters, and concurrent
-    /// transactions on them would only conflict and retry.
-    pub async fn handle_batch<D: DeadLetterSink>(
-        &self,
-        processor: &SqsBatchProcessor<D>,
-        event: SqsEvent,
-    ) -> Result<SqsBatchResponse, BatchError> {
-        processor.process(event, |record| self.handle_record(record)).await
     }
 
     /// Handles one SQS record whose body is an EventBridge event.
@@ -185,23 +168,22 @@ fn units_per_sku(order: &OrderPlaced) -> Vec<SkuUnits> {
 /// The `FraudSuspected` outbox record this order raises. Its id derives from the order's event id, so however
 /// often the decision is taken again, it is the same event.
 fn fraud_suspected(placed: &Envelope<OrderPlaced>, window: &str, orders_in_window: u32) -> OutboxRecord {
-    let mut envelope = Envelope::caused_by(
+    OutboxRecord::caused_by(
         placed,
         FraudSuspected {
             customer_id: placed.data.customer_id.clone(),
             window_start: window.to_owned(),
             orders_in_window,
         },
-    );
-    envelope.id = Uuid::new_v5(&placed.id, FraudSuspected::TYPE.as_bytes());
-    OutboxRecord::new(&envelope)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::memory::{MemoryAnalytics, Sales};
-    use orderflow_toolkit::MemoryDeadLetters;
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use orderflow_toolkit::{MemoryDeadLetters, SqsBatchProcessor};
     use serde_json::{Value, json};
 
     const ORDER_PLACED: &str = include_str!("../../../events/analytics/order-placed.json");
@@ -225,7 +207,7 @@ mod tests {
 
         async fn handle(&self, event: SqsEvent) -> Vec<String> {
             let processor = SqsBatchProcessor::new(self.dead_letters.clone());
-            let response = self.analytics.handle_batch(&processor, event).await.unwrap();
+            let response = processor.process(event, |record| self.analytics.handle_record(record)).await.unwrap();
             response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
         }
     }

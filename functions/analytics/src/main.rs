@@ -8,14 +8,16 @@ mod handler;
 mod memory;
 mod store;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
+use lambda_runtime::Error;
 use orderflow_aws::config::{ConfigError, env_or};
-use orderflow_aws::{SqsDeadLetters, load_sdk_config, required_env};
-use orderflow_toolkit::SqsBatchProcessor;
+use orderflow_aws::{load_sdk_config, required_env, run_sqs_consumer};
 
 use crate::dynamo::DynamoAnalytics;
 use crate::handler::{Analytics, Config};
+
+/// Records of one batch in flight at once: one, as orders of one window touch the same counters and concurrent
+/// transactions on them would only conflict and retry.
+const CONCURRENCY: usize = 1;
 
 fn positive(name: &'static str, default: u32) -> Result<u32, ConfigError> {
     match env_or(name, default)? {
@@ -29,7 +31,6 @@ async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
     let table = required_env("ANALYTICS_TABLE")?;
     let outbox_table = required_env("OUTBOX_TABLE")?;
-    let dlq_url = required_env("DLQ_URL")?;
     let defaults = Config::default();
     let config = Config {
         window_seconds: positive("ANALYTICS_WINDOW_SECONDS", defaults.window_seconds)?,
@@ -38,13 +39,5 @@ async fn main() -> Result<(), Error> {
     let sdk_config = load_sdk_config().await;
     let store = DynamoAnalytics::new(aws_sdk_dynamodb::Client::new(&sdk_config), table, outbox_table);
     let analytics = Analytics::new(store, config);
-    let processor = SqsBatchProcessor::new(SqsDeadLetters::new(aws_sdk_sqs::Client::new(&sdk_config), dlq_url));
-    let (analytics, processor) = (&analytics, &processor);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        analytics
-            .handle_batch(processor, event.payload)
-            .await
-            .map_err(|error| Diagnostic { error_type: "BatchError".into(), error_message: error.to_string() })
-    }))
-    .await
+    run_sqs_consumer(&sdk_config, CONCURRENCY, |record| analytics.handle_record(record)).await
 }

@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
-use orderflow_aws::dynamo::{Item, cancellation_codes, describe, get_n, get_s, key, n, s};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+use orderflow_aws::dynamo::{Item, RequestError, cancellation_codes, describe, get_n, get_s, key, n, put_if_absent, s};
 use orderflow_aws::outbox::outbox_put;
 use orderflow_domain::Decimal;
 use orderflow_domain::events::{OrderLine, PricedLine};
@@ -47,16 +47,9 @@ fn invalid(what: impl std::fmt::Display) -> StoreError {
     StoreError::Invalid(what.to_string())
 }
 
-/// Classifies an SDK error that is not a cancelled transaction: a request the service calls invalid cannot
-/// succeed on retry; throttling, timeouts and everything else may.
-fn sdk_error<E, R>(err: &SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    match err.code() {
-        Some("ValidationException" | "SerializationException") => StoreError::Invalid(describe(err)),
-        _ => StoreError::Unavailable(describe(err)),
+impl From<RequestError> for StoreError {
+    fn from(err: RequestError) -> Self {
+        err.into_store_error(Self::Invalid, Self::Unavailable)
     }
 }
 
@@ -106,7 +99,13 @@ impl DynamoInventory {
         Self { client, table: table.into(), outbox_table: outbox_table.into() }
     }
 
-    fn reservation_put(&self, order_id: &str, status: ReservationStatus, lines: String, reason: Option<&str>) -> Put {
+    fn reservation_put(
+        &self,
+        order_id: &str,
+        status: ReservationStatus,
+        lines: String,
+        reason: Option<&str>,
+    ) -> TransactWriteItem {
         let mut item = key(reservation_pk(order_id), RESERVATION_SK);
         item.insert("order_id".into(), s(order_id));
         item.insert("status".into(), s(status.as_str()));
@@ -115,12 +114,7 @@ impl DynamoInventory {
         if let Some(reason) = reason {
             item.insert("reason".into(), s(reason));
         }
-        Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("table, item and key are set")
+        put_if_absent(&self.table, item)
     }
 
     /// `RESERVED -> to`, conditional on the reservation still being `RESERVED`.
@@ -166,7 +160,7 @@ impl DynamoInventory {
             Ok(_) => return Ok(Outcome::Committed),
             Err(err) => err,
         };
-        let Some(codes) = cancellation_codes(&err) else { return Err(sdk_error(&err)) };
+        let Some(codes) = cancellation_codes(&err) else { return Err(RequestError::from(err).into()) };
         cancelled(&codes, roles, conflict_is_retry).ok_or_else(|| cancellation_error(&err, &codes))
     }
 }
@@ -227,7 +221,7 @@ impl InventoryStore for DynamoInventory {
                 .request_items(&self.table, request)
                 .send()
                 .await
-                .map_err(|e| sdk_error(&e))?;
+                .map_err(RequestError::from)?;
             for item in output.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
                 if get_s(item, "sk").map_err(invalid)? == RESERVATION_SK {
                     snapshot.reservation = Some(status_from_item(item)?);
@@ -252,7 +246,7 @@ impl InventoryStore for DynamoInventory {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error(&e))?;
+            .map_err(RequestError::from)?;
         let Some(item) = output.item() else { return Ok(None) };
         let lines = get_s(item, "lines").map_err(invalid)?;
         let lines: Vec<OrderLine> = serde_json::from_str(lines)
@@ -278,8 +272,7 @@ impl InventoryStore for DynamoInventory {
             roles.push(Role::Stock(line.sku.clone()));
         }
         let lines = serde_json::to_string(lines).expect("lines serialise to JSON");
-        let put = self.reservation_put(order_id, ReservationStatus::Reserved, lines, None);
-        items.push(TransactWriteItem::builder().put(put).build());
+        items.push(self.reservation_put(order_id, ReservationStatus::Reserved, lines, None));
         roles.push(Role::Reservation);
         items.push(outbox_put(&self.outbox_table, outbox));
         roles.push(Role::Outbox);
@@ -295,7 +288,7 @@ impl InventoryStore for DynamoInventory {
     ) -> Result<Outcome, StoreError> {
         let lines = serde_json::to_string(lines).expect("lines serialise to JSON");
         let put = self.reservation_put(order_id, ReservationStatus::Rejected, lines, Some(reason));
-        let items = vec![TransactWriteItem::builder().put(put).build(), outbox_put(&self.outbox_table, outbox)];
+        let items = vec![put, outbox_put(&self.outbox_table, outbox)];
         self.transact(items, &[Role::Reservation, Role::Outbox], false).await
     }
 

@@ -9,17 +9,13 @@
 //! - `OrderShipped`: `RESERVED -> SHIPPED`, units from reserved to shipped; no event.
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use orderflow_domain::events::{
     self, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderLine, OrderPlaced,
     OrderShipped,
 };
 use orderflow_domain::inventory::{self, Reservation as Decision};
-use orderflow_toolkit::batch::BatchError;
-use orderflow_toolkit::{
-    DeadLetterSink, Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsBatchProcessor, SqsRecord,
-};
-use uuid::Uuid;
+use orderflow_toolkit::batch::log_effect;
+use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
 
 use crate::store::{InventoryStore, Outcome, ReservationStatus, StoreError};
 
@@ -74,14 +70,6 @@ impl From<InventoryError> for HandlerError {
     }
 }
 
-/// The outbox record of an event caused by `cause`. Its id is derived from the cause's, so a replayed decision
-/// yields the same record (and the outbox condition refuses it).
-fn caused<C, T: Event>(cause: &Envelope<C>, data: T) -> OutboxRecord {
-    let mut envelope = Envelope::caused_by(cause, data);
-    envelope.id = Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
-    OutboxRecord::new(&envelope)
-}
-
 /// Orders that cannot be reserved whatever the stock: rejected with the reason, so the saga still ends.
 fn invalid_lines(lines: &[OrderLine]) -> Option<Decision> {
     let zero: Vec<String> = lines.iter().filter(|l| l.quantity == 0).map(|l| l.sku.clone()).collect();
@@ -109,20 +97,9 @@ impl<S: InventoryStore> Inventory<S> {
         Self { store, registry: events::registry() }
     }
 
-    /// Processes an SQS batch: transient failures are reported for retry, poison records go to the dead letters.
-    pub async fn process<D: DeadLetterSink>(
-        &self,
-        processor: &SqsBatchProcessor<D>,
-        event: SqsEvent,
-    ) -> Result<SqsBatchResponse, BatchError> {
-        processor.process(event, |record| self.handle(record)).await
-    }
-
     /// Handles one SQS record.
     pub async fn handle(&self, record: SqsRecord) -> Result<(), HandlerError> {
-        let effect = self.apply(&record.body).await?;
-        tracing::info!(message_id = record.message_id, ?effect, "record applied");
-        Ok(())
+        log_effect(&record, self.apply(&record.body)).await
     }
 
     /// Applies one bus event (an SQS body).
@@ -176,7 +153,8 @@ impl<S: InventoryStore> Inventory<S> {
                     lines: priced.clone(),
                     total,
                 };
-                (self.store.reserve(&order.order_id, &priced, &caused(placed, event)).await?, Effect::Reserved)
+                let record = OutboxRecord::caused_by(placed, event);
+                (self.store.reserve(&order.order_id, &priced, &record).await?, Effect::Reserved)
             }
             Decision::Reject { unavailable, reason } => {
                 tracing::info!(order_id = order.order_id, reason, "rejecting the order");
@@ -187,7 +165,8 @@ impl<S: InventoryStore> Inventory<S> {
                     unavailable,
                     reason: reason.clone(),
                 };
-                (self.store.reject(&order.order_id, lines, &reason, &caused(placed, event)).await?, Effect::Rejected)
+                let record = OutboxRecord::caused_by(placed, event);
+                (self.store.reject(&order.order_id, lines, &reason, &record).await?, Effect::Rejected)
             }
         };
         Ok(match outcome {
@@ -201,8 +180,8 @@ impl<S: InventoryStore> Inventory<S> {
         let order_id = &request.data.order_id;
         let reservation = self.reserved(order_id, ReservationStatus::Released, "release").await?;
         let Some(reservation) = reservation else { return Ok(Effect::Duplicate) };
-        let event = InventoryReleased { order_id: order_id.clone() };
-        let outcome = self.store.release(order_id, &reservation.lines, &caused(&request, event)).await?;
+        let record = OutboxRecord::caused_by(&request, InventoryReleased { order_id: order_id.clone() });
+        let outcome = self.store.release(order_id, &reservation.lines, &record).await?;
         settle(order_id, outcome, Effect::Released)
     }
 
@@ -245,10 +224,12 @@ fn settle(order_id: &str, outcome: Outcome, effect: Effect) -> Result<Effect, In
 mod tests {
     use std::sync::Arc;
 
+    use aws_lambda_events::event::sqs::SqsEvent;
     use orderflow_domain::Decimal;
     use orderflow_domain::events::PricedLine;
-    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope};
+    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope, SqsBatchProcessor};
     use serde_json::{Value, json};
+    use uuid::Uuid;
 
     use super::*;
     use crate::memory::MemoryInventory;
@@ -320,7 +301,7 @@ mod tests {
 
         /// Processes the batch and returns the ids of the records reported as failed.
         async fn process(&self, event: SqsEvent) -> Vec<String> {
-            let response = self.inventory.process(&self.processor, event).await.unwrap();
+            let response = self.processor.process(event, |record| self.inventory.handle(record)).await.unwrap();
             response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
         }
 

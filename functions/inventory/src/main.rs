@@ -7,10 +7,7 @@ mod handler;
 mod memory;
 mod store;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use orderflow_aws::{SqsDeadLetters, load_sdk_config, required_env};
-use orderflow_toolkit::SqsBatchProcessor;
+use orderflow_aws::{load_sdk_config, required_env, run_sqs_consumer};
 
 use crate::dynamo::DynamoInventory;
 use crate::handler::Inventory;
@@ -24,19 +21,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     orderflow_toolkit::logging::init();
     let table = required_env("INVENTORY_TABLE")?;
     let outbox_table = required_env("OUTBOX_TABLE")?;
-    let dlq_url = required_env("DLQ_URL")?;
 
     let config = load_sdk_config().await;
     let inventory = Inventory::new(DynamoInventory::new(aws_sdk_dynamodb::Client::new(&config), table, outbox_table));
-    let processor = SqsBatchProcessor::new(SqsDeadLetters::new(aws_sdk_sqs::Client::new(&config), dlq_url))
-        .with_concurrency(CONCURRENCY);
-
-    let (inventory, processor) = (&inventory, &processor);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        inventory
-            .process(processor, event.payload)
-            .await
-            .map_err(|error| Diagnostic { error_type: "BatchError".into(), error_message: error.to_string() })
-    }))
-    .await
+    run_sqs_consumer(&config, CONCURRENCY, |record| inventory.handle(record)).await
 }

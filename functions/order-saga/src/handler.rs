@@ -8,16 +8,12 @@
 //!   queue delivers it again later (and moves it to the DLQ after `maxReceiveCount`).
 //! - Malformed, unknown or unhandled events go to the DLQ at once with their reason.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use orderflow_domain::events::{
     InventoryRejected, InventoryReleased, InventoryReserved, PaymentAuthorized, PaymentDeclined, ShipmentScheduled,
 };
 use orderflow_domain::order::{Decision, SagaInput, SagaOutput, decide};
 use orderflow_orders_store::{OrderStore, StoreError};
-use orderflow_toolkit::batch::BatchError;
-use orderflow_toolkit::{
-    DeadLetterSink, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsBatchProcessor, SqsRecord,
-};
+use orderflow_toolkit::{EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
 
 /// How many times one input is decided and saved when the order keeps changing under it.
 pub const SAVE_ATTEMPTS: u32 = 5;
@@ -154,23 +150,16 @@ pub fn outbox_record(output: &SagaOutput) -> OutboxRecord {
     }
 }
 
-/// Handles an SQS batch: the response lists the records to deliver again.
-pub async fn handle_batch<S: OrderStore, D: DeadLetterSink>(
-    saga: &Saga<S>,
-    processor: &SqsBatchProcessor<D>,
-    event: SqsEvent,
-) -> Result<SqsBatchResponse, BatchError> {
-    processor.process(event, |record| saga.handle_record(record)).await
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
+    use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
     use orderflow_domain::events::{OrderLine, OrderPlaced, PricedLine};
     use orderflow_domain::order::{Order, OrderStatus};
     use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement};
-    use orderflow_toolkit::{Envelope, MemoryDeadLetters};
+    use orderflow_toolkit::batch::BatchError;
+    use orderflow_toolkit::{Envelope, MemoryDeadLetters, SqsBatchProcessor};
     use serde_json::{Value, json};
 
     use super::*;
@@ -182,6 +171,15 @@ mod tests {
     const UNKNOWN_TYPE: &str = include_str!("../../../events/order-saga/unknown-type.json");
     /// The order the sample events are about.
     const SAMPLE_ORDER: &str = "5d8c2a1e-7b4f-4c3a-9e21-0f6b8d4a7c13";
+
+    /// Handles an SQS batch as the function does: the response lists the records to deliver again.
+    async fn handle_batch(
+        saga: &Saga<InMemoryOrders>,
+        processor: &SqsBatchProcessor<MemoryDeadLetters>,
+        event: SqsEvent,
+    ) -> Result<SqsBatchResponse, BatchError> {
+        processor.process(event, |record| saga.handle_record(record)).await
+    }
 
     struct World {
         store: InMemoryOrders,

@@ -4,31 +4,19 @@
 
 mod handler;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use orderflow_aws::{ConfigError, SqsDeadLetters, required_env};
+use lambda_runtime::Error;
+use orderflow_aws::{ConfigError, required_env, run_sqs_consumer};
 use orderflow_orders_store::DynamoOrders;
-use orderflow_toolkit::SqsBatchProcessor;
 
-use crate::handler::{CONCURRENCY, Saga, handle_batch};
+use crate::handler::{CONCURRENCY, Saga};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
-    let env = || {
-        Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?, required_env("DLQ_URL")?))
-    };
-    let (orders_table, outbox_table, dlq_url) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let env = || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?));
+    let (orders_table, outbox_table) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
 
     let config = orderflow_aws::load_sdk_config().await;
-    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table);
-    let dead_letters = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&config), dlq_url);
-    let saga = Saga::new(store);
-    let processor = SqsBatchProcessor::new(dead_letters).with_concurrency(CONCURRENCY);
-
-    let (saga, processor) = (&saga, &processor);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        handle_batch(saga, processor, event.payload).await.map_err(Error::from)
-    }))
-    .await
+    let saga = Saga::new(DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table));
+    run_sqs_consumer(&config, CONCURRENCY, |record| saga.handle_record(record)).await
 }

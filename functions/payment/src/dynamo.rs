@@ -5,15 +5,14 @@
 //! Recording is ONE `TransactWriteItems` request (the conditional put and the outbox put).
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
-use orderflow_aws::dynamo::{Item, cancellation_codes, describe, get_s, key, s};
-use orderflow_aws::outbox::outbox_put;
+use orderflow_aws::dynamo::{Item, RequestError, get_s, key, s};
+use orderflow_aws::outbox::put_new_with_event;
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{PaymentRecord, PaymentStore, Recorded, StoreError};
+use crate::store::{PaymentRecord, PaymentStore, StoreError};
 
 const SK: &str = "PAYMENT";
 
@@ -25,15 +24,9 @@ fn invalid(what: impl std::fmt::Display) -> StoreError {
     StoreError::Invalid(what.to_string())
 }
 
-/// A request the service calls invalid cannot succeed on retry; throttling, timeouts and the rest may.
-fn sdk_error<E, R>(err: &SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    match err.code() {
-        Some("ValidationException" | "SerializationException") => StoreError::Invalid(describe(err)),
-        _ => StoreError::Unavailable(describe(err)),
+impl From<RequestError> for StoreError {
+    fn from(err: RequestError) -> Self {
+        err.into_store_error(Self::Invalid, Self::Unavailable)
     }
 }
 
@@ -73,11 +66,11 @@ impl PaymentStore for DynamoPayments {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error(&e))?;
+            .map_err(RequestError::from)?;
         output.item().map(payment_from_item).transpose()
     }
 
-    async fn record(&self, payment: &PaymentRecord, outbox: &OutboxRecord) -> Result<Recorded, StoreError> {
+    async fn record(&self, payment: &PaymentRecord, outbox: &OutboxRecord) -> Result<Written, StoreError> {
         let mut item = key(pk(&payment.order_id), SK);
         item.insert("order_id".into(), s(&payment.order_id));
         item.insert("customer_id".into(), s(&payment.customer_id));
@@ -89,27 +82,8 @@ impl PaymentStore for DynamoPayments {
         }
         let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("the current time formats as RFC 3339");
         item.insert("created_at".into(), s(now));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("table, item and key are set");
-        let items = vec![TransactWriteItem::builder().put(put).build(), outbox_put(&self.outbox_table, outbox)];
-        let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => return Ok(Recorded::Committed),
-            Err(err) => err,
-        };
-        match cancellation_codes(&err) {
-            // The payment or its event exists: recorded by an earlier delivery.
-            Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Recorded::Duplicate),
-            Some(codes) => Err(StoreError::Unavailable(format!(
-                "transaction cancelled ({}): {}",
-                codes.join(", "),
-                describe(&err)
-            ))),
-            None => Err(sdk_error(&err)),
-        }
+        // Duplicate: the payment or its event exists, recorded by an earlier delivery.
+        Ok(put_new_with_event(&self.client, &self.table, item, &self.outbox_table, outbox).await?)
     }
 }
 

@@ -11,19 +11,17 @@
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use orderflow_domain::Decimal;
 use orderflow_domain::events::{self, PaymentAuthorized, PaymentDeclined, PaymentRequested};
 use orderflow_domain::payment::PaymentDecision;
-use orderflow_toolkit::batch::BatchError;
+use orderflow_toolkit::batch::log_effect;
 use orderflow_toolkit::circuit::{CircuitBreaker, CircuitError, CircuitOpen};
-use orderflow_toolkit::{
-    DeadLetterSink, Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsBatchProcessor, SqsRecord,
-};
+use orderflow_toolkit::outbox::Written;
+use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
 use uuid::Uuid;
 
 use crate::provider::{Charge, PaymentProvider, ProviderUnavailable};
-use crate::store::{PaymentRecord, PaymentStatus, PaymentStore, Recorded, StoreError};
+use crate::store::{PaymentRecord, PaymentStatus, PaymentStore, StoreError};
 
 /// Consecutive provider failures that open the circuit.
 pub const FAILURE_THRESHOLD: u32 = 5;
@@ -72,13 +70,6 @@ pub fn payment_id(order_id: &str) -> String {
     format!("pay-{}", Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("orderflow.payment/{order_id}").as_bytes()))
 }
 
-/// The outbox record of an event caused by `cause`, with an id derived from the cause's.
-fn caused<C, T: Event>(cause: &Envelope<C>, data: T) -> OutboxRecord {
-    let mut envelope = Envelope::caused_by(cause, data);
-    envelope.id = Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
-    OutboxRecord::new(&envelope)
-}
-
 /// The payment handler over its store and provider.
 #[derive(Debug)]
 pub struct Payment<S, P> {
@@ -97,20 +88,9 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
         Self { store, provider, breaker, registry: events::registry() }
     }
 
-    /// Processes an SQS batch: transient failures are reported for retry, poison records go to the dead letters.
-    pub async fn process<D: DeadLetterSink>(
-        &self,
-        processor: &SqsBatchProcessor<D>,
-        event: SqsEvent,
-    ) -> Result<SqsBatchResponse, BatchError> {
-        processor.process(event, |record| self.handle(record)).await
-    }
-
     /// Handles one SQS record; its receive count is the attempt the provider sees.
     pub async fn handle(&self, record: SqsRecord) -> Result<(), HandlerError> {
-        let effect = self.apply(&record.body, record.receive_count).await?;
-        tracing::info!(message_id = record.message_id, ?effect, "record applied");
-        Ok(())
+        log_effect(&record, self.apply(&record.body, record.receive_count)).await
     }
 
     /// Applies one bus event (an SQS body) delivered for the `attempt`-th time.
@@ -146,7 +126,7 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
                     payment_id: charge.payment_id.clone(),
                     amount: charge.amount,
                 };
-                (PaymentStatus::Authorized, None, caused(&request, event), Effect::Authorized)
+                (PaymentStatus::Authorized, None, OutboxRecord::caused_by(&request, event), Effect::Authorized)
             }
             PaymentDecision::Declined { reason } => {
                 tracing::info!(order_id = charge.order_id, reason, "payment declined");
@@ -155,7 +135,7 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
                     amount: charge.amount,
                     reason: reason.clone(),
                 };
-                (PaymentStatus::Declined, Some(reason), caused(&request, event), Effect::Declined)
+                (PaymentStatus::Declined, Some(reason), OutboxRecord::caused_by(&request, event), Effect::Declined)
             }
         };
         let payment = PaymentRecord {
@@ -167,8 +147,8 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
             reason,
         };
         match self.store.record(&payment, &outbox).await? {
-            Recorded::Committed => Ok(effect),
-            Recorded::Duplicate => Ok(Effect::Duplicate),
+            Written::Committed => Ok(effect),
+            Written::Duplicate => Ok(Effect::Duplicate),
         }
     }
 }
@@ -177,8 +157,9 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+    use aws_lambda_events::event::sqs::SqsEvent;
     use orderflow_domain::payment::default_customer_limit;
-    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope};
+    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope, SqsBatchProcessor};
     use serde_json::{Value, json};
 
     use super::*;
@@ -262,7 +243,7 @@ mod tests {
         }
 
         async fn process(&self, event: SqsEvent) -> Vec<String> {
-            let response = self.payment.process(&self.processor, event).await.unwrap();
+            let response = self.processor.process(event, |record| self.payment.handle(record)).await.unwrap();
             response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
         }
 

@@ -8,13 +8,10 @@ mod memory;
 mod provider;
 mod store;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use orderflow_aws::config::{ConfigError, env_or};
-use orderflow_aws::{SqsDeadLetters, load_sdk_config, required_env};
+use orderflow_aws::{load_sdk_config, required_env, run_sqs_consumer};
 use orderflow_domain::Decimal;
 use orderflow_domain::payment::default_customer_limit;
-use orderflow_toolkit::SqsBatchProcessor;
 
 use crate::dynamo::DynamoPayments;
 use crate::handler::Payment;
@@ -46,21 +43,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     orderflow_toolkit::logging::init();
     let table = required_env("PAYMENTS_TABLE")?;
     let outbox_table = required_env("OUTBOX_TABLE")?;
-    let dlq_url = required_env("DLQ_URL")?;
     let provider = provider_from_env()?;
 
     let config = load_sdk_config().await;
     let payment =
         Payment::new(DynamoPayments::new(aws_sdk_dynamodb::Client::new(&config), table, outbox_table), provider);
-    let processor = SqsBatchProcessor::new(SqsDeadLetters::new(aws_sdk_sqs::Client::new(&config), dlq_url))
-        .with_concurrency(CONCURRENCY);
-
-    let (payment, processor) = (&payment, &processor);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        payment
-            .process(processor, event.payload)
-            .await
-            .map_err(|error| Diagnostic { error_type: "BatchError".into(), error_message: error.to_string() })
-    }))
-    .await
+    run_sqs_consumer(&config, CONCURRENCY, |record| payment.handle(record)).await
 }

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use orderflow_domain::Decimal;
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::outbox::Written;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentStatus {
@@ -55,14 +56,6 @@ pub struct PaymentRecord {
     pub reason: Option<String>,
 }
 
-/// What recording did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    Committed,
-    /// The order's payment is already recorded: nothing was written.
-    Duplicate,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// Throttling, a timeout, the service unavailable: retrying may succeed.
@@ -77,10 +70,11 @@ pub trait PaymentStore: Send + Sync {
     /// A consistent read of the order's payment.
     fn payment(&self, order_id: &str) -> impl Future<Output = Result<Option<PaymentRecord>, StoreError>> + Send;
 
-    /// One transaction: the payment if none exists for its order, and the outbox record.
+    /// One transaction: the payment if none exists for its order, and the outbox record. [`Written::Duplicate`]:
+    /// the order's payment is already recorded, nothing was written.
     fn record(
         &self,
         payment: &PaymentRecord,
         outbox: &OutboxRecord,
-    ) -> impl Future<Output = Result<Recorded, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 }

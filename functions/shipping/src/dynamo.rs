@@ -4,14 +4,19 @@
 //! scheduled_at (RFC 3339). Scheduling is ONE `TransactWriteItems` request (the conditional put and the outbox put).
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
-use orderflow_aws::dynamo::{cancellation_codes, describe, key, s};
-use orderflow_aws::outbox::outbox_put;
+use orderflow_aws::dynamo::{RequestError, key, s};
+use orderflow_aws::outbox::put_new_with_event;
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::outbox::Written;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{Scheduled, Shipment, ShipmentStore, StoreError};
+use crate::store::{Shipment, ShipmentStore, StoreError};
+
+impl From<RequestError> for StoreError {
+    fn from(err: RequestError) -> Self {
+        err.into_store_error(Self::Invalid, Self::Unavailable)
+    }
+}
 
 /// The DynamoDB shipment store.
 #[derive(Debug, Clone)]
@@ -28,35 +33,13 @@ impl DynamoShipments {
 }
 
 impl ShipmentStore for DynamoShipments {
-    async fn schedule(&self, shipment: &Shipment, outbox: &OutboxRecord) -> Result<Scheduled, StoreError> {
+    async fn schedule(&self, shipment: &Shipment, outbox: &OutboxRecord) -> Result<Written, StoreError> {
         let scheduled_at = shipment.scheduled_at.format(&Rfc3339).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut item = key(format!("SHIPMENT#{}", shipment.order_id), "SHIPMENT");
         item.insert("order_id".into(), s(&shipment.order_id));
         item.insert("shipment_id".into(), s(&shipment.shipment_id));
         item.insert("scheduled_at".into(), s(scheduled_at));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("table, item and key are set");
-        let items = vec![TransactWriteItem::builder().put(put).build(), outbox_put(&self.outbox_table, outbox)];
-        let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => return Ok(Scheduled::Committed),
-            Err(err) => err,
-        };
-        match cancellation_codes(&err) {
-            // The shipment or its event exists: scheduled by an earlier delivery.
-            Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Scheduled::Duplicate),
-            Some(codes) => Err(StoreError::Unavailable(format!(
-                "transaction cancelled ({}): {}",
-                codes.join(", "),
-                describe(&err)
-            ))),
-            None => match err.code() {
-                Some("ValidationException" | "SerializationException") => Err(StoreError::Invalid(describe(&err))),
-                _ => Err(StoreError::Unavailable(describe(&err))),
-            },
-        }
+        // Duplicate: the shipment or its event exists, scheduled by an earlier delivery.
+        Ok(put_new_with_event(&self.client, &self.table, item, &self.outbox_table, outbox).await?)
     }
 }

@@ -4,16 +4,14 @@
 //!   `ShipmentScheduled`. A redelivery finds the shipment and changes nothing, emits nothing.
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use orderflow_domain::events::{self, OrderConfirmed, ShipmentScheduled};
-use orderflow_toolkit::batch::BatchError;
-use orderflow_toolkit::{
-    DeadLetterSink, Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsBatchProcessor, SqsRecord,
-};
+use orderflow_toolkit::batch::log_effect;
+use orderflow_toolkit::outbox::Written;
+use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::{Scheduled, Shipment, ShipmentStore, StoreError};
+use crate::store::{Shipment, ShipmentStore, StoreError};
 
 /// What a record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +44,6 @@ pub fn shipment_id(order_id: &str) -> String {
     format!("shp-{}", Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("orderflow.shipping/{order_id}").as_bytes()))
 }
 
-/// The outbox record of an event caused by `cause`, with an id derived from the cause's.
-fn caused<C, T: Event>(cause: &Envelope<C>, data: T) -> OutboxRecord {
-    let mut envelope = Envelope::caused_by(cause, data);
-    envelope.id = Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
-    OutboxRecord::new(&envelope)
-}
-
 /// The shipping handler over its store.
 #[derive(Debug, Clone)]
 pub struct Shipping<S> {
@@ -65,20 +56,9 @@ impl<S: ShipmentStore> Shipping<S> {
         Self { store, registry: events::registry() }
     }
 
-    /// Processes an SQS batch: transient failures are reported for retry, poison records go to the dead letters.
-    pub async fn process<D: DeadLetterSink>(
-        &self,
-        processor: &SqsBatchProcessor<D>,
-        event: SqsEvent,
-    ) -> Result<SqsBatchResponse, BatchError> {
-        processor.process(event, |record| self.handle(record)).await
-    }
-
     /// Handles one SQS record.
     pub async fn handle(&self, record: SqsRecord) -> Result<(), HandlerError> {
-        let effect = self.apply(&record.body).await?;
-        tracing::info!(message_id = record.message_id, ?effect, "record applied");
-        Ok(())
+        log_effect(&record, self.apply(&record.body)).await
     }
 
     /// Applies one bus event (an SQS body).
@@ -95,16 +75,17 @@ impl<S: ShipmentStore> Shipping<S> {
             scheduled_at: OffsetDateTime::now_utc(),
         };
         let event = ShipmentScheduled { order_id: order_id.clone(), shipment_id: shipment.shipment_id.clone() };
-        match self.store.schedule(&shipment, &caused(&confirmed, event)).await? {
-            Scheduled::Committed => Ok(Effect::Scheduled),
-            Scheduled::Duplicate => Ok(Effect::Duplicate),
+        match self.store.schedule(&shipment, &OutboxRecord::caused_by(&confirmed, event)).await? {
+            Written::Committed => Ok(Effect::Scheduled),
+            Written::Duplicate => Ok(Effect::Duplicate),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope};
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope, SqsBatchProcessor};
 
     use super::*;
     use crate::memory::MemoryShipments;
@@ -139,7 +120,7 @@ mod tests {
         }
 
         async fn process(&self, event: SqsEvent) -> Vec<String> {
-            let response = self.shipping.process(&self.processor, event).await.unwrap();
+            let response = self.processor.process(event, |record| self.shipping.handle(record)).await.unwrap();
             response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
         }
 

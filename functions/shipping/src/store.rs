@@ -6,6 +6,7 @@
 use std::future::Future;
 
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
 
 /// A shipment scheduled for an order.
@@ -14,14 +15,6 @@ pub struct Shipment {
     pub order_id: String,
     pub shipment_id: String,
     pub scheduled_at: OffsetDateTime,
-}
-
-/// What scheduling did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheduled {
-    Committed,
-    /// The order's shipment is already scheduled: nothing was written.
-    Duplicate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,10 +28,11 @@ pub enum StoreError {
 }
 
 pub trait ShipmentStore: Send + Sync {
-    /// One transaction: the shipment if none exists for its order, and the outbox record.
+    /// One transaction: the shipment if none exists for its order, and the outbox record. [`Written::Duplicate`]:
+    /// the order's shipment is already scheduled, nothing was written.
     fn schedule(
         &self,
         shipment: &Shipment,
         outbox: &OutboxRecord,
-    ) -> impl Future<Output = Result<Scheduled, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 }
