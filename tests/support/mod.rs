@@ -23,6 +23,13 @@ pub async fn start_cloud() -> LocalCloud {
     LocalCloud::start(CloudOptions::isolated(project_root(), "t")).await.expect("local cloud starts")
 }
 
+/// A local cloud with a stage of its own, its options adjusted by `configure` (chaos, function environment...).
+pub async fn start_cloud_with(configure: impl FnOnce(&mut CloudOptions)) -> LocalCloud {
+    let mut options = CloudOptions::isolated(project_root(), "t");
+    configure(&mut options);
+    LocalCloud::start(options).await.expect("local cloud starts")
+}
+
 /// The HTTP API of a cloud.
 pub struct Api {
     base: String,
@@ -63,6 +70,23 @@ impl Api {
         let (status, answer) = self.send("POST", "/orders", Some(body), &[]).await;
         assert_eq!(status, 202, "POST /orders: {answer}");
         answer["order_id"].as_str().expect("order_id").to_owned()
+    }
+
+    /// Places an order as a careful client does: with an Idempotency-Key, retrying the same request when the API
+    /// answers 5xx (a timed-out or crashed invocation may or may not have placed it). Returns the order id.
+    pub async fn place_with_retries(&self, key: &str, customer: &str, sku: &str, quantity: u32) -> String {
+        let body = json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": quantity}]});
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (status, answer) = self.send("POST", "/orders", Some(body.clone()), &[("Idempotency-Key", key)]).await;
+            if status >= 500 && attempt < 8 {
+                tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+                continue;
+            }
+            assert_eq!(status, 202, "POST /orders (attempt {attempt}): {answer}");
+            return answer["order_id"].as_str().expect("order_id").to_owned();
+        }
     }
 
     /// The order as `GET /orders/{id}` shows it, `None` while it is unknown.
@@ -212,4 +236,33 @@ pub async fn put_on_bus(cloud: &LocalCloud, source: &str, detail_type: &str, det
 /// A string attribute of an item.
 pub fn attr<'a>(item: &'a std::collections::HashMap<String, AttributeValue>, name: &str) -> &'a str {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or_default()
+}
+
+/// Every message of a queue, each once: receives until the queue has nothing visible left. The messages stay in
+/// the queue but are invisible for a minute.
+pub async fn receive_all(cloud: &LocalCloud, queue_output: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let sqs = aws_sdk_sqs::Client::new(cloud.sdk_config());
+    let url = cloud.output(queue_output).expect("queue output");
+    let mut messages: Vec<aws_sdk_sqs::types::Message> = Vec::new();
+    let mut empty_receives = 0;
+    while empty_receives < 2 {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .visibility_timeout(60)
+            .send()
+            .await
+            .expect("receive");
+        let batch = received.messages();
+        empty_receives = if batch.is_empty() { empty_receives + 1 } else { 0 };
+        for message in batch {
+            if !messages.iter().any(|known| known.message_id() == message.message_id()) {
+                messages.push(message.clone());
+            }
+        }
+    }
+    messages
 }

@@ -1,8 +1,11 @@
 //! AWS adapters of the orderflow toolkit: the SDK configuration every function uses, the Lambda runtime of the SQS
-//! consumers, the outbox write that joins a business transaction, the SQS dead-letter sink, the EventBridge bus,
-//! and DynamoDB item helpers.
+//! consumers (with exponential retry backoff by message visibility), the runtime of functions an EventBridge
+//! rule invokes directly, the outbox write that joins a business transaction, the SQS dead-letter sink, the
+//! EventBridge bus, and DynamoDB item helpers.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod bus_function;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
@@ -11,6 +14,8 @@ pub mod event_bus;
 pub mod idempotency;
 pub mod outbox;
 
+pub use backoff::{BackoffPolicy, SqsRetryBackoff};
+pub use bus_function::run_bus_function;
 pub use config::{ConfigError, load_sdk_config, required_env};
 pub use consumer::run_sqs_consumer;
 pub use dead_letter::SqsDeadLetters;

@@ -13,7 +13,7 @@ use aws_config::SdkConfig;
 use crate::deploy::{StackOutputs, deploy_stack};
 use crate::emulator::{Emulator, EmulatorKind, free_port};
 use crate::iac::Resolver;
-use crate::runner::{Runner, RunnerConfig};
+use crate::runner::{Chaos, Runner, RunnerConfig};
 use crate::tools::Tools;
 
 /// The Lambda functions, one crate (and binary) each under `functions/`.
@@ -42,6 +42,10 @@ pub struct CloudOptions {
     pub function_env: BTreeMap<String, String>,
     /// Copy the functions' logs to stderr.
     pub pass_through_logs: bool,
+    /// Duplicated and shuffled SQS deliveries (chaos tests); `None` by default.
+    pub chaos: Option<Chaos>,
+    /// Receives before SQS moves a message to its DLQ ([`MAX_RECEIVE_COUNT`] by default).
+    pub max_receive_count: u32,
 }
 
 impl CloudOptions {
@@ -57,6 +61,8 @@ impl CloudOptions {
             moto_port: 0,
             function_env: BTreeMap::new(),
             pass_through_logs: false,
+            chaos: None,
+            max_receive_count: MAX_RECEIVE_COUNT,
         }
     }
 }
@@ -86,7 +92,7 @@ impl LocalCloud {
         let sdk_config = crate::aws::sdk_config(emulator.endpoint());
         let cloudformation = aws_sdk_cloudformation::Client::new(&sdk_config);
         let visibility = LOCAL_VISIBILITY_TIMEOUT_SECONDS.to_string();
-        let receives = MAX_RECEIVE_COUNT.to_string();
+        let receives = options.max_receive_count.to_string();
         let outputs = deploy_stack(
             &cloudformation,
             &stateful_stack_name(&options.stage),
@@ -111,6 +117,7 @@ impl LocalCloud {
         config.http_addr = options.http_addr;
         config.extra_env = options.function_env.clone();
         config.pass_through_logs = options.pass_through_logs;
+        config.chaos = options.chaos.clone();
         let runner = Runner::start(config).await?;
         Ok(Self { emulator, sdk_config, outputs, runner, stage: options.stage })
     }

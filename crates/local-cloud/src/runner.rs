@@ -20,9 +20,11 @@ use tokio::task::JoinHandle;
 use crate::http_gateway::{GatewayIdentity, GatewayRoute, HttpGateway};
 use crate::iac::{self, FunctionSpec, Resolver};
 use crate::runtime_api::{FunctionPool, PoolConfig, RuntimeApiServer};
+use crate::sources::chaos::ChaosState;
 use crate::sources::stream::StreamClients;
 use crate::sources::{self, Shutdown, ShutdownTrigger, SourceContext, SourceTiming};
 
+pub use crate::sources::chaos::{Chaos, ChaosStats};
 pub use crate::sources::{DeliveredRecord, Delivery, DeliveryOutcome, SourceRef};
 
 /// What the runner runs and against what.
@@ -59,6 +61,8 @@ pub struct RunnerConfig {
     pub async_concurrency: usize,
     /// How long [`Runner::shutdown`] lets batches in flight finish before stopping them.
     pub shutdown_grace: Duration,
+    /// Duplicated and shuffled SQS deliveries (chaos tests); `None` delivers as Lambda does.
+    pub chaos: Option<Chaos>,
 }
 
 impl RunnerConfig {
@@ -87,6 +91,7 @@ impl RunnerConfig {
             http_concurrency: 4,
             async_concurrency: 2,
             shutdown_grace: Duration::from_secs(5),
+            chaos: None,
         }
     }
 }
@@ -101,6 +106,7 @@ pub struct Runner {
     deliveries: broadcast::Sender<Delivery>,
     gateway: Option<HttpGateway>,
     shutdown_grace: Duration,
+    chaos: Option<Arc<ChaosState>>,
 }
 
 impl Runner {
@@ -153,6 +159,7 @@ impl Runner {
             deliveries,
             gateway: None,
             shutdown_grace: config.shutdown_grace,
+            chaos: config.chaos.clone().map(|chaos| Arc::new(ChaosState::new(chaos))),
         };
         match runner.start_all(&config, &functions, &region, extra_env, shutdown).await {
             Ok(()) => Ok(runner),
@@ -218,7 +225,7 @@ impl Runner {
                 let url = sources::sqs::queue_url(&sqs, &source.queue_arn)
                     .await
                     .with_context(|| context(&format!("event {}", source.event_id)))?;
-                self.tasks.extend(sources::sqs::spawn(&ctx, &sqs, source, &url));
+                self.tasks.extend(sources::sqs::spawn(&ctx, &sqs, source, &url, self.chaos.clone()));
             }
             for source in &function.streams {
                 let destination_url =
@@ -282,6 +289,11 @@ impl Runner {
     /// loses the oldest ones (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
         self.deliveries.subscribe()
+    }
+
+    /// What the delivery chaos did so far, when it is on.
+    pub fn chaos_stats(&self) -> Option<ChaosStats> {
+        self.chaos.as_ref().map(|chaos| chaos.stats())
     }
 
     /// The address of the HTTP API, when one is served.

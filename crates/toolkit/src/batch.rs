@@ -6,14 +6,22 @@
 //!   timeout and moves it to the DLQ after `maxReceiveCount`.
 //! - [`HandlerError::Permanent`]: sent to the [`DeadLetterSink`] with its reason and acknowledged, so a poison
 //!   message does not burn retries; if that send fails, it is reported as a failure instead, so nothing is lost.
+//!
+//! A FIFO queue ([`SqsBatchProcessor::fifo`]) keeps the order of each message group: once a record of a group is
+//! reported as failed, the later records of that group in the batch are reported as failed too, without running,
+//! while the other groups go on. Records of a standard queue ([`SqsBatchProcessor::new`]) have no order to keep.
+//!
+//! [`SqsRecord::json`] is the typed parse step: a body that does not parse is a [`HandlerError::Permanent`], never
+//! a panic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use futures::stream;
+use serde::de::DeserializeOwned;
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::error::HandlerError;
@@ -29,7 +37,31 @@ pub struct SqsRecord {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// The system attribute of a FIFO queue's message that names its message group.
+pub const MESSAGE_GROUP_ID: &str = "MessageGroupId";
+
 impl SqsRecord {
+    /// The typed parse step: the body as JSON of type `T`, or a [`HandlerError::Permanent`] naming why it is not
+    /// one (retrying cannot make a malformed body parse).
+    ///
+    /// ```
+    /// use orderflow_toolkit::{HandlerError, SqsRecord};
+    /// #[derive(Debug, serde::Deserialize)]
+    /// struct Reserve { sku: String, quantity: u32 }
+    ///
+    /// let record = |body: &str| SqsRecord {
+    ///     message_id: "m-1".into(), body: body.into(), receive_count: 1, attributes: Default::default() };
+    /// let reserve: Reserve = record(r#"{"sku": "SKU-1", "quantity": 2}"#).json().unwrap();
+    /// assert_eq!((reserve.sku.as_str(), reserve.quantity), ("SKU-1", 2));
+    /// let err = record("not json").json::<Reserve>().unwrap_err();
+    /// assert!(matches!(err, HandlerError::Permanent(_)), "{err}");
+    /// ```
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        serde_json::from_str(&self.body).map_err(|error| {
+            HandlerError::permanent(format!("body of message {} does not parse: {error}", self.message_id))
+        })
+    }
+
     fn from_message(message: SqsMessage) -> Option<Self> {
         let attributes = message
             .message_attributes
@@ -76,17 +108,54 @@ pub enum BatchError {
 pub struct SqsBatchProcessor<S> {
     dead_letters: S,
     concurrency: usize,
+    fifo: bool,
 }
 
 impl<S: DeadLetterSink> SqsBatchProcessor<S> {
     /// One record at a time; see [`Self::with_concurrency`].
     pub fn new(dead_letters: S) -> Self {
-        Self { dead_letters, concurrency: 1 }
+        Self { dead_letters, concurrency: 1, fifo: false }
     }
 
     /// Records of a standard queue have no order to keep, so they may be processed concurrently.
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// FIFO mode: the records of each message group (the `MessageGroupId` attribute) run one after another in
+    /// batch order; at the first record of a group reported as failed, every later record of that group is reported
+    /// as failed without running, so the queue delivers them again in order. Other groups keep going, up to
+    /// `concurrency` groups at a time. Records without a group id count as one group.
+    ///
+    /// A [`HandlerError::Permanent`] record goes to the dead-letter sink and its group goes on, as SQS itself does
+    /// once a message reaches `maxReceiveCount`; if that send fails, the record stops its group like a transient
+    /// failure.
+    ///
+    /// ```
+    /// use aws_lambda_events::event::sqs::SqsEvent;
+    /// use orderflow_toolkit::{HandlerError, MemoryDeadLetters, SqsBatchProcessor};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let record = |id: &str, group: &str, body: &str| serde_json::json!(
+    ///     {"messageId": id, "body": body, "attributes": {"MessageGroupId": group}});
+    /// let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+    ///     record("a1", "order-a", "ok"), record("a2", "order-a", "later"), record("b1", "order-b", "ok"),
+    ///     record("a3", "order-a", "ok"), record("b2", "order-b", "ok")]})).unwrap();
+    /// let processor = SqsBatchProcessor::new(MemoryDeadLetters::default()).fifo();
+    /// let response = processor.process(event, |record| async move {
+    ///     match record.body.as_str() {
+    ///         "ok" => Ok(()),
+    ///         _ => Err(HandlerError::transient("not yet")),
+    ///     }
+    /// }).await.unwrap();
+    /// let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    /// // a3 did not run: it waits behind a2. Group order-b went on.
+    /// assert_eq!(failed, ["a2", "a3"]);
+    /// # })
+    /// ```
+    pub fn fifo(mut self) -> Self {
+        self.fifo = true;
         self
     }
 
@@ -119,6 +188,9 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
         F: Fn(SqsRecord) -> Fut,
         Fut: Future<Output = Result<(), HandlerError>>,
     {
+        if self.fifo {
+            return self.process_fifo(event, handler).await;
+        }
         let records = event
             .records
             .into_iter()
@@ -135,16 +207,55 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
             .filter_map(|failed| async move { failed })
             .collect()
             .await;
-        let mut response = SqsBatchResponse::default();
-        response.batch_item_failures = failed
-            .into_iter()
-            .map(|id| {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failure
+        Ok(batch_response(failed))
+    }
+
+    async fn process_fifo<F, Fut>(&self, event: SqsEvent, handler: F) -> Result<SqsBatchResponse, BatchError>
+    where
+        F: Fn(SqsRecord) -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
+        // The groups in order of first appearance, each with its records (and their batch positions) in order.
+        let mut groups: Vec<MessageGroup> = Vec::new();
+        let mut group_index: HashMap<Option<String>, usize> = HashMap::new();
+        for (index, message) in event.records.into_iter().enumerate() {
+            let group = message.attributes.get(MESSAGE_GROUP_ID).cloned();
+            let record = SqsRecord::from_message(message).ok_or(BatchError::MissingMessageId(index))?;
+            let position = *group_index.entry(group.clone()).or_insert_with(|| {
+                groups.push((group, Vec::new()));
+                groups.len() - 1
+            });
+            groups[position].1.push((index, record));
+        }
+        let handler = &handler;
+        let mut failed: Vec<(usize, String)> = stream::iter(groups)
+            .map(|(group, records)| async move {
+                let mut failed = Vec::new();
+                let mut records = records.into_iter();
+                for (index, record) in records.by_ref() {
+                    let outcome = handler(record.clone()).await;
+                    if let Some(message_id) = self.settle(record, outcome).await {
+                        failed.push((index, message_id));
+                        break;
+                    }
+                }
+                let skipped = failed.len();
+                failed.extend(records.map(|(index, record)| (index, record.message_id)));
+                if failed.len() > skipped {
+                    tracing::warn!(
+                        message_group_id = group.as_deref().unwrap_or("-"),
+                        skipped = failed.len() - skipped,
+                        "later records of a failed message group not run, to keep the group's order"
+                    );
+                }
+                failed
             })
-            .collect();
-        Ok(response)
+            .buffer_unordered(self.concurrency)
+            .flat_map(stream::iter)
+            .collect()
+            .await;
+        failed.sort_unstable_by_key(|(index, _)| *index);
+        Ok(batch_response(failed.into_iter().map(|(_, message_id)| message_id)))
     }
 
     /// Returns the message id when the record must be reported as failed.
@@ -187,6 +298,22 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
             }
         }
     }
+}
+
+/// A FIFO message group's id and its records with their positions in the batch, in order.
+type MessageGroup = (Option<String>, Vec<(usize, SqsRecord)>);
+
+fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
 }
 
 #[cfg(test)]
@@ -270,6 +397,124 @@ mod tests {
             })
             .await
             .unwrap();
+    }
+
+    /// A FIFO batch: `(message id, group, body)`.
+    fn fifo_event(records: &[(&str, &str, &str)]) -> SqsEvent {
+        let records: Vec<_> = records
+            .iter()
+            .map(|(id, group, body)| json!({"messageId": id, "body": body, "attributes": {"MessageGroupId": group}}))
+            .collect();
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    /// Runs a FIFO batch, returning the failed ids in response order and the ids the handler ran, in order.
+    async fn run_fifo(
+        processor: SqsBatchProcessor<impl DeadLetterSink>,
+        records: &[(&str, &str, &str)],
+    ) -> (Vec<String>, Vec<String>) {
+        let ran = std::sync::Mutex::new(Vec::new());
+        let response = processor
+            .fifo()
+            .process(fifo_event(records), |record| {
+                ran.lock().unwrap().push(record.message_id.clone());
+                classify(record)
+            })
+            .await
+            .unwrap();
+        let failed = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+        (failed, ran.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn fifo_stops_a_group_at_its_first_failure_and_other_groups_keep_going() {
+        for concurrency in [1, 4] {
+            let processor = SqsBatchProcessor::new(MemoryDeadLetters::default()).with_concurrency(concurrency);
+            let (failed, ran) = run_fifo(
+                processor,
+                &[
+                    ("a1", "A", "ok"),
+                    ("b1", "B", "ok"),
+                    ("a2", "A", "later"),
+                    ("b2", "B", "ok"),
+                    ("a3", "A", "ok"),
+                    ("c1", "C", "later"),
+                    ("b3", "B", "ok"),
+                    ("a4", "A", "garbage"),
+                ],
+            )
+            .await;
+            assert_eq!(failed, ["a2", "a3", "c1", "a4"], "concurrency {concurrency}");
+            let mut ran = ran;
+            ran.sort_unstable();
+            assert_eq!(ran, ["a1", "a2", "b1", "b2", "b3", "c1"], "a3 and a4 never ran");
+        }
+    }
+
+    #[tokio::test]
+    async fn fifo_runs_a_group_in_batch_order() {
+        let processor = SqsBatchProcessor::new(MemoryDeadLetters::default()).with_concurrency(8);
+        let (failed, ran) =
+            run_fifo(processor, &[("a1", "A", "ok"), ("a2", "A", "ok"), ("a3", "A", "ok"), ("a4", "A", "ok")]).await;
+        assert!(failed.is_empty());
+        assert_eq!(ran, ["a1", "a2", "a3", "a4"]);
+    }
+
+    #[tokio::test]
+    async fn fifo_all_failed_reports_every_record() {
+        let processor = SqsBatchProcessor::new(MemoryDeadLetters::default()).with_concurrency(2);
+        let (failed, ran) = run_fifo(
+            processor,
+            &[("a1", "A", "later"), ("b1", "B", "later"), ("a2", "A", "later"), ("b2", "B", "later")],
+        )
+        .await;
+        assert_eq!(failed, ["a1", "b1", "a2", "b2"]);
+        let mut ran = ran;
+        ran.sort_unstable();
+        assert_eq!(ran, ["a1", "b1"], "only the first record of each group ran");
+    }
+
+    #[tokio::test]
+    async fn fifo_poison_goes_to_the_dead_letter_sink_and_its_group_goes_on() {
+        let sink = MemoryDeadLetters::default();
+        let (failed, ran) =
+            run_fifo(SqsBatchProcessor::new(sink.clone()), &[("a1", "A", "garbage"), ("a2", "A", "ok")]).await;
+        assert!(failed.is_empty());
+        assert_eq!(ran, ["a1", "a2"]);
+        assert_eq!(sink.letters()[0].message_id, "a1");
+
+        // When the dead letter cannot be sent, the poison record holds its group back instead.
+        let (failed, ran) =
+            run_fifo(SqsBatchProcessor::new(FailingSink), &[("a1", "A", "garbage"), ("a2", "A", "ok")]).await;
+        assert_eq!(failed, ["a1", "a2"]);
+        assert_eq!(ran, ["a1"]);
+    }
+
+    #[tokio::test]
+    async fn fifo_records_without_a_group_are_one_group() {
+        let event: SqsEvent = serde_json::from_value(json!({"Records": [
+            {"messageId": "m0", "body": "later"}, {"messageId": "m1", "body": "ok"}]}))
+        .unwrap();
+        let response =
+            SqsBatchProcessor::new(MemoryDeadLetters::default()).fifo().process(event, classify).await.unwrap();
+        assert_eq!(failed_ids(&response), ["m0", "m1"]);
+    }
+
+    #[test]
+    fn typed_parse_of_a_malformed_body_is_permanent() {
+        let record = SqsRecord {
+            message_id: "m-9".into(),
+            body: "{\"count\": \"three\"}".into(),
+            receive_count: 1,
+            attributes: BTreeMap::new(),
+        };
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Counted {
+            count: u32,
+        }
+        let err = record.json::<Counted>().unwrap_err();
+        assert!(matches!(&err, HandlerError::Permanent(reason) if reason.contains("m-9")), "{err}");
     }
 
     #[tokio::test]

@@ -34,6 +34,14 @@ impl HandlerError {
         }
     }
 
+    /// The error type a failed invocation reports to Lambda: `HandlerError::Transient` or `HandlerError::Permanent`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "HandlerError::Transient",
+            Self::Permanent(_) => "HandlerError::Permanent",
+        }
+    }
+
     /// The reason without the class prefix.
     pub fn reason(&self) -> &str {
         match self {

@@ -147,6 +147,16 @@ impl Registry {
     /// envelope at the current version of its type.
     pub fn read_bus_event(&self, json: &str) -> Result<RawEnvelope, EnvelopeError> {
         let event: BusEvent = serde_json::from_str(json).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        self.read_parsed_bus_event(event)
+    }
+
+    /// [`Self::read_bus_event`] of an event already parsed as JSON (what a directly-invoked function receives).
+    pub fn read_bus_value(&self, event: Value) -> Result<RawEnvelope, EnvelopeError> {
+        let event: BusEvent = serde_json::from_value(event).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        self.read_parsed_bus_event(event)
+    }
+
+    fn read_parsed_bus_event(&self, event: BusEvent) -> Result<RawEnvelope, EnvelopeError> {
         let raw = match self.legacy.get(event.detail_type.as_str()) {
             Some(shape) => self.read_legacy(shape, &event)?,
             None => {

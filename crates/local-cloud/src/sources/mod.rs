@@ -5,6 +5,7 @@
 //! JSON Lambda would send, invoke the function's [`FunctionPool`], act on the outcome as Lambda
 //! does, and publish a [`Delivery`] for every invocation so callers can show the flow.
 
+pub mod chaos;
 pub mod filter;
 pub mod rule;
 pub mod sqs;

@@ -5,6 +5,7 @@
 //! timeout passes, and SQS moves them to the DLQ after `maxReceiveCount` receives, exactly as
 //! with Lambda.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,6 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::chaos::ChaosState;
 use super::{DeliveredRecord, Delivery, DeliveryOutcome, SourceContext, SourceRef, batch_item_failures};
 use crate::aws::describe_sdk_error;
 use crate::iac::{Arn, SqsSource};
@@ -36,12 +38,13 @@ pub async fn queue_url(client: &aws_sdk_sqs::Client, queue_arn: &str) -> Result<
     output.queue_url().map(str::to_owned).with_context(|| format!("GetQueueUrl for {queue_arn} returned no URL"))
 }
 
-/// Starts `source.max_concurrency` pollers of one SQS event source.
+/// Starts `source.max_concurrency` pollers of one SQS event source, with delivery chaos when `chaos` is given.
 pub fn spawn(
     ctx: &SourceContext,
     client: &aws_sdk_sqs::Client,
     source: &SqsSource,
     queue_url: &str,
+    chaos: Option<Arc<ChaosState>>,
 ) -> Vec<JoinHandle<()>> {
     (0..source.max_concurrency)
         .map(|_| {
@@ -50,6 +53,7 @@ pub fn spawn(
                 client: client.clone(),
                 source: source.clone(),
                 queue_url: queue_url.to_owned(),
+                chaos: chaos.clone(),
             };
             tokio::spawn(poller.run())
         })
@@ -61,6 +65,7 @@ struct Poller {
     client: aws_sdk_sqs::Client,
     source: SqsSource,
     queue_url: String,
+    chaos: Option<Arc<ChaosState>>,
 }
 
 impl Poller {
@@ -133,6 +138,10 @@ impl Poller {
     }
 
     async fn deliver(&self, batch: Vec<Message>) {
+        let batch = match &self.chaos {
+            Some(chaos) => chaos.apply(&self.client, &self.queue_url, batch).await,
+            None => batch,
+        };
         let event = sqs_event(&batch, &self.source.queue_arn);
         let ids: Vec<&str> = batch.iter().map(|m| m.message_id().unwrap_or_default()).collect();
         let records = batch

@@ -1,0 +1,72 @@
+//! The Lambda runtime of a function an EventBridge rule invokes directly (asynchronously), one event per invocation.
+//!
+//! The event is read through the registry into the function's event type ([`orderflow_toolkit::eventbridge`]) and
+//! handed to the handler; any failure fails the invocation with `errorType` `HandlerError::Transient` (Lambda's
+//! retry may succeed) or `HandlerError::Permanent` (it reaches the on-failure destination after the retries), and
+//! the reason as `errorMessage`. Nothing panics on a bad event.
+
+use std::future::Future;
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use orderflow_toolkit::eventbridge::handle_bus_event;
+use orderflow_toolkit::{Envelope, Event, HandlerError, Registry};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The Lambda error of a failed invocation: `errorType` says whether a retry can help.
+pub fn diagnostic(error: &HandlerError) -> Diagnostic {
+    Diagnostic { error_type: error.error_type().into(), error_message: error.reason().into() }
+}
+
+/// One invocation: `event` read as a `T` and handled, the outcome as Lambda's result.
+///
+/// ```
+/// use orderflow_aws::bus_function::handle_invocation;
+/// use orderflow_toolkit::{Envelope, Event, HandlerError, Registry};
+/// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, JsonSchema)]
+/// struct Shipped { order_id: String }
+/// impl Event for Shipped {
+///     const TYPE: &'static str = "Shipped";
+///     const VERSION: u32 = 1;
+///     const SOURCE: &'static str = "demo";
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let registry = Registry::new().register::<Shipped>();
+/// let event = serde_json::json!({"id": "b1", "detail-type": "Shipped", "source": "demo", "detail": {
+///     "id": "5a0b4b4e-53c8-4bd0-9e0b-7a1b5e4cd0a1", "type": "Shipped", "version": 1,
+///     "occurred_at": "2026-01-01T00:00:00Z", "correlation_id": "o-1", "causation_id": null,
+///     "data": {"order_id": "o-1"}}});
+/// let store_down = |_: Envelope<Shipped>| async { Err::<(), _>(HandlerError::transient("store down")) };
+/// let error = handle_invocation(&registry, event, store_down).await.unwrap_err();
+/// assert_eq!((error.error_type.as_str(), error.error_message.as_str()), ("HandlerError::Transient", "store down"));
+///
+/// let error = handle_invocation(&registry, serde_json::json!([]), store_down).await.unwrap_err();
+/// assert_eq!(error.error_type, "HandlerError::Permanent");
+/// # })
+/// ```
+pub async fn handle_invocation<T, R, F, Fut>(registry: &Registry, event: Value, handler: F) -> Result<R, Diagnostic>
+where
+    T: Event,
+    F: FnOnce(Envelope<T>) -> Fut,
+    Fut: Future<Output = Result<R, HandlerError>>,
+{
+    handle_bus_event(registry, event, handler).await.map_err(|error| diagnostic(&error))
+}
+
+/// Runs a function an EventBridge rule invokes: each event is read as a `T` with `registry` and handled by
+/// `handler`, whose output is the invocation's response.
+pub async fn run_bus_function<T, R, F, Fut>(registry: Registry, handler: F) -> Result<(), lambda_runtime::Error>
+where
+    T: Event,
+    R: Serialize,
+    F: Fn(Envelope<T>) -> Fut,
+    Fut: Future<Output = Result<R, HandlerError>>,
+{
+    let (registry, handler) = (&registry, &handler);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle_invocation(registry, event.payload, handler).await
+    }))
+    .await
+}
