@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's automation, so a new machine needs only Rust, Python 3 and Node.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
 mod package;
 mod test;
@@ -35,6 +36,8 @@ enum Command {
     Test(test::TestArgs),
     /// Build every function for Lambda with cargo-lambda (release, zip) and print the zipped sizes.
     Package(package::PackageArgs),
+    /// Benchmarks of the DESIGN targets (zipped size, CPU per message, init time, memory), one table.
+    Bench(bench::BenchArgs),
 }
 
 /// The workspace root (this crate lives in `<root>/xtask`).
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Down => demo::down(),
         Command::Test(args) => test::run(args),
         Command::Package(args) => package::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
