@@ -14,8 +14,7 @@ use orderflow_aws::DynamoIdempotencyStore;
 use orderflow_aws::dynamo::Item;
 use orderflow_local_cloud::aws::sdk_config;
 use orderflow_local_cloud::deploy::deploy_stack;
-use orderflow_local_cloud::emulator::{Emulator, free_port};
-use orderflow_local_cloud::tools::Tools;
+use orderflow_local_cloud::emulator::Emulator;
 use orderflow_toolkit::HandlerError;
 use orderflow_toolkit::idempotency::{Idempotency, IdempotencyError, epoch_seconds, payload_hash};
 use serde_json::{Value, json};
@@ -69,13 +68,8 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        let emulator = match Emulator::from_env() {
-            Some(external) => external,
-            None => {
-                let tools = Tools::ensure(&project_root()).expect("tools install");
-                Emulator::start_moto(&tools, free_port().expect("free port")).await.expect("moto starts")
-            }
-        };
+        let emulator =
+            Emulator::from_env_or_moto(&project_root()).await.expect("an emulator (AWS_ENDPOINT_URL or moto)");
         let config = sdk_config(emulator.endpoint());
         let stage = format!("i{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/idempotency-tables.yaml");

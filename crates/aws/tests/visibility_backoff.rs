@@ -11,8 +11,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use orderflow_aws::SqsRetryBackoff;
 use orderflow_local_cloud::aws::sdk_config;
 use orderflow_local_cloud::deploy::deploy_stack;
-use orderflow_local_cloud::emulator::{Emulator, free_port};
-use orderflow_local_cloud::tools::Tools;
+use orderflow_local_cloud::emulator::Emulator;
 use orderflow_toolkit::{HandlerError, MemoryDeadLetters, SqsBatchProcessor};
 use serde_json::json;
 
@@ -50,13 +49,7 @@ fn record(message_id: &str, receipt_handle: &str, receive_count: u32, arn: &str)
 
 #[tokio::test]
 async fn a_failed_message_stays_invisible_for_its_backoff_then_comes_back() {
-    let emulator = match Emulator::from_env() {
-        Some(external) => external,
-        None => {
-            let tools = Tools::ensure(&project_root()).expect("tools install");
-            Emulator::start_moto(&tools, free_port().expect("free port")).await.expect("moto starts")
-        }
-    };
+    let emulator = Emulator::from_env_or_moto(&project_root()).await.expect("an emulator (AWS_ENDPOINT_URL or moto)");
     let config = sdk_config(emulator.endpoint());
     let stage = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backoff-queue.yaml");

@@ -18,8 +18,7 @@ use orderflow_dlq::{
 };
 use orderflow_local_cloud::aws::sdk_config;
 use orderflow_local_cloud::deploy::{delete_stack, deploy_stack};
-use orderflow_local_cloud::emulator::{Emulator, free_port};
-use orderflow_local_cloud::tools::Tools;
+use orderflow_local_cloud::emulator::Emulator;
 use orderflow_toolkit::{DeadLetter, DeadLetterSink};
 
 const BIN: &str = env!("CARGO_BIN_EXE_orderflow-dlq");
@@ -44,13 +43,8 @@ struct Fixture {
 
 impl Fixture {
     async fn start(test: &str) -> Fixture {
-        let emulator = match Emulator::from_env() {
-            Some(external) => external,
-            None => {
-                let tools = Tools::ensure(&workspace_root()).expect("tools install");
-                Emulator::start_moto(&tools, free_port().expect("free port")).await.expect("moto starts")
-            }
-        };
+        let emulator =
+            Emulator::from_env_or_moto(&workspace_root()).await.expect("an emulator (AWS_ENDPOINT_URL or moto)");
         // Unique per test and per run, so a shared emulator is fine too.
         let stage = format!("dlq-{test}-{}", std::process::id());
         let config = sdk_config(emulator.endpoint());

@@ -179,6 +179,15 @@ impl Emulator {
         std::env::var("AWS_ENDPOINT_URL").ok().filter(|url| !url.trim().is_empty()).map(Emulator::external)
     }
 
+    /// The emulator `AWS_ENDPOINT_URL` names, else a moto server of its own (installing the project's tools
+    /// under `project_root` when needed) on a free port.
+    pub async fn from_env_or_moto(project_root: &Path) -> Result<Emulator> {
+        match Self::from_env() {
+            Some(external) => Ok(external),
+            None => Self::start_moto(&Tools::ensure(project_root)?, free_port()?).await,
+        }
+    }
+
     /// The endpoint URL every AWS client uses, e.g. `http://127.0.0.1:4566` (no trailing slash).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
