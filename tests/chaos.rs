@@ -5,17 +5,13 @@
 //! (`ORDERFLOW_FAULT_THROTTLE`). Afterwards: every order is final; per SKU no stock is oversold and stock is
 //! conserved; every effect happened once; every poison message is in a DLQ with its reason, and nothing else is.
 //!
-//! `ORDERFLOW_CHAOS_ORDERS` sets the number of orders (default 100, 50 on LocalStack; see below for 500); `ORDERFLOW_CHAOS_SEED`
-//! the seed of the runner's chaos (printed in the summary).
+//! `ORDERFLOW_CHAOS_ORDERS` sets the number of orders (default [`DEFAULT_ORDERS`]); `ORDERFLOW_CHAOS_SEED` the seed
+//! of the runner's chaos (printed in the summary).
 //!
 //! The stage is deployed with `maxReceiveCount` [`CHAOS_MAX_RECEIVE_COUNT`]: with ~7% of deliveries failing on
 //! purpose (crashes, throttling), three receives would dead-letter about one healthy message in 3,000 (0.07^3),
 //! and a message SQS dead-letters for exhausted retries is an effect lost by configuration, not by a bug. The
 //! test still fails if any message other than a poison one reaches a DLQ.
-//!
-//! Why not 500 by default: on moto (one Python process, every DynamoDB write under one lock) 500 chaotic orders
-//! overwhelm the emulator on 2 cores: its RSS passed 13 GB in 8 minutes, invocations hit their 10 s timeout, and
-//! analytics batches timed out until SQS dead-lettered healthy messages, which this test rightly reports.
 
 mod support;
 
@@ -32,6 +28,7 @@ use support::{Api, attr, scan};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
+const DEFAULT_ORDERS: usize = 500;
 const CHAOS_MAX_RECEIVE_COUNT: u32 = 10;
 const DUPLICATE_RATE: f64 = 0.2;
 const POISON_RATE: f64 = 0.05;
@@ -60,13 +57,9 @@ const POISON_KINDS: [(&str, &str, &[&str]); 5] = [
 ];
 
 fn order_count() -> usize {
-    let default = match std::env::var("ORDERFLOW_EMULATOR").as_deref() {
-        Ok("localstack") => 50,
-        _ => 100,
-    };
     match std::env::var("ORDERFLOW_CHAOS_ORDERS") {
         Ok(value) => value.parse().unwrap_or_else(|_| panic!("ORDERFLOW_CHAOS_ORDERS={value:?} is not a number")),
-        Err(_) => default,
+        Err(_) => DEFAULT_ORDERS,
     }
 }
 

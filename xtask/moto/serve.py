@@ -8,6 +8,12 @@ Real DynamoDB evaluates every condition against the state before the transaction
 fails. This launcher does that: it checks every condition first, raises TransactionCanceledException with the
 per-item reasons if any fails, and only then applies the writes.
 
+moto also deep-copies every table a transaction names before it writes, to restore them on failure. That makes
+each transaction cost as much as the tables are large: a few hundred orders in, the outbox transactions take
+seconds and the server's memory runs into gigabytes. This launcher keeps a copy of only the items a transaction
+writes, and on an error while applying (an update expression that fails validation, say) puts those items and
+the tables' stream records back as they were.
+
 moto's server is threaded and checks a write's condition and applies it in two steps without a lock, so two
 concurrent conditional writes (`available >= :q`) can both pass and oversell. Every DynamoDB write (and every
 transaction, check and apply together) therefore runs under one lock.
@@ -15,11 +21,13 @@ transaction, check and apply together) therefore runs under one lock.
 Usage (as moto_server): python serve.py -H 127.0.0.1 -p PORT
 """
 
+import copy
 import functools
 import sys
 import threading
 
 from moto.dynamodb.exceptions import (
+    MockValidationException,
     MultipleTransactionsException,
     TooManyTransactionsException,
     TransactionCanceledException,
@@ -27,9 +35,6 @@ from moto.dynamodb.exceptions import (
 )
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.comparisons import get_filter_expression
-
-_apply_transaction = DynamoDBBackend.transact_write_items
-
 
 def _item_key(backend, op_type, op):
     if op_type == "Put":
@@ -51,6 +56,8 @@ def transact_write_items(self, transact_items):
         if len(item) > 1:
             raise TransactWriteSingleOpException
         op_type, op = next(iter(item.items()))
+        if op_type not in ("ConditionCheck", "Put", "Delete", "Update"):
+            raise MockValidationException(f"Unsupported transaction operation {op_type}")
         key = _item_key(self, op_type, op)
         identity = (op["TableName"], str(dict(sorted(key.items()))))
         if identity in seen:
@@ -73,8 +80,43 @@ def transact_write_items(self, transact_items):
             reasons.append(("ConditionalCheckFailed", "The conditional request failed", old))
     if any(code is not None for code, _, _ in reasons):
         raise TransactionCanceledException(reasons)
-    # Every condition holds: moto's own implementation now applies the writes without a rollback.
-    _apply_transaction(self, transact_items)
+    _apply_writes(self, transact_items)
+
+
+def _apply_writes(backend, transact_items):
+    """Applies the writes of a transaction whose conditions all hold, all or none."""
+    previous_items = []  # (table, hash key, range key, a copy of the item before the write or None)
+    stream_lengths = {}  # table name -> (table, its stream records before the transaction)
+    try:
+        for item in transact_items:
+            op_type, op = next(iter(item.items()))
+            if op_type == "ConditionCheck":
+                continue
+            table = backend.get_table(op["TableName"])
+            key = _item_key(backend, op_type, op)
+            hash_key, range_key = backend.get_keys_value(table, key)
+            if table.stream_shard is not None:
+                stream_lengths.setdefault(table.name, (table, len(table.stream_shard.items)))
+            previous = copy.deepcopy(table.get_item(hash_key, range_key))
+            previous_items.append((table, hash_key, range_key, previous))
+            names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            if op_type == "Put":
+                backend.put_item(op["TableName"], op["Item"])
+            elif op_type == "Delete":
+                backend.delete_item(op["TableName"], key)
+            else:
+                backend.update_item(op["TableName"], key, op["UpdateExpression"], names, values)
+    except Exception:
+        for table, hash_key, range_key, previous in reversed(previous_items):
+            table.delete_item(hash_key, range_key)
+            if previous is not None:
+                if range_key is not None:
+                    table.items[hash_key][range_key] = previous
+                else:
+                    table.items[hash_key] = previous
+        for table, length in stream_lengths.values():
+            del table.stream_shard.items[length:]
+        raise
 
 
 DynamoDBBackend.transact_write_items = transact_write_items
