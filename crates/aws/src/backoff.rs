@@ -159,6 +159,37 @@ impl SqsRetryBackoff {
 
     /// Processes one SQS batch with `processor` and backs off the records its response reports as failed: what
     /// [`crate::run_sqs_consumer`] does with every batch.
+    ///
+    /// A consumer of a FIFO queue builds its runtime with it (`run_sqs_consumer` serves standard queues):
+    ///
+    /// ```no_run
+    /// use aws_lambda_events::event::sqs::SqsEvent;
+    /// use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+    /// use orderflow_aws::{SqsDeadLetters, SqsRetryBackoff, load_sdk_config, required_env};
+    /// use orderflow_toolkit::{HandlerError, SqsBatchProcessor, SqsRecord};
+    ///
+    /// async fn handle(record: SqsRecord) -> Result<(), HandlerError> {
+    ///     let _order: serde_json::Value = record.json()?;
+    ///     Ok(())
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), lambda_runtime::Error> {
+    ///     let sqs = aws_sdk_sqs::Client::new(&load_sdk_config().await);
+    ///     let dead_letters = SqsDeadLetters::new(sqs.clone(), required_env("DLQ_URL")?);
+    ///     // Each message group in order, up to 8 groups at a time.
+    ///     let processor = &SqsBatchProcessor::new(dead_letters).with_concurrency(8).fifo();
+    ///     let backoff = &SqsRetryBackoff::new(sqs);
+    ///     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+    ///         let batch_error = |e: orderflow_toolkit::batch::BatchError| Diagnostic {
+    ///             error_type: "BatchError".into(),
+    ///             error_message: e.to_string(),
+    ///         };
+    ///         backoff.process(processor, event.payload, handle).await.map_err(batch_error)
+    ///     }))
+    ///     .await
+    /// }
+    /// ```
     pub async fn process<S, F, Fut>(
         &self,
         processor: &SqsBatchProcessor<S>,

@@ -57,6 +57,29 @@ where
 
 /// Runs a function an EventBridge rule invokes: each event is read as a `T` with `registry` and handled by
 /// `handler`, whose output is the invocation's response.
+///
+/// ```no_run
+/// use orderflow_aws::run_bus_function;
+/// use orderflow_toolkit::{Envelope, Event, HandlerError, Registry};
+/// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, JsonSchema)]
+/// struct OrderShipped { order_id: String }
+/// impl Event for OrderShipped {
+///     const TYPE: &'static str = "OrderShipped";
+///     const VERSION: u32 = 1;
+///     const SOURCE: &'static str = "orderflow.shipping";
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), lambda_runtime::Error> {
+///     orderflow_toolkit::logging::init();
+///     let registry = Registry::new().register::<OrderShipped>();
+///     run_bus_function(registry, |shipped: Envelope<OrderShipped>| async move {
+///         Ok::<_, HandlerError>(format!("order {} has shipped", shipped.data.order_id))
+///     })
+///     .await
+/// }
+/// ```
 pub async fn run_bus_function<T, R, F, Fut>(registry: Registry, handler: F) -> Result<(), lambda_runtime::Error>
 where
     T: Event,

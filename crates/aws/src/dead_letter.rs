@@ -11,7 +11,8 @@ pub const REASON_ATTRIBUTE: &str = "orderflow-error-reason";
 pub const CLASS_ATTRIBUTE: &str = "orderflow-error-class";
 pub const SOURCE_MESSAGE_ATTRIBUTE: &str = "orderflow-source-message-id";
 
-/// Sends dead letters to one SQS queue.
+/// Sends dead letters to one SQS queue. [`crate::run_sqs_consumer`] makes one for `DLQ_URL`; the example of
+/// [`SqsRetryBackoff::process`](crate::SqsRetryBackoff::process) builds a processor with one by hand.
 #[derive(Debug, Clone)]
 pub struct SqsDeadLetters {
     client: Client,

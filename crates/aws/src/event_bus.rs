@@ -7,6 +7,24 @@ use orderflow_toolkit::publish::{BusEntry, EventBus};
 use crate::dynamo::describe;
 
 /// Puts events on one EventBridge bus.
+///
+/// ```no_run
+/// use orderflow_aws::{EventBridgeBus, load_sdk_config};
+/// use orderflow_toolkit::publish::{BusEntry, RetryPolicy, publish_in_order};
+///
+/// # async fn example() {
+/// let config = load_sdk_config().await;
+/// let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&config), "orderflow-dev");
+/// let entry = BusEntry {
+///     partition: "o-1".into(),
+///     source: "orderflow.orders".into(),
+///     detail_type: "OrderPlaced".into(),
+///     detail: r#"{"id": "...", "type": "OrderPlaced", "version": 1, "data": {}}"#.into(),
+/// };
+/// let report = publish_in_order(&bus, &[entry], RetryPolicy::default()).await;
+/// assert_eq!(report.published, 1, "{:?}", report.failed);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct EventBridgeBus {
     client: Client,

@@ -79,6 +79,23 @@ impl From<DynamoIdempotencyError> for HandlerError {
 }
 
 /// Idempotency records in a DynamoDB table whose partition key is `pk` (S).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use orderflow_aws::{DynamoIdempotencyStore, load_sdk_config};
+/// use orderflow_toolkit::{HandlerError, Idempotency};
+///
+/// # async fn example() -> Result<(), HandlerError> {
+/// let config = load_sdk_config().await;
+/// let store = DynamoIdempotencyStore::new(aws_sdk_dynamodb::Client::new(&config), "orderflow-dev-payments")
+///     .with_sort_key("sk", "IDEMPOTENCY");
+/// let idempotency = Idempotency::new(store);
+/// let remaining = Duration::from_secs(30); // the Lambda context's deadline minus now
+/// let charge = || async { Ok::<_, HandlerError>("charged 12.50".to_owned()) };
+/// // A repeat of this key and payload gets the stored receipt back without charging again.
+/// let receipt = idempotency.run("payment-o-1", &"12.50", remaining, charge).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DynamoIdempotencyStore {
     client: Client,

@@ -20,6 +20,29 @@ pub mod attributes {
 
 /// The `Put` of an outbox record, to add to the `TransactWriteItems` of the change that causes the event. The
 /// condition makes a replayed transaction fail instead of publishing the event twice.
+///
+/// ```
+/// use orderflow_aws::dynamo::{key, put_if_absent};
+/// use orderflow_aws::outbox::outbox_put;
+/// use orderflow_toolkit::{Envelope, Event, OutboxRecord};
+/// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, JsonSchema)]
+/// struct PaymentCaptured { order_id: String }
+/// impl Event for PaymentCaptured {
+///     const TYPE: &'static str = "PaymentCaptured";
+///     const VERSION: u32 = 1;
+///     const SOURCE: &'static str = "orderflow.payment";
+/// }
+///
+/// let record = OutboxRecord::new(&Envelope::new("o-1", PaymentCaptured { order_id: "o-1".into() }));
+/// // The items of ONE `client.transact_write_items().set_transact_items(Some(items))`.
+/// let items = vec![put_if_absent("Payments", key("PAYMENT#o-1", "PAYMENT")), outbox_put("Outbox", &record)];
+/// let outbox = items[1].put().unwrap();
+/// assert_eq!(outbox.condition_expression(), Some("attribute_not_exists(pk)"));
+/// // The correlation id is the partition: the stream keeps an order's events in order.
+/// assert_eq!(outbox.item()["pk"].as_s().unwrap(), "o-1");
+/// assert_eq!(outbox.item()["detail_type"].as_s().unwrap(), "PaymentCaptured");
+/// ```
 pub fn outbox_put(table: &str, record: &OutboxRecord) -> TransactWriteItem {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let put = Put::builder()
@@ -39,7 +62,7 @@ pub fn outbox_put(table: &str, record: &OutboxRecord) -> TransactWriteItem {
 
 /// ONE `TransactWriteItems`: `item` into `table` if no item has its key, and the outbox record of its event. When
 /// either exists already (an earlier delivery wrote them), the transaction is cancelled on its condition and
-/// nothing is written: [`Written::Duplicate`].
+/// nothing is written: [`Written::Duplicate`]. The example of [`crate::run_sqs_consumer`] is a handler built on it.
 pub async fn put_new_with_event(
     client: &Client,
     table: &str,

@@ -165,8 +165,7 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
     /// use aws_lambda_events::event::sqs::SqsEvent;
     /// use orderflow_toolkit::{HandlerError, MemoryDeadLetters, SqsBatchProcessor};
     ///
-    /// # tokio_test();
-    /// # fn tokio_test() { tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let event: SqsEvent = serde_json::from_str(r#"{"Records": [
     ///     {"messageId": "a", "body": "1"}, {"messageId": "b", "body": "oops"}, {"messageId": "c", "body": "-1"}]}"#).unwrap();
     /// let dead_letters = MemoryDeadLetters::default();
@@ -181,7 +180,7 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
     /// let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     /// assert_eq!(failed, ["c"]);
     /// assert_eq!(dead_letters.letters()[0].message_id, "b");
-    /// # }) }
+    /// # })
     /// ```
     pub async fn process<F, Fut>(&self, event: SqsEvent, handler: F) -> Result<SqsBatchResponse, BatchError>
     where

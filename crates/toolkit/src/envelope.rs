@@ -1,5 +1,43 @@
 //! The event envelope of the public contract:
 //! `{ id, type, version, occurred_at, correlation_id, causation_id, data }`.
+//!
+//! A request starts a chain of events with [`Envelope::new`]; every event a consumer emits in reaction is built with
+//! [`Envelope::caused_by`], so the whole saga shares one correlation id and each event names the one that caused it.
+//!
+//! ```
+//! use orderflow_toolkit::{Envelope, EnvelopeError, Event, RawEnvelope};
+//! # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+//! #[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+//! struct OrderPlaced { order_id: String }
+//! impl Event for OrderPlaced {
+//!     const TYPE: &'static str = "OrderPlaced";
+//!     const VERSION: u32 = 1;
+//!     const SOURCE: &'static str = "orderflow.orders";
+//! }
+//! #[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+//! struct InventoryReserved { order_id: String }
+//! impl Event for InventoryReserved {
+//!     const TYPE: &'static str = "InventoryReserved";
+//!     const VERSION: u32 = 1;
+//!     const SOURCE: &'static str = "orderflow.inventory";
+//! }
+//!
+//! let placed = Envelope::new("o-1", OrderPlaced { order_id: "o-1".into() });
+//! assert_eq!(placed.causation_id, None);
+//! let reserved = Envelope::caused_by(&placed, InventoryReserved { order_id: "o-1".into() });
+//! assert_eq!((reserved.correlation_id.as_str(), reserved.causation_id), ("o-1", Some(placed.id)));
+//!
+//! // Serialized, it is the bus `detail` of the public contract.
+//! let json = serde_json::to_value(&reserved).unwrap();
+//! assert_eq!((json["type"].as_str(), json["version"].as_u64()), (Some("InventoryReserved"), Some(1)));
+//! assert_eq!(json["causation_id"], placed.id.to_string());
+//!
+//! // A consumer reads it before it knows the type, then decodes the `data` of the type it handles. (Bus events
+//! // are read with the `Registry`, which also upcasts older versions.)
+//! let raw: RawEnvelope = serde_json::from_value(json).unwrap();
+//! assert_eq!(raw.decode::<InventoryReserved>().unwrap(), reserved);
+//! assert!(matches!(raw.decode::<OrderPlaced>(), Err(EnvelopeError::NotHandled(t)) if t == "InventoryReserved"));
+//! ```
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;

@@ -1,4 +1,35 @@
 //! The two classes of failure an event handler can have.
+//!
+//! A handler returns `Result<(), HandlerError>`; its own error types say, in one `From` impl each, which of their
+//! failures a retry can fix. Every [`EnvelopeError`] is permanent, so `?` on the typed parse step classes it.
+//!
+//! ```
+//! use orderflow_toolkit::{HandlerError, Registry};
+//!
+//! /// A store's failures, as an adapter reports them.
+//! enum StoreError { Throttled, Invalid(String) }
+//!
+//! impl From<StoreError> for HandlerError {
+//!     fn from(err: StoreError) -> Self {
+//!         match err {
+//!             StoreError::Throttled => HandlerError::transient("store throttled"),
+//!             StoreError::Invalid(reason) => HandlerError::permanent(reason),
+//!         }
+//!     }
+//! }
+//!
+//! let throttled = HandlerError::from(StoreError::Throttled);
+//! assert_eq!((throttled.class(), throttled.reason()), ("Transient", "store throttled"));
+//! assert_eq!(throttled.to_string(), "transient failure: store throttled");
+//! let invalid = HandlerError::from(StoreError::Invalid("price is not a decimal".into()));
+//! assert_eq!(invalid.error_type(), "HandlerError::Permanent");
+//!
+//! fn parse(registry: &Registry, body: &str) -> Result<String, HandlerError> {
+//!     Ok(registry.read_bus_event(body)?.event_type)
+//! }
+//! let garbage = parse(&Registry::new(), "not json").unwrap_err();
+//! assert!(matches!(garbage, HandlerError::Permanent(_)), "{garbage}");
+//! ```
 
 use std::fmt::Display;
 

@@ -9,6 +9,25 @@
 //! - `ORDERFLOW_FAULT_SEED` (optional u64): seeds the generator (else the pid and the clock do).
 //!
 //! Unset or `0` means off; off costs one comparison per record and per batch.
+//!
+//! ```
+//! use orderflow_toolkit::SqsRecord;
+//! use orderflow_toolkit::faults::{Faults, THROTTLE_ENV, THROTTLE_REASON};
+//!
+//! assert!(!Faults::from_lookup(|_| None).unwrap().is_on());
+//! // A chaos run with ORDERFLOW_FAULT_THROTTLE=1: every record fails transiently before its handler runs.
+//! let faults = Faults::from_lookup(|name| (name == THROTTLE_ENV).then(|| "1".to_owned())).unwrap();
+//! let record =
+//!     SqsRecord { message_id: "m-1".into(), body: "{}".into(), receive_count: 1, attributes: Default::default() };
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let error = faults.guard(record, |_| async { Ok(()) }).await.unwrap_err();
+//! assert_eq!(error.class(), "Transient");
+//! assert!(error.reason().starts_with(THROTTLE_REASON));
+//! # });
+//! // A value that is not a probability stops the function at start-up, naming the variable.
+//! let err = Faults::from_lookup(|name| (name == THROTTLE_ENV).then(|| "often".to_owned())).unwrap_err();
+//! assert_eq!(err.name, THROTTLE_ENV);
+//! ```
 
 use std::future::{Future, Ready, ready};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,44 @@
 //! The transactional outbox: an event is written as a record in the same transaction as the change that causes
 //! it; the outbox relay publishes it from the table's stream. Never a write followed by a separate publish.
+//!
+//! When the write is also conditional on the item not existing, it is the consumer's idempotency too: a redelivery
+//! decides again, builds the same record ([`OutboxRecord::caused_by`]) and the write refuses it, at one write
+//! request per message. [`MemoryOutboxStore`] behaves as the DynamoDB write of `orderflow-aws` does.
+//!
+//! ```
+//! use orderflow_toolkit::outbox::{MemoryOutboxStore, Written};
+//! use orderflow_toolkit::{Envelope, Event, OutboxRecord};
+//! # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize, JsonSchema)]
+//! struct OrderConfirmed { order_id: String }
+//! impl Event for OrderConfirmed {
+//!     const TYPE: &'static str = "OrderConfirmed";
+//!     const VERSION: u32 = 1;
+//!     const SOURCE: &'static str = "orderflow.orders";
+//! }
+//! #[derive(Serialize, Deserialize, JsonSchema)]
+//! struct ShipmentScheduled { order_id: String }
+//! impl Event for ShipmentScheduled {
+//!     const TYPE: &'static str = "ShipmentScheduled";
+//!     const VERSION: u32 = 1;
+//!     const SOURCE: &'static str = "orderflow.shipping";
+//! }
+//!
+//! let confirmed = Envelope::new("o-1", OrderConfirmed { order_id: "o-1".into() });
+//! let schedule = || OutboxRecord::caused_by(&confirmed, ShipmentScheduled { order_id: "o-1".into() });
+//! let record = schedule();
+//! assert_eq!((record.partition.as_str(), record.source.as_str()), ("o-1", "orderflow.shipping"));
+//! let detail: serde_json::Value = serde_json::from_str(&record.detail).unwrap();
+//! assert_eq!(detail["causation_id"], confirmed.id.to_string());
+//!
+//! let shipments = MemoryOutboxStore::default();
+//! assert_eq!(shipments.put_new_with_event("SHIPMENT#o-1", &"scheduled", &record), Ok(Written::Committed));
+//! // A redelivery of OrderConfirmed: the same decision, the same event id, and nothing written twice.
+//! let again = schedule();
+//! assert_eq!(again.event_id, record.event_id);
+//! assert_eq!(shipments.put_new_with_event("SHIPMENT#o-1", &"scheduled", &again), Ok(Written::Duplicate));
+//! assert_eq!((shipments.count(), shipments.outbox().len(), shipments.write_requests()), (1, 1, 2));
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

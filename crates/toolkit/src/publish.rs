@@ -3,6 +3,51 @@
 //! Order is kept per partition (an order's events): one `PutEvents` call never holds two entries of the same
 //! partition, and publishing stops at the first entry that still fails after its retries, so nothing behind it
 //! overtakes it. The caller (e.g. a stream handler) reports the rest as failed and gets them again.
+//!
+//! The bus is a port ([`EventBus`]); `orderflow-aws` has the EventBridge adapter (`EventBridgeBus`).
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use std::time::Duration;
+//! use orderflow_toolkit::publish::{BusEntry, EventBus, PublishReport, RetryPolicy, publish_in_order};
+//!
+//! /// Records every call; throttles the entry `e3` while `throttles` lasts.
+//! #[derive(Default)]
+//! struct TestBus { throttles: Mutex<u32>, calls: Mutex<Vec<Vec<String>>> }
+//!
+//! impl EventBus for TestBus {
+//!     async fn put_events(&self, entries: &[BusEntry]) -> Result<Vec<Option<String>>, String> {
+//!         self.calls.lock().unwrap().push(entries.iter().map(|e| e.detail.clone()).collect());
+//!         let mut throttles = self.throttles.lock().unwrap();
+//!         Ok(entries.iter().map(|e| {
+//!             let throttled = e.detail == "e3" && *throttles > 0;
+//!             *throttles -= u32::from(throttled);
+//!             throttled.then(|| "ThrottlingException".to_owned())
+//!         }).collect())
+//!     }
+//! }
+//!
+//! let entries: Vec<BusEntry> = (0..12).map(|i| BusEntry {
+//!     partition: format!("o-{i}"), source: "orderflow.orders".into(), detail_type: "OrderPlaced".into(),
+//!     detail: format!("e{i}"),
+//! }).collect();
+//! let retry = RetryPolicy { first_backoff: Duration::from_millis(1), ..RetryPolicy::default() };
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let bus = TestBus { throttles: Mutex::new(1), ..TestBus::default() };
+//! let report = publish_in_order(&bus, &entries, retry).await;
+//! assert_eq!(report, PublishReport { published: 12, failed: None });
+//! // Ten entries per call; the retry sends only the entry that failed.
+//! let calls = bus.calls.lock().unwrap().clone();
+//! assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [10, 1, 2]);
+//! assert_eq!(calls[1], ["e3"]);
+//!
+//! // An entry that fails every attempt stops publishing there; the caller gets `e3` and the rest again.
+//! let bus = TestBus { throttles: Mutex::new(u32::MAX), ..TestBus::default() };
+//! let report = publish_in_order(&bus, &entries, retry).await;
+//! assert_eq!(report, PublishReport { published: 3, failed: Some((3, "ThrottlingException".into())) });
+//! # });
+//! ```
 
 use std::collections::HashSet;
 use std::future::Future;

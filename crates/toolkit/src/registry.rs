@@ -98,6 +98,38 @@ impl Registry {
 
     /// Accepts an envelope-less legacy body `{"type": detail_type, "data": {...}}` put on the bus with
     /// `detail-type` = `detail_type` as `version` of `event_type`; its correlation id is `data[correlation_field]`.
+    ///
+    /// ```
+    /// use orderflow_toolkit::{EnvelopeError, Event, Registry};
+    /// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, JsonSchema)]
+    /// struct OrderPlaced { order_id: String, quantity: u32 }
+    /// impl Event for OrderPlaced {
+    ///     const TYPE: &'static str = "OrderPlaced";
+    ///     const VERSION: u32 = 1;
+    ///     const SOURCE: &'static str = "orderflow.orders";
+    /// }
+    ///
+    /// // A legacy producer's `OrderCreated` is version 0 of `OrderPlaced`; the upcaster keeps the fields v1 reads.
+    /// let registry = Registry::new()
+    ///     .register::<OrderPlaced>()
+    ///     .upcaster("OrderPlaced", 0, |v0| {
+    ///         Ok(serde_json::json!({"order_id": v0["order_id"], "quantity": v0["quantity"]}))
+    ///     })
+    ///     .legacy("OrderCreated", "OrderPlaced", 0, "order_id");
+    /// let legacy = r#"{"id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "OrderCreated",
+    ///   "time": "2026-01-01T00:00:00Z", "detail": {"type": "OrderCreated",
+    ///   "data": {"order_id": "o-7", "user_id": "u-1", "quantity": 2, "status": "new"}}}"#;
+    /// let placed = registry.read_bus_event(legacy).unwrap().decode::<OrderPlaced>().unwrap();
+    /// assert_eq!((placed.correlation_id.as_str(), placed.data.quantity), ("o-7", 2));
+    ///
+    /// // Unknown types are refused with a reason, which the dead letter carries.
+    /// let unknown = r#"{"detail-type": "Teleported", "detail": {"id": "5a0b4b4e-53c8-4bd0-9e0b-7a1b5e4cd0a1",
+    ///   "type": "Teleported", "version": 1, "occurred_at": "2026-01-01T00:00:00Z", "correlation_id": "o-7",
+    ///   "causation_id": null, "data": {}}}"#;
+    /// let err = registry.read_bus_event(unknown).unwrap_err();
+    /// assert!(matches!(&err, EnvelopeError::UnknownType(t) if t == "Teleported"), "{err}");
+    /// ```
     pub fn legacy(
         mut self,
         detail_type: &'static str,
