@@ -206,6 +206,7 @@ impl Runner {
                     pass_through_logs: config.pass_through_logs,
                     region: region.to_owned(),
                     account_id: config.account_id.clone(),
+                    fixed_trace_id: None,
                 },
             )
             .await

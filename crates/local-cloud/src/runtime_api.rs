@@ -255,6 +255,10 @@ pub struct PoolConfig {
     pub region: String,
     /// Account of the function ARN.
     pub account_id: String,
+    /// The `Lambda-Runtime-Trace-Id` of every invocation; `None` gives each a new one, as Lambda does. A fixed one
+    /// isolates what a new id per invocation costs (lambda_runtime sets it as `_X_AMZN_TRACE_ID` in the process
+    /// environment, and glibc keeps every value ever set there).
+    pub fixed_trace_id: Option<String>,
 }
 
 /// What an invocation returned.
@@ -504,7 +508,7 @@ impl FunctionPool {
             payload,
             deadline_ms: epoch_millis() + timeout.as_millis(),
             function_arn: self.function_arn.clone(),
-            trace_id: trace_id(),
+            trace_id: self.config.fixed_trace_id.clone().unwrap_or_else(trace_id),
         };
         if instance.dispatch.send(dispatch).await.is_err() {
             return (exit_error(request_id, "instance endpoint closed"), false);

@@ -26,7 +26,9 @@ fn positive(name: &'static str, default: u32) -> Result<u32, ConfigError> {
     }
 }
 
-#[tokio::main]
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
     let table = required_env("ANALYTICS_TABLE")?;

@@ -16,7 +16,9 @@ use crate::handler::Inventory;
 /// race are decided again on the conditional write).
 const CONCURRENCY: usize = 4;
 
-#[tokio::main]
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orderflow_toolkit::logging::init();
     let table = required_env("INVENTORY_TABLE")?;

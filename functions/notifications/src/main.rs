@@ -16,7 +16,9 @@ use crate::dynamo::DynamoNotifications;
 use crate::handler::Notifier;
 use crate::store::Recorded;
 
-#[tokio::main]
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
     let table = required_env("NOTIFICATIONS_TABLE")?;

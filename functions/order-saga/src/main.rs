@@ -10,7 +10,9 @@ use orderflow_orders_store::DynamoOrders;
 
 use crate::handler::{CONCURRENCY, Saga};
 
-#[tokio::main]
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
     let env = || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?));

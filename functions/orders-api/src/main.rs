@@ -15,7 +15,9 @@ use orderflow_orders_store::DynamoOrders;
 use crate::dynamo::DynamoStock;
 use crate::handler::Api;
 
-#[tokio::main]
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
     let env = || {

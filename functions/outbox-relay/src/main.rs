@@ -9,7 +9,9 @@ use orderflow_aws::{EventBridgeBus, load_sdk_config, required_env};
 
 use crate::handler::Relay;
 
-#[tokio::main]
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
     let bus_name = required_env("EVENT_BUS_NAME")?;

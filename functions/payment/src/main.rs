@@ -38,7 +38,9 @@ fn provider_from_env() -> Result<SimulatedProvider, ConfigError> {
     Ok(SimulatedProvider::new(limit, rate))
 }
 
-#[tokio::main]
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orderflow_toolkit::logging::init();
     let table = required_env("PAYMENTS_TABLE")?;
