@@ -18,11 +18,18 @@ moto's server is threaded and checks a write's condition and applies it in two s
 concurrent conditional writes (`available >= :q`) can both pass and oversell. Every DynamoDB write (and every
 transaction, check and apply together) therefore runs under one lock.
 
+moto's SQS builds every attribute of a queue, the three message counts among them (each a scan of all its
+messages), whenever it reads one: for every message sent (to look up ContentBasedDeduplication) and three times
+for every message received (to look up the retention period). With a few thousand messages waiting, a
+ReceiveMessage of ten took seconds and the consumers fell further behind the longer a chaos run went. This
+launcher computes an attribute only when it is asked for, and reads the retention period from the queue itself.
+
 Usage (as moto_server): python serve.py -H 127.0.0.1 -p PORT
 """
 
 import copy
 import functools
+import json
 import sys
 import threading
 
@@ -33,8 +40,11 @@ from moto.dynamodb.exceptions import (
     TransactionCanceledException,
     TransactWriteSingleOpException,
 )
+from moto.core.utils import camelcase_to_underscores, unix_time
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.comparisons import get_filter_expression
+from moto.sqs.exceptions import InvalidAttributeName
+from moto.sqs.models import Queue, SQSBackend
 
 def _item_key(backend, op_type, op):
     if op_type == "Put":
@@ -135,6 +145,61 @@ def _serialized(method):
 
 for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
     setattr(DynamoDBBackend, _name, _serialized(getattr(DynamoDBBackend, _name)))
+
+def _queue_attributes(queue, wanted):
+    """The attributes moto's Queue.attributes holds, restricted to the names in `wanted` (all when None)."""
+    names = list(queue.BASE_ATTRIBUTES)
+    if queue.fifo_queue:
+        names += queue.FIFO_ATTRIBUTES
+    if queue.kms_master_key_id:
+        names += queue.KMS_ATTRIBUTES
+    attributes = {}
+    for name in names:
+        if wanted is not None and name not in wanted:
+            continue
+        value = getattr(queue, camelcase_to_underscores(name))
+        if name == "RedrivePolicy" and value:
+            value = json.dumps(value)
+        attributes[name] = str(value).lower() if isinstance(value, bool) else value
+    return attributes
+
+
+class _LazyQueueAttributes(dict):
+    """Queue.attributes for moto's own lookups (`.get(name)`, `name in`): each value computed when asked for."""
+
+    def __init__(self, queue):
+        super().__init__()
+        self._queue = queue
+
+    def get(self, name, default=None):
+        return _queue_attributes(self._queue, {name}).get(name, default)
+
+    def __contains__(self, name):
+        return name in _queue_attributes(self._queue, {name})
+
+
+def get_queue_attributes(self, queue_name, attribute_names):
+    queue = self.get_queue(queue_name)
+    if not attribute_names:
+        return {}
+    valid_names = ["All"] + queue.BASE_ATTRIBUTES + queue.FIFO_ATTRIBUTES + queue.KMS_ATTRIBUTES
+    invalid_name = next((name for name in attribute_names if name not in valid_names), None)
+    if invalid_name or invalid_name == "":
+        raise InvalidAttributeName(invalid_name)
+    if "All" in attribute_names:
+        return _queue_attributes(queue, None)
+    attributes = _queue_attributes(queue, set(attribute_names))
+    return {name: value for name, value in attributes.items() if value is not None}
+
+
+def is_message_valid_based_on_retention_period(self, queue_name, message):
+    retention_period = int(self.get_queue(queue_name).message_retention_period)
+    return retention_period + message.sent_timestamp / 1000 > unix_time()
+
+
+Queue.attributes = property(_LazyQueueAttributes)
+SQSBackend.get_queue_attributes = get_queue_attributes
+SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
 
 if __name__ == "__main__":
     from moto.server import main
