@@ -57,7 +57,7 @@ pub async fn load_sdk_config() -> SdkConfig {
     // Building a context from a trust store cannot fail (the Result is for options not used here).
     let tls = TlsContext::builder().with_trust_store(trust_store).build().unwrap_or_default();
     // The SDK's default HTTPS client as aws-smithy-runtime builds it (rustls with aws-lc, the proxy from the
-    // environment), with the trust store above.
+    // environment), with the trust store above; `build_https` would leave the proxy out.
     let https_client = Builder::new().build_with_connector_fn(move |settings, components| {
         let mut connector = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
         connector.set_connector_settings(settings.cloned());
