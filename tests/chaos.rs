@@ -23,6 +23,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, stream};
 use orderflow_local_cloud::runner::{Chaos, DeliveryOutcome};
 use orderflow_local_cloud::sources::SourceRef;
+use orderflow_local_cloud::sources::rule::INTERNAL_PREFIX;
 use serde_json::{Value, json};
 use support::{Api, attr, scan};
 use tokio::sync::broadcast::error::RecvError;
@@ -133,12 +134,16 @@ fn per_order(items: &[Item], prefix: &str, field: &str) -> HashMap<String, BTree
     counts
 }
 
-/// Waits until every consumer queue has been empty (nothing visible, nothing in flight) three times in a row, two
-/// seconds apart.
+/// Waits until every consumer queue, and the runner's queue of async invokes (notifications), has been empty
+/// (nothing visible, nothing in flight) three times in a row, two seconds apart.
 async fn wait_until_drained(cloud: &orderflow_local_cloud::cloud::LocalCloud, deadline: Instant) {
     let sqs = aws_sdk_sqs::Client::new(cloud.sdk_config());
-    let urls: Vec<&str> =
-        support::CONSUMER_QUEUES.iter().map(|q| cloud.output(&format!("{q}QueueUrl")).expect("queue url")).collect();
+    let mut urls: Vec<String> = support::CONSUMER_QUEUES
+        .iter()
+        .map(|q| cloud.output(&format!("{q}QueueUrl")).expect("queue url").to_owned())
+        .collect();
+    let async_invokes = sqs.list_queues().queue_name_prefix(INTERNAL_PREFIX).send().await.expect("list queues");
+    urls.extend(async_invokes.queue_urls().iter().filter(|url| url.contains(cloud.stage())).cloned());
     let mut quiet = 0;
     while quiet < 3 {
         assert!(Instant::now() < deadline, "timed out waiting for the consumer queues to drain");
