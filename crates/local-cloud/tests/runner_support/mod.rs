@@ -32,7 +32,16 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let tools = Tools::ensure(&workspace_dir()).expect("project tools (.local/venv)");
-        let emulator = Emulator::start_moto(&tools, free_port().expect("a free port")).await.expect("moto starts");
+        // Another process can take the chosen port before moto binds it (seen once in CI): try another port.
+        let mut attempts = 0;
+        let emulator = loop {
+            attempts += 1;
+            match Emulator::start_moto(&tools, free_port().expect("a free port")).await {
+                Ok(emulator) => break emulator,
+                Err(err) if attempts < 3 => eprintln!("moto did not start, trying another port: {err:#}"),
+                Err(err) => panic!("moto starts: {err:#}"),
+            }
+        };
         let endpoint = emulator.endpoint().to_owned();
         Moto { _emulator: emulator, endpoint }
     }
