@@ -1,8 +1,8 @@
 //! The system's guarantees hold under chaos: orders placed concurrently over the HTTP API while the runner
 //! duplicates 20% of the SQS deliveries (true copies sent back to the queue) and shuffles every batch, poison
-//! messages (malformed envelopes of consumed types) are put straight on the bus, and every SQS consumer crashes
-//! after its writes (before acknowledging, `ORDERFLOW_FAULT_CRASH_AFTER_WRITE`) and is throttled before its writes
-//! (`ORDERFLOW_FAULT_THROTTLE`). Afterwards: every order is final; per SKU no stock is oversold and stock is
+//! messages (malformed envelopes of consumed types) are put straight on the bus, and the fault proxy on the wire
+//! throttles the SQS consumers' DynamoDB calls and kills a consumer right after a write of its succeeded (before it
+//! acknowledges its batch), both set through `PUT /_local/faults`. Afterwards: every order is final; per SKU no stock is oversold and stock is
 //! conserved; every effect happened once; every poison message is in a DLQ with its reason, and nothing else is.
 //!
 //! `ORDERFLOW_CHAOS_ORDERS` sets the number of orders (default [`DEFAULT_ORDERS`]); `ORDERFLOW_CHAOS_SEED` the seed
@@ -17,15 +17,14 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, stream};
 use orderflow_local_cloud::runner::{Chaos, DeliveryOutcome};
 use orderflow_local_cloud::sources::SourceRef;
-use orderflow_local_cloud::sources::rule::INTERNAL_PREFIX;
 use serde_json::{Value, json};
-use support::{Api, attr, scan};
+use support::Api;
+use support::outcome::{self, final_order, stock_settled, wait_until_drained};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -33,10 +32,13 @@ const DEFAULT_ORDERS: usize = 500;
 const CHAOS_MAX_RECEIVE_COUNT: u32 = 10;
 const DUPLICATE_RATE: f64 = 0.2;
 const POISON_RATE: f64 = 0.05;
-const CRASH_AFTER_WRITE: &str = "0.02";
-const THROTTLE: &str = "0.05";
-/// The exit status of an injected crash (`orderflow_toolkit::faults::CRASH_EXIT_CODE`).
-const CRASH_EXIT_STATUS: &str = "exit status: 86";
+/// Of the consumers' DynamoDB writes (one or two per record: a batch of ten crashes about one time in twenty).
+const CRASH_AFTER_WRITE: f64 = 0.005;
+const THROTTLE: f64 = 0.05;
+/// How the runner reports an instance the fault proxy killed after its write.
+const CRASH_EXIT_STATUS: &str = "signal: 9";
+/// The functions consuming SQS queues.
+const SQS_CONSUMERS: [&str; 5] = ["inventory", "payment", "order-saga", "shipping", "analytics"];
 
 /// (sku, initial stock, price): two scarce SKUs (rejections), a plentiful one, and one so dear that two units
 /// pass the customer limit of 10,000.00 (payment declined, order cancelled).
@@ -74,42 +76,6 @@ fn order_line(i: usize) -> (&'static str, u64) {
     }
 }
 
-/// The events of an order's outbox partition, by final state.
-fn expected_events(status: &str) -> &'static [&'static str] {
-    match status {
-        "SHIPPED" => &[
-            "OrderPlaced",
-            "InventoryReserved",
-            "PaymentRequested",
-            "PaymentAuthorized",
-            "OrderConfirmed",
-            "ShipmentScheduled",
-            "OrderShipped",
-        ],
-        "REJECTED" => &["OrderPlaced", "InventoryRejected", "OrderRejected"],
-        "CANCELLED" => &[
-            "OrderPlaced",
-            "InventoryReserved",
-            "PaymentRequested",
-            "PaymentDeclined",
-            "InventoryReleaseRequested",
-            "InventoryReleased",
-            "OrderCancelled",
-        ],
-        other => panic!("not a final state: {other}"),
-    }
-}
-
-/// The notifications (by event type) an order in a final state must have had.
-fn expected_notifications(status: &str) -> &'static [&'static str] {
-    match status {
-        "SHIPPED" => &["OrderConfirmed", "OrderShipped"],
-        "REJECTED" => &["OrderRejected"],
-        "CANCELLED" => &["OrderCancelled"],
-        other => panic!("not a final state: {other}"),
-    }
-}
-
 /// What the runner's deliveries showed.
 #[derive(Debug, Default)]
 struct Observed {
@@ -121,90 +87,25 @@ struct Observed {
     lagged: u64,
 }
 
-type Item = HashMap<String, AttributeValue>;
-
-/// Counts items per order id (the `ORDER#`/`PAYMENT#`/`SHIPMENT#` prefix of `pk` removed) and per `field`.
-fn per_order(items: &[Item], prefix: &str, field: &str) -> HashMap<String, BTreeMap<String, usize>> {
-    let mut counts: HashMap<String, BTreeMap<String, usize>> = HashMap::new();
-    for item in items {
-        if let Some(order_id) = attr(item, "pk").strip_prefix(prefix) {
-            *counts.entry(order_id.to_owned()).or_default().entry(attr(item, field).to_owned()).or_default() += 1;
-        }
-    }
-    counts
-}
-
-/// Waits until every consumer queue, and the runner's queue of async invokes (notifications), has been empty
-/// (nothing visible, nothing in flight) three times in a row, two seconds apart.
-async fn wait_until_drained(cloud: &orderflow_local_cloud::cloud::LocalCloud, deadline: Instant) {
-    let sqs = aws_sdk_sqs::Client::new(cloud.sdk_config());
-    let mut urls: Vec<String> = support::CONSUMER_QUEUES
-        .iter()
-        .map(|q| cloud.output(&format!("{q}QueueUrl")).expect("queue url").to_owned())
-        .collect();
-    let async_invokes = sqs.list_queues().queue_name_prefix(INTERNAL_PREFIX).send().await.expect("list queues");
-    urls.extend(async_invokes.queue_urls().iter().filter(|url| url.contains(cloud.stage())).cloned());
-    let mut quiet = 0;
-    while quiet < 3 {
-        assert!(Instant::now() < deadline, "timed out waiting for the consumer queues to drain");
-        let mut total = 0;
-        for url in &urls {
-            total += support::queue_depth(&sqs, url).await.unwrap_or(1);
-        }
-        quiet = if total == 0 { quiet + 1 } else { 0 };
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-/// The order once it is final; a 5xx from an overloaded API is asked again.
-async fn final_order(api: &Api, order_id: &str, deadline: Instant) -> Value {
-    loop {
-        let (status, order) = api.send("GET", &format!("/orders/{order_id}"), None, &[]).await;
-        if status == 200 && ["SHIPPED", "REJECTED", "CANCELLED"].contains(&order["status"].as_str().unwrap_or_default())
-        {
-            return order;
-        }
-        assert!(status == 200 || status == 404 || status >= 500, "GET /orders/{order_id} answered {status}: {order}");
-        assert!(Instant::now() < deadline, "order {order_id} is not final: {status} {order}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// (available, reserved, shipped) of a SKU once nothing is reserved; a 5xx is asked again.
-async fn stock_settled(api: &Api, sku: &str, deadline: Instant) -> (u64, u64, u64) {
-    loop {
-        let (status, body) = api.send("GET", &format!("/inventory/{sku}"), None, &[]).await;
-        if status == 200 {
-            let field = |name: &str| body[name].as_u64().unwrap_or_else(|| panic!("no {name} in {body}"));
-            let stock = (field("available"), field("reserved"), field("shipped"));
-            if stock.1 == 0 {
-                return stock;
-            }
-        }
-        assert!(status == 200 || status >= 500, "GET /inventory/{sku} answered {status}: {body}");
-        assert!(Instant::now() < deadline, "{sku}: units still reserved ({status} {body})");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn under_duplicates_reordering_poison_crashes_and_throttling_every_order_ends_final_with_no_oversold_stock_and_every_effect_once()
  {
     let orders_wanted = order_count();
     let poison_count = ((orders_wanted as f64 * POISON_RATE).round() as usize).max(1);
-    let seed: u64 = std::env::var("ORDERFLOW_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64));
+    let seed = support::chaos_seed();
     let cloud = support::start_cloud_with(|options| {
         options.chaos = Some(Chaos { duplicate_rate: DUPLICATE_RATE, shuffle: true, seed });
         options.max_receive_count = CHAOS_MAX_RECEIVE_COUNT;
-        options.function_env.insert("ORDERFLOW_FAULT_CRASH_AFTER_WRITE".into(), CRASH_AFTER_WRITE.into());
-        options.function_env.insert("ORDERFLOW_FAULT_THROTTLE".into(), THROTTLE.into());
+        options.fault_seed = seed;
     })
     .await;
     let started = Instant::now();
     let api = Api::new(&cloud);
+    let faults = json!({"rules": [
+        {"target": "dynamodb", "functions": SQS_CONSUMERS, "fault": "throttle", "rate": THROTTLE},
+        {"target": "dynamodb", "functions": SQS_CONSUMERS, "fault": "crash_after_write", "rate": CRASH_AFTER_WRITE},
+    ]});
+    assert_eq!(api.send("PUT", "/_local/faults", Some(faults), &[]).await.0, 204);
 
     // Every delivery of the runner, counted as it happens.
     let mut deliveries = cloud.runner().subscribe();
@@ -314,36 +215,7 @@ async fn under_duplicates_reordering_poison_crashes_and_throttling_every_order_e
     }
 
     // 3. Every effect once.
-    let outbox = per_order(&scan(&cloud, "OutboxTableName").await, "", "detail_type");
-    let payments = per_order(&scan(&cloud, "PaymentsTableName").await, "PAYMENT#", "status");
-    let shipments = per_order(&scan(&cloud, "ShipmentsTableName").await, "SHIPMENT#", "sk");
-    let notifications = per_order(&scan(&cloud, "NotificationsTableName").await, "ORDER#", "event_type");
-    let none = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (order_id, status) in &status_of {
-        let once = |types: &[&str]| types.iter().map(|t| ((*t).to_owned(), 1)).collect::<BTreeMap<_, _>>();
-        let events = outbox.get(order_id).unwrap_or(&none);
-        if events != &once(expected_events(status)) {
-            problems.push(format!("{order_id} ({status}) outbox events {events:?}"));
-        }
-        let payment = payments.get(order_id).unwrap_or(&none);
-        let expected_payment = match status.as_str() {
-            "SHIPPED" => once(&["AUTHORIZED"]),
-            "CANCELLED" => once(&["DECLINED"]),
-            _ => BTreeMap::new(),
-        };
-        if payment != &expected_payment {
-            problems.push(format!("{order_id} ({status}) payments {payment:?}"));
-        }
-        let shipment_count: usize = shipments.get(order_id).map_or(0, |s| s.values().sum());
-        if shipment_count != usize::from(status == "SHIPPED") {
-            problems.push(format!("{order_id} ({status}) {shipment_count} shipments"));
-        }
-        let notified = notifications.get(order_id).unwrap_or(&none);
-        if notified != &once(expected_notifications(status)) {
-            problems.push(format!("{order_id} ({status}) notifications {notified:?}"));
-        }
-    }
+    let problems = outcome::effect_problems(&cloud, &status_of).await;
     assert!(
         problems.is_empty(),
         "{} orders have missing or doubled effects, e.g. {:#?}",
@@ -377,6 +249,7 @@ async fn under_duplicates_reordering_poison_crashes_and_throttling_every_order_e
     }
 
     let duration = started.elapsed();
+    let fired = cloud.runner().faults().fired();
     let chaos = cloud.runner().chaos_stats().expect("chaos is on");
     observer.abort();
     cloud.shutdown().await.unwrap();
@@ -386,7 +259,7 @@ async fn under_duplicates_reordering_poison_crashes_and_throttling_every_order_e
          final states: {by_state:?}\n  stock: {}\n  \
          SQS deliveries {} ({} records), duplicates sent {} / delivered {}, batches shuffled {}, duplicate sends failed {}\n  \
          injected crashes seen {}, other failed invocations {}, records failed and retried {}, lagged {}\n  \
-         poison messages {}, DLQ messages {dlq_counts:?}",
+         poison messages {}, DLQ messages {dlq_counts:?}\n  faults fired {fired:?}",
         placed.len(),
         duration.as_secs_f64(),
         placed_in.as_secs_f64(),
@@ -405,4 +278,7 @@ async fn under_duplicates_reordering_poison_crashes_and_throttling_every_order_e
         poisons.len(),
     );
     assert!(chaos.duplicates_delivered > 0, "the chaos delivered no duplicate");
+    for fault in ["dynamodb/throttle", "dynamodb/crash_after_write"] {
+        assert!(fired.get(fault).copied().unwrap_or(0) > 0, "{fault} never fired: {fired:?}");
+    }
 }

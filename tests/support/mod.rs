@@ -11,11 +11,25 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use orderflow_local_cloud::cloud::{CloudOptions, LocalCloud};
 use serde_json::{Value, json};
 
+pub mod outcome;
+
 /// The consumer queues, by output name prefix.
-pub const CONSUMER_QUEUES: [&str; 5] = ["Inventory", "Payment", "OrderSaga", "Shipping", "Analytics"];
+pub const CONSUMER_QUEUES: [&str; 6] =
+    ["Inventory", "Payment", "OrderSaga", "Shipping", "Analytics", "NotificationsRetry"];
 
 pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// The seed of every random choice of a test (the runner's chaos, the fault rules' draws): `ORDERFLOW_CHAOS_SEED`,
+/// else one from the clock. Printed, so a failing run can be repeated.
+pub fn chaos_seed() -> u64 {
+    let seed = match std::env::var("ORDERFLOW_CHAOS_SEED") {
+        Ok(value) => value.parse().unwrap_or_else(|_| panic!("ORDERFLOW_CHAOS_SEED={value:?} is not a number")),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64),
+    };
+    eprintln!("ORDERFLOW_CHAOS_SEED={seed}");
+    seed
 }
 
 /// A local cloud with a stage of its own.
@@ -72,16 +86,18 @@ impl Api {
         answer["order_id"].as_str().expect("order_id").to_owned()
     }
 
-    /// Places an order as a careful client does: with an Idempotency-Key, retrying the same request when the API
-    /// answers 5xx (a timed-out or crashed invocation may or may not have placed it). Returns the order id.
+    /// Places an order as a careful client does: with an Idempotency-Key, retrying the same request with capped
+    /// backoff for up to two minutes while the API answers 5xx (a throttled, timed-out or crashed invocation may or
+    /// may not have placed it). Returns the order id.
     pub async fn place_with_retries(&self, key: &str, customer: &str, sku: &str, quantity: u32) -> String {
         let body = json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": quantity}]});
-        let mut attempt = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut attempt = 0u32;
         loop {
             attempt += 1;
             let (status, answer) = self.send("POST", "/orders", Some(body.clone()), &[("Idempotency-Key", key)]).await;
-            if status >= 500 && attempt < 8 {
-                tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+            if status >= 500 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(8)))).await;
                 continue;
             }
             assert_eq!(status, 202, "POST /orders (attempt {attempt}): {answer}");

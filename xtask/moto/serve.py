@@ -29,6 +29,10 @@ so a message sent while another is deleted can vanish: one event in ~60,000 of a
 between EventBridge and its queue. Deletes take that lock here.
 
 Usage (as moto_server): python serve.py -H 127.0.0.1 -p PORT
+       python serve.py -H 127.0.0.1 --port-file PATH
+The second form binds a port the kernel picks and, once it listens, writes the port to PATH (written to a temporary
+name, then renamed, so a reader never sees half a number): the caller learns the port without choosing one first
+and racing other processes for it.
 """
 
 import copy
@@ -214,7 +218,39 @@ Queue.delete_message = delete_message
 SQSBackend.get_queue_attributes = get_queue_attributes
 SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
 
-if __name__ == "__main__":
-    from moto.server import main
+def serve_on_a_port_of_the_kernels(host, port_file):
+    """moto.server.main, but bound to port 0 and reporting the port it got."""
+    import os
+    import signal
 
-    main(sys.argv[1:])
+    from moto.moto_server.threaded_moto_server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True
+    server = make_server(host, 0, app, threaded=True)
+    port = server.socket.getsockname()[1]
+    # moto builds queue URLs and other endpoints from MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(port)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    partial = f"{port_file}.partial"
+    with open(partial, "w") as out:
+        out.write(f"{port}\n")
+    os.replace(partial, port_file)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    if "--port-file" in sys.argv:
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("-H", "--host", default="127.0.0.1")
+        parser.add_argument("--port-file", required=True)
+        args = parser.parse_args()
+        serve_on_a_port_of_the_kernels(args.host, args.port_file)
+    else:
+        from moto.server import main
+
+        main(sys.argv[1:])

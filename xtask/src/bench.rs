@@ -43,7 +43,7 @@ use clap::{Args, FromArgMatches, ValueEnum};
 use orderflow_local_cloud::aws::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, sdk_config};
 use orderflow_local_cloud::cloud::{FUNCTIONS, stateful_stack_name};
 use orderflow_local_cloud::deploy::deploy_stack;
-use orderflow_local_cloud::emulator::{Emulator, free_port};
+use orderflow_local_cloud::emulator::Emulator;
 use orderflow_local_cloud::iac::{FunctionSpec, Resolver, load_functions};
 use orderflow_local_cloud::runtime_api::{FunctionPool, InvocationOutcome, PoolConfig, RuntimeApiServer};
 use orderflow_local_cloud::tools::Tools;
@@ -146,7 +146,7 @@ fn measure(
     step("moto with infra/stateful.yaml under a fresh stage");
     let runtime = tokio::runtime::Runtime::new()?;
     let tools = Tools::ensure(root)?;
-    let moto = runtime.block_on(Emulator::start_moto(&tools, free_port()?))?;
+    let moto = runtime.block_on(Emulator::start_moto(&tools, 0))?;
     let result = (|| {
         let stack = runtime.block_on(deploy(root, moto.endpoint()))?;
         if wants(Part::Init) {
@@ -908,6 +908,8 @@ async fn memory_run(
         region: REGION.to_owned(),
         account_id: ACCOUNT_ID.to_owned(),
         fixed_trace_id: fixed_trace_id.map(str::to_owned),
+        // Straight to the stub: the memory run measures the function, not the proxy.
+        proxy: None,
     };
     let pool = FunctionPool::start(&server, config).await?;
     let result = drive(&pool, stack, &source.queue_arn, batch_size, messages).await;

@@ -117,6 +117,10 @@ pub fn up(args: UpArgs) -> Result<()> {
         println!("orderflow local cloud (stage {}) is up; Ctrl-C or `cargo xtask down` stops it", cloud.stage());
         println!("  AWS endpoint   {} ({})", cloud.endpoint(), cloud.emulator_kind());
         println!("  HTTP API       {}", cloud.http_base()?);
+        println!(
+            "  fault rules    {}/_local/faults (PUT, GET, DELETE; see README \"Faults on the wire\")",
+            cloud.http_base()?
+        );
         for (key, value) in cloud.outputs().outputs() {
             if key.ends_with("Name") || key.ends_with("Url") {
                 println!("  {key:<22} {value}");

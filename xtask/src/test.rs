@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use orderflow_local_cloud::emulator::{Emulator, free_port};
+use orderflow_local_cloud::emulator::Emulator;
 use orderflow_local_cloud::tools::Tools;
 
 use crate::project_root;
@@ -95,7 +95,7 @@ fn run_steps(args: &TestArgs, report: &mut Report) -> Result<()> {
     })?;
     report.step("unit, integration and end-to-end tests on moto", |tally| {
         let runtime = tokio::runtime::Runtime::new()?;
-        let moto = runtime.block_on(Emulator::start_moto(&tools, free_port()?))?;
+        let moto = runtime.block_on(Emulator::start_moto(&tools, 0))?;
         let result = cargo_test(&["test", "--workspace", "--no-fail-fast"], moto.endpoint(), "moto", tally);
         drop(moto);
         result
@@ -110,7 +110,7 @@ fn run_steps(args: &TestArgs, report: &mut Report) -> Result<()> {
             Ok(url) => Emulator::external(url),
             Err(_) => {
                 let tools = Tools::ensure_localstack(&root)?;
-                runtime.block_on(Emulator::start_localstack(&tools, free_port()?))?
+                runtime.block_on(Emulator::start_localstack(&tools, 0))?
             }
         };
         let result = cargo_test(

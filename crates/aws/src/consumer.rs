@@ -14,8 +14,10 @@ use crate::dead_letter::SqsDeadLetters;
 /// Runs an SQS-triggered function: every batch is processed with up to `concurrency` records in flight, each by
 /// `handler`; poison records go to the dead-letter queue at `DLQ_URL` and the partial batch response names the
 /// records to deliver again, each after a visibility timeout that grows with its receive count ([`BackoffPolicy`],
-/// `RETRY_BACKOFF_BASE_SECONDS` and `RETRY_BACKOFF_MAX_SECONDS`, default 2 s doubling up to 15 min). A batch that
-/// cannot have a partial response fails the invocation as a `BatchError`.
+/// `RETRY_BACKOFF_BASE_SECONDS`, `RETRY_BACKOFF_MAX_SECONDS` and `RETRY_BACKOFF_JITTER`, default 2 s doubling up
+/// to 5 min, up to 20% shorter), and no sooner than a wait the handler asked for
+/// ([`HandlerError::transient_after`]). A batch that cannot have a partial response fails the invocation as a
+/// `BatchError`.
 ///
 /// The `main` and handler of a consumer (it runs inside Lambda, or `cargo lambda watch`, with `DLQ_URL` and its
 /// tables set by the IaC). The write carries the consumer's idempotency: a redelivery writes nothing.
@@ -89,15 +91,11 @@ where
     let dead_letters = SqsDeadLetters::new(client.clone(), required_env("DLQ_URL")?);
     let processor = SqsBatchProcessor::new(dead_letters).with_concurrency(concurrency);
     let backoff = &SqsRetryBackoff::new(client).with_policy(BackoffPolicy::from_env()?);
-    // Fault injection for chaos tests (ORDERFLOW_FAULT_*, off by default): see orderflow_toolkit::faults.
-    let faults = &orderflow_toolkit::faults::Faults::from_env()?;
-    let handler = move |record: SqsRecord| faults.guard(record, &handler);
     let (processor, handler) = (&processor, &handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         backoff
             .process(processor, event.payload, handler)
             .await
-            .inspect(|_| faults.maybe_crash_after_write())
             .map_err(|error| Diagnostic { error_type: "BatchError".into(), error_message: error.to_string() })
     }))
     .await

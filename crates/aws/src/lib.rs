@@ -1,7 +1,7 @@
 //! AWS adapters of the orderflow toolkit: the SDK configuration every function uses, the Lambda runtime of the SQS
-//! consumers (with exponential retry backoff by message visibility), the runtime of functions an EventBridge
-//! rule invokes directly, the outbox write that joins a business transaction, the SQS dead-letter sink, the
-//! EventBridge bus, and DynamoDB item helpers.
+//! consumers (with exponential retry backoff by message visibility), the runtimes of functions an EventBridge
+//! rule invokes directly (alone, or with an SQS retry queue behind Lambda's asynchronous retries), the outbox write
+//! that joins a business transaction, the SQS dead-letter sink, the EventBridge bus, and DynamoDB item helpers.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -13,6 +13,7 @@ pub mod dynamo;
 pub mod event_bus;
 pub mod idempotency;
 pub mod outbox;
+pub mod retry_queue;
 
 pub use backoff::{BackoffPolicy, SqsRetryBackoff};
 pub use bus_function::run_bus_function;
@@ -21,3 +22,4 @@ pub use consumer::run_sqs_consumer;
 pub use dead_letter::SqsDeadLetters;
 pub use event_bus::EventBridgeBus;
 pub use idempotency::DynamoIdempotencyStore;
+pub use retry_queue::run_bus_function_with_retry_queue;

@@ -2,7 +2,8 @@
 //! (started here, or the one `AWS_ENDPOINT_URL` names), with the queue of `tests/fixtures/backoff-queue.yaml`
 //! deployed through CloudFormation. A message is received the way Lambda's event source mapping receives it, fails
 //! through [`SqsRetryBackoff::process`] (what `run_sqs_consumer` runs for every batch), and must then stay invisible
-//! for its backoff, well past the queue's own 1 s visibility timeout.
+//! for its backoff, well past the queue's own 1 s visibility timeout; one its handler asked to wait for longer
+//! (an open circuit's `retry_in`) stays invisible for that wait instead.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,22 +48,38 @@ fn record(message_id: &str, receipt_handle: &str, receive_count: u32, arn: &str)
            "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": "us-east-1"})
 }
 
-#[tokio::test]
-async fn a_failed_message_stays_invisible_for_its_backoff_then_comes_back() {
-    let emulator = Emulator::from_env_or_moto(&project_root()).await.expect("an emulator (AWS_ENDPOINT_URL or moto)");
-    let config = sdk_config(emulator.endpoint());
+/// Deploys the fixture queue under a fresh stage: its URL and ARN.
+async fn deploy_queue(config: &aws_config::SdkConfig) -> (String, String) {
     let stage = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backoff-queue.yaml");
     let outputs = deploy_stack(
-        &aws_sdk_cloudformation::Client::new(&config),
+        &aws_sdk_cloudformation::Client::new(config),
         &format!("orderflow-{stage}-backoff"),
         &template,
         &[("Stage", stage.as_str())],
     )
     .await
     .expect("fixture deploys");
-    let (queue_url, queue_arn) =
-        (outputs.get("QueueUrl").expect("QueueUrl"), outputs.get("QueueArn").expect("QueueArn"));
+    (outputs.get("QueueUrl").expect("QueueUrl").to_owned(), outputs.get("QueueArn").expect("QueueArn").to_owned())
+}
+
+/// Waits until the message is visible again, at most `deadline` after `since`.
+async fn until_visible(client: &aws_sdk_sqs::Client, queue_url: &str, since: Instant, deadline: Duration) -> Message {
+    loop {
+        if let Some(message) = receive(client, queue_url).await {
+            return message;
+        }
+        assert!(since.elapsed() < deadline, "not visible again after {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_message_stays_invisible_for_its_backoff_then_comes_back() {
+    let emulator = Emulator::from_env_or_moto(&project_root()).await.expect("an emulator (AWS_ENDPOINT_URL or moto)");
+    let config = sdk_config(emulator.endpoint());
+    let (queue_url, queue_arn) = deploy_queue(&config).await;
+    let (queue_url, queue_arn) = (queue_url.as_str(), queue_arn.as_str());
     let client = aws_sdk_sqs::Client::new(&config);
     client.send_message().queue_url(queue_url).message_body("{}").send().await.expect("send");
 
@@ -91,23 +108,55 @@ async fn a_failed_message_stays_invisible_for_its_backoff_then_comes_back() {
     let failed_at = Instant::now();
     let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, [message_id, "ghost", "stale"]);
-    let expected = backoff.policy().visibility_timeout(2);
+    let policy = backoff.policy();
+    let expected = policy.visibility_timeout(2, 0.0);
     assert_eq!(expected, Duration::from_secs(4), "base 2 s doubled for the second delivery");
+    assert_eq!(policy.shortest_visibility_timeout(2), expected, "80% of 4 s, rounded up to whole seconds");
 
     // Not visible again after the queue's own timeout, nor well after it...
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(receive(&client, queue_url).await.is_none(), "visible again before its backoff elapsed");
     // ...but once its backoff has elapsed.
-    let third = loop {
-        if let Some(message) = receive(&client, queue_url).await {
-            break message;
-        }
-        assert!(failed_at.elapsed() < expected + Duration::from_secs(5), "not visible again after its backoff");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let third = until_visible(&client, queue_url, failed_at, expected + Duration::from_secs(5)).await;
     let waited = failed_at.elapsed();
     eprintln!("visible again after {waited:?} (backoff {expected:?})");
     assert!(waited >= expected - Duration::from_millis(500), "visible again after {waited:?}, backoff {expected:?}");
     assert_eq!(third.message_id(), Some(message_id));
     assert_eq!(receive_count(&third), 3);
+}
+
+#[tokio::test]
+async fn a_message_refused_by_an_open_circuit_waits_out_its_retry_in_not_just_its_backoff() {
+    let emulator = Emulator::from_env_or_moto(&project_root()).await.expect("an emulator (AWS_ENDPOINT_URL or moto)");
+    let config = sdk_config(emulator.endpoint());
+    let (queue_url, queue_arn) = deploy_queue(&config).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    client.send_message().queue_url(&queue_url).message_body("{}").send().await.expect("send");
+    let first = receive(&client, &queue_url).await.expect("first delivery");
+    let message_id = first.message_id().expect("message id");
+
+    let retry_in = Duration::from_secs(5);
+    let event = serde_json::from_value(json!({"Records": [
+        record(message_id, first.receipt_handle().expect("receipt handle"), 1, &queue_arn),
+    ]}))
+    .expect("SQS event");
+    let backoff = SqsRetryBackoff::new(client.clone()).with_jitter_seed(1);
+    let backoff_alone = backoff.policy().visibility_timeout(1, 0.0);
+    assert_eq!(backoff_alone, Duration::from_secs(2));
+    let processor = SqsBatchProcessor::new(MemoryDeadLetters::default());
+    backoff
+        .process(&processor, event, |_| async move { Err(HandlerError::transient_after("circuit open", retry_in)) })
+        .await
+        .expect("the batch is answered");
+    let failed_at = Instant::now();
+
+    // Past the queue's timeout and the 2 s backoff, it still waits for the circuit...
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(receive(&client, &queue_url).await.is_none(), "visible again before the circuit's retry_in");
+    // ...and comes back after retry_in plus at most 20% (6 s), rounded up.
+    let second = until_visible(&client, &queue_url, failed_at, Duration::from_secs(6 + 5)).await;
+    let waited = failed_at.elapsed();
+    eprintln!("visible again after {waited:?} (retry_in {retry_in:?})");
+    assert!(waited >= retry_in - Duration::from_millis(500), "visible again after {waited:?}");
+    assert_eq!(second.message_id(), Some(message_id));
 }

@@ -149,8 +149,8 @@ fn is_queue_name(name: &str) -> bool {
 }
 
 /// Whether a queue's name says it is a dead-letter queue: it ends in `Dlq`, `DLQ`, `-dlq` or `_dlq` (before a
-/// `.fifo`). The on-failure destinations of Lambda (orderflow's `NotificationsDlq` and `RelayDlq`) are DLQs that no
-/// RedrivePolicy names, so they are found by name.
+/// `.fifo`). An on-failure destination of Lambda (orderflow's `RelayDlq`) is a DLQ that no RedrivePolicy names, so
+/// it is found by name.
 pub fn has_dlq_name(name: &str) -> bool {
     let base = name.strip_suffix(".fifo").unwrap_or(name);
     let lower = base.to_ascii_lowercase();

@@ -75,7 +75,20 @@ event!(
     OrderShipped, 1, "orderflow.saga" { order_id: String, customer_id: String, shipment_id: String, lines: Vec<OrderLine> }
 );
 event!(OrderRejected, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String });
-event!(OrderCancelled, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String });
+event!(
+    /// The order ended cancelled; inventory, payment and shipping compensate on it (release the stock, void an
+    /// authorized payment, cancel a scheduled shipment). `reason` is [`CANCELLED_BY_DEADLINE`] when the order's
+    /// deadline passed.
+    OrderCancelled, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String }
+);
+event!(
+    /// An authorized payment was voided at the provider because its order was cancelled.
+    PaymentVoided, 1, "orderflow.payment" { order_id: String, payment_id: String, amount: Decimal }
+);
+event!(
+    /// A scheduled shipment was cancelled because its order was cancelled.
+    ShipmentCancelled, 1, "orderflow.shipping" { order_id: String, shipment_id: String }
+);
 event!(
     /// One customer placed more orders within one window than the threshold allows.
     FraudSuspected, 1, "orderflow.analytics" {
@@ -85,6 +98,9 @@ event!(
         orders_in_window: u32
     }
 );
+
+/// The `reason` of an [`OrderCancelled`] emitted because the order's deadline passed in a non-final state.
+pub const CANCELLED_BY_DEADLINE: &str = "deadline";
 
 /// The seed's legacy shape, version 0 of `OrderPlaced`: a legacy producer puts
 /// `{"type": "OrderCreated", "data": {...}}` on the bus with detail-type `OrderCreated`.
@@ -127,6 +143,8 @@ pub fn registry() -> Registry {
         .register::<OrderShipped>()
         .register::<OrderRejected>()
         .register::<OrderCancelled>()
+        .register::<PaymentVoided>()
+        .register::<ShipmentCancelled>()
         .register::<FraudSuspected>()
 }
 
@@ -159,6 +177,8 @@ pub fn schemas() -> Vec<(String, Value)> {
         envelope_schema::<OrderShipped>(),
         envelope_schema::<OrderRejected>(),
         envelope_schema::<OrderCancelled>(),
+        envelope_schema::<PaymentVoided>(),
+        envelope_schema::<ShipmentCancelled>(),
         envelope_schema::<FraudSuspected>(),
     ]
 }

@@ -3,10 +3,13 @@
 use orderflow_toolkit::{Envelope, Event};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
 
 use crate::events::{
-    InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderCancelled, OrderConfirmed,
-    OrderLine, OrderRejected, OrderShipped, PaymentAuthorized, PaymentDeclined, PaymentRequested, ShipmentScheduled,
+    CANCELLED_BY_DEADLINE, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved,
+    OrderCancelled, OrderConfirmed, OrderLine, OrderRejected, OrderShipped, PaymentAuthorized, PaymentDeclined,
+    PaymentRequested, ShipmentScheduled,
 };
 
 /// The most units of one SKU a single order may ask for.
@@ -63,6 +66,46 @@ impl PlaceOrder {
     }
 }
 
+/// How long an order may stay in one non-final state before the deadline sweeper cancels it. One value shared by
+/// the orders API (the PENDING deadline), the saga (every later state) and the sweeper; read from the
+/// configuration by the functions, never from the environment here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    per_state: Duration,
+}
+
+impl Deadlines {
+    /// An hour: longer than the 15 minutes of outage the system rides out, so an outage does not cancel orders.
+    pub const DEFAULT_SECONDS: u64 = 3600;
+    /// Thirty days: no order should hold its stock longer.
+    pub const MAX_SECONDS: u64 = 30 * 24 * 3600;
+
+    /// A deadline of `seconds` per state, 1 to [`Self::MAX_SECONDS`].
+    pub fn from_seconds(seconds: u64) -> Result<Self, ValidationError> {
+        let in_range = (1..=Self::MAX_SECONDS).contains(&seconds);
+        match i64::try_from(seconds) {
+            Ok(seconds) if in_range => Ok(Self { per_state: Duration::seconds(seconds) }),
+            _ => Err(ValidationError::new(
+                "deadline_seconds",
+                format!("must be between 1 and {} (got {seconds})", Self::MAX_SECONDS),
+            )),
+        }
+    }
+
+    /// When an order that entered a state at `entered_at` is overdue. Whole seconds: the Orders table indexes
+    /// deadlines as epoch seconds, so the index and [`decide`] agree on which orders are overdue.
+    pub fn due(&self, entered_at: OffsetDateTime) -> OffsetDateTime {
+        let whole_second = entered_at.replace_nanosecond(0).unwrap_or(entered_at);
+        whole_second.saturating_add(self.per_state)
+    }
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self { per_state: Duration::seconds(Self::DEFAULT_SECONDS as i64) }
+    }
+}
+
 /// Where an order stands. Every order ends in `Shipped`, `Rejected` or `Cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -112,19 +155,30 @@ pub struct Order {
     pub history: Vec<HistoryEntry>,
     /// Incremented on every change: the condition of every write (optimistic concurrency).
     pub version: u64,
+    /// When the order is cancelled if it is still in its current, non-final state; `None` once final (and for
+    /// orders stored before deadlines existed).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub deadline_at: Option<OffsetDateTime>,
 }
 
 impl Order {
-    /// A new order, as placed.
-    pub fn placed(order_id: String, customer_id: String, lines: Vec<OrderLine>, at: String) -> Self {
+    /// A new order, as placed at `placed_at`: PENDING until its deadline.
+    pub fn placed(
+        order_id: String,
+        customer_id: String,
+        lines: Vec<OrderLine>,
+        placed_at: OffsetDateTime,
+        deadlines: &Deadlines,
+    ) -> Self {
         Self {
             order_id,
             customer_id,
             status: OrderStatus::Pending,
             lines,
             total: None,
-            history: vec![HistoryEntry { event_type: "OrderPlaced".into(), at }],
+            history: vec![HistoryEntry { event_type: "OrderPlaced".into(), at: rfc3339(placed_at) }],
             version: 1,
+            deadline_at: Some(deadlines.due(placed_at)),
         }
     }
 
@@ -133,7 +187,15 @@ impl Order {
     }
 }
 
-/// The events the saga reacts to.
+/// A timestamp as the order's history shows it.
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).expect("RFC 3339 formats any date")
+}
+
+/// The history entry of [`SagaInput::DeadlinePassed`].
+pub const DEADLINE_PASSED: &str = "DeadlinePassed";
+
+/// What the saga reacts to: the events of the bus, and the deadline sweeper's check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SagaInput {
     InventoryReserved(Envelope<InventoryReserved>),
@@ -142,6 +204,11 @@ pub enum SagaInput {
     PaymentDeclined(Envelope<PaymentDeclined>),
     InventoryReleased(Envelope<InventoryReleased>),
     ShipmentScheduled(Envelope<ShipmentScheduled>),
+    /// Not a bus event: the sweeper asks whether the order's deadline has passed at `now`.
+    DeadlinePassed {
+        order_id: String,
+        now: OffsetDateTime,
+    },
 }
 
 /// The event the saga emits on a step, already caused by the input.
@@ -175,6 +242,7 @@ impl SagaInput {
             Self::PaymentDeclined(e) => &e.data.order_id,
             Self::InventoryReleased(e) => &e.data.order_id,
             Self::ShipmentScheduled(e) => &e.data.order_id,
+            Self::DeadlinePassed { order_id, .. } => order_id,
         }
     }
 
@@ -186,41 +254,65 @@ impl SagaInput {
             Self::PaymentDeclined(_) => PaymentDeclined::TYPE,
             Self::InventoryReleased(_) => InventoryReleased::TYPE,
             Self::ShipmentScheduled(_) => ShipmentScheduled::TYPE,
+            Self::DeadlinePassed { .. } => DEADLINE_PASSED,
         }
     }
 
-    fn occurred_at(&self) -> String {
-        let at = match self {
+    fn occurred_at(&self) -> OffsetDateTime {
+        match self {
             Self::InventoryReserved(e) => e.occurred_at,
             Self::InventoryRejected(e) => e.occurred_at,
             Self::PaymentAuthorized(e) => e.occurred_at,
             Self::PaymentDeclined(e) => e.occurred_at,
             Self::InventoryReleased(e) => e.occurred_at,
             Self::ShipmentScheduled(e) => e.occurred_at,
-        };
-        at.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339 formats any date")
+            Self::DeadlinePassed { now, .. } => *now,
+        }
     }
 }
 
 /// The saga's state machine: given the order as stored (`None` if the saga has not seen it) and an input,
 /// what to store and emit. Pure, so duplicates and reordering are tested without AWS.
-pub fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
+///
+/// Every step into a non-final state sets the order's deadline to `deadlines` after the input occurred; a step
+/// into a final state clears it. Once final, an order ignores everything: a reply that arrives after the deadline
+/// cancelled its order changes nothing, and the cancellation's compensations undo what the reply did.
+pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines) -> Decision {
     use OrderStatus::*;
     let status = current.map(|order| order.status);
     let advance = |mut order: Order, status: OrderStatus, output: SagaOutput| {
         order.status = status;
         order.version += 1;
-        order.history.push(HistoryEntry { event_type: input.event_type().into(), at: input.occurred_at() });
+        order.history.push(HistoryEntry { event_type: input.event_type().into(), at: rfc3339(input.occurred_at()) });
+        order.deadline_at = (!status.is_final()).then(|| deadlines.due(input.occurred_at()));
         Decision::Advance { order: Box::new(order), output }
     };
     // An order the saga has not seen yet (event before the placed order is visible, or a legacy producer's order)
     // starts from what the inventory event says.
     let seen_or = |order_id: &str, customer_id: &str, lines: Vec<OrderLine>| {
-        current
-            .cloned()
-            .unwrap_or_else(|| Order::placed(order_id.into(), customer_id.into(), lines, input.occurred_at()))
+        current.cloned().unwrap_or_else(|| {
+            Order::placed(order_id.into(), customer_id.into(), lines, input.occurred_at(), deadlines)
+        })
     };
     match (input, status) {
+        (SagaInput::DeadlinePassed { order_id, now }, _) => match current {
+            Some(order) if !order.status.is_final() && order.deadline_at.is_some_and(|due| due <= *now) => {
+                let cancelled = OrderCancelled {
+                    order_id: order.order_id.clone(),
+                    customer_id: order.customer_id.clone(),
+                    reason: CANCELLED_BY_DEADLINE.to_owned(),
+                };
+                let output = SagaOutput::OrderCancelled(Envelope::new(order.order_id.clone(), cancelled));
+                advance(order.clone(), Cancelled, output)
+            }
+            Some(order) => Decision::Ignore(format!(
+                "order {order_id} is {} with deadline {}: not overdue at {}",
+                order.status.as_str(),
+                order.deadline_at.map_or_else(|| "none".to_owned(), rfc3339),
+                rfc3339(*now)
+            )),
+            None => Decision::Ignore(format!("order {order_id} is unknown: no deadline to enforce")),
+        },
         (SagaInput::InventoryReserved(e), None | Some(Pending)) => {
             let d = &e.data;
             let lines = d.lines.iter().map(|l| OrderLine { sku: l.sku.clone(), quantity: l.quantity }).collect();
@@ -295,8 +387,13 @@ pub fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
 
 #[cfg(test)]
 mod tests {
+    use time::macros::datetime;
+
     use super::*;
     use crate::events::PricedLine;
+
+    /// Deadlines of a minute, as a test configures them.
+    const DEADLINES: Deadlines = Deadlines { per_state: Duration::minutes(1) };
 
     fn reserved() -> Envelope<InventoryReserved> {
         Envelope::new(
@@ -311,7 +408,12 @@ mod tests {
     }
 
     fn placed() -> Order {
-        Order::placed("o-1".into(), "c-1".into(), vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }], "t0".into())
+        let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
+        Order::placed("o-1".into(), "c-1".into(), lines, datetime!(2026-11-24 10:00 UTC), &DEADLINES)
+    }
+
+    fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
+        super::decide(current, input, &DEADLINES)
     }
 
     fn advance(current: Option<&Order>, input: &SagaInput) -> (Order, SagaOutput) {
@@ -403,6 +505,198 @@ mod tests {
             assert!(matches!(decide(Some(&order), &SagaInput::InventoryReserved(reserved())), Decision::Ignore(_)));
             assert!(matches!(decide(Some(&order), &payment_declined()), Decision::Ignore(_)));
         }
+    }
+
+    // ------------------------------------------------------------------ deadlines, given / when / then
+
+    /// When [`placed`] places the order.
+    const T0: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
+
+    /// `envelope` as if it occurred `seconds` after [`T0`].
+    fn at<T>(mut envelope: Envelope<T>, seconds: i64) -> Envelope<T> {
+        envelope.occurred_at = T0 + Duration::seconds(seconds);
+        envelope
+    }
+
+    fn reserved_at(seconds: i64) -> SagaInput {
+        SagaInput::InventoryReserved(at(reserved(), seconds))
+    }
+
+    fn authorized_at(seconds: i64) -> SagaInput {
+        let authorized =
+            PaymentAuthorized { order_id: "o-1".into(), payment_id: "p-1".into(), amount: "25.00".parse().unwrap() };
+        SagaInput::PaymentAuthorized(at(Envelope::new("o-1", authorized), seconds))
+    }
+
+    fn declined_at(seconds: i64) -> SagaInput {
+        let SagaInput::PaymentDeclined(declined) = payment_declined() else { unreachable!() };
+        SagaInput::PaymentDeclined(at(declined, seconds))
+    }
+
+    fn released_at(seconds: i64) -> SagaInput {
+        SagaInput::InventoryReleased(at(Envelope::new("o-1", InventoryReleased { order_id: "o-1".into() }), seconds))
+    }
+
+    fn scheduled_at(seconds: i64) -> SagaInput {
+        let scheduled = ShipmentScheduled { order_id: "o-1".into(), shipment_id: "s-1".into() };
+        SagaInput::ShipmentScheduled(at(Envelope::new("o-1", scheduled), seconds))
+    }
+
+    fn deadline_checked_at(seconds: i64) -> SagaInput {
+        SagaInput::DeadlinePassed { order_id: "o-1".into(), now: T0 + Duration::seconds(seconds) }
+    }
+
+    /// The order placed at [`T0`] after `inputs`, each of which must move it on.
+    fn given(inputs: &[SagaInput]) -> Given {
+        Given(inputs.iter().fold(placed(), |order, input| advance(Some(&order), input).0))
+    }
+
+    struct Given(Order);
+
+    impl Given {
+        fn when(self, input: SagaInput) -> When {
+            When { decision: decide(Some(&self.0), &input), before: self.0 }
+        }
+    }
+
+    struct When {
+        before: Order,
+        decision: Decision,
+    }
+
+    /// What the step must decide.
+    enum Then {
+        Advances(OrderStatus),
+        Ignored,
+    }
+
+    impl When {
+        /// Checks the decision against `expected` and returns it.
+        fn then(self, expected: Then) -> Decision {
+            match (&expected, &self.decision) {
+                (Then::Advances(status), Decision::Advance { order, .. }) => {
+                    assert_eq!(order.status, *status, "{:?}", self.decision);
+                    assert_eq!(order.version, self.before.version + 1);
+                }
+                (Then::Ignored, Decision::Ignore(_)) => {}
+                _ => panic!("from {:?}, expected {}, got {:?}", self.before.status, expected.name(), self.decision),
+            }
+            self.decision
+        }
+    }
+
+    impl Then {
+        fn name(&self) -> String {
+            match self {
+                Self::Advances(status) => format!("to advance to {}", status.as_str()),
+                Self::Ignored => "to be ignored".into(),
+            }
+        }
+    }
+
+    fn cancellation(decision: Decision) -> (Order, Envelope<OrderCancelled>) {
+        match decision {
+            Decision::Advance { order, output: SagaOutput::OrderCancelled(cancelled) } => (*order, cancelled),
+            other => panic!("expected OrderCancelled, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_non_final_state_is_due_a_deadline_after_it_was_entered_and_a_final_state_has_none() {
+        assert_eq!(placed().deadline_at, Some(T0 + Duration::minutes(1)));
+        let reserved = given(&[reserved_at(10)]).0;
+        assert_eq!(reserved.deadline_at, Some(T0 + Duration::seconds(70)));
+        let confirmed = given(&[reserved_at(10), authorized_at(20)]).0;
+        assert_eq!(confirmed.deadline_at, Some(T0 + Duration::seconds(80)));
+        let awaiting_release = given(&[reserved_at(10), declined_at(30)]).0;
+        assert_eq!(awaiting_release.deadline_at, Some(T0 + Duration::seconds(90)));
+
+        assert_eq!(given(&[reserved_at(10), authorized_at(20), scheduled_at(30)]).0.deadline_at, None);
+        assert_eq!(given(&[reserved_at(10), declined_at(30), released_at(40)]).0.deadline_at, None);
+        let rejected = InventoryRejected {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            lines: vec![],
+            unavailable: vec!["SKU-1".into()],
+            reason: "out of stock: SKU-1".into(),
+        };
+        assert_eq!(given(&[SagaInput::InventoryRejected(Envelope::new("o-1", rejected))]).0.deadline_at, None);
+    }
+
+    #[test]
+    fn a_deadline_is_a_whole_second_so_the_index_and_the_state_machine_agree() {
+        let deadlines = Deadlines::from_seconds(5).unwrap();
+        assert_eq!(deadlines.due(datetime!(2026-11-24 10:00:00.999 UTC)), datetime!(2026-11-24 10:00:05 UTC));
+    }
+
+    #[test]
+    fn an_overdue_order_is_cancelled_by_its_deadline_in_every_non_final_state() {
+        let states: [(&str, Vec<SagaInput>); 4] = [
+            ("PENDING", vec![]),
+            ("RESERVED", vec![reserved_at(0)]),
+            ("CONFIRMED", vec![reserved_at(0), authorized_at(1)]),
+            ("RESERVED, awaiting its release", vec![reserved_at(0), declined_at(1)]),
+        ];
+        for (state, inputs) in states {
+            let (order, cancelled) = cancellation(
+                given(&inputs).when(deadline_checked_at(600)).then(Then::Advances(OrderStatus::Cancelled)),
+            );
+            assert_eq!(cancelled.data.reason, CANCELLED_BY_DEADLINE, "{state}");
+            assert_eq!((cancelled.data.order_id.as_str(), cancelled.data.customer_id.as_str()), ("o-1", "c-1"));
+            assert_eq!(cancelled.correlation_id, "o-1", "{state}");
+            assert_eq!(cancelled.causation_id, None, "no event caused it: {state}");
+            assert_eq!(order.deadline_at, None, "{state}");
+            let last = order.history.last().unwrap();
+            assert_eq!((last.event_type.as_str(), last.at.as_str()), (DEADLINE_PASSED, "2026-11-24T10:10:00Z"));
+        }
+    }
+
+    #[test]
+    fn an_order_is_overdue_from_the_second_of_its_deadline_not_before() {
+        given(&[reserved_at(10)]).when(deadline_checked_at(69)).then(Then::Ignored);
+        given(&[reserved_at(10)]).when(deadline_checked_at(70)).then(Then::Advances(OrderStatus::Cancelled));
+    }
+
+    #[test]
+    fn an_order_that_moved_on_is_judged_by_its_new_deadline() {
+        // Past the PENDING deadline (T0 + 60 s), not past the RESERVED one (T0 + 110 s).
+        given(&[reserved_at(50)]).when(deadline_checked_at(61)).then(Then::Ignored);
+    }
+
+    #[test]
+    fn a_final_or_unknown_order_ignores_its_deadline() {
+        given(&[reserved_at(0), authorized_at(1), scheduled_at(2)]).when(deadline_checked_at(600)).then(Then::Ignored);
+        given(&[reserved_at(0), declined_at(1), released_at(2)]).when(deadline_checked_at(600)).then(Then::Ignored);
+        given(&[deadline_checked_at(600)]).when(deadline_checked_at(601)).then(Then::Ignored);
+        assert!(matches!(decide(None, &deadline_checked_at(600)), Decision::Ignore(_)));
+    }
+
+    #[test]
+    fn replies_after_a_deadline_cancelled_the_order_are_ignored() {
+        given(&[deadline_checked_at(600)]).when(reserved_at(601)).then(Then::Ignored);
+        given(&[reserved_at(0), deadline_checked_at(600)]).when(authorized_at(601)).then(Then::Ignored);
+        given(&[reserved_at(0), authorized_at(1), deadline_checked_at(600)])
+            .when(scheduled_at(601))
+            .then(Then::Ignored);
+        given(&[reserved_at(0), declined_at(1), deadline_checked_at(600)]).when(released_at(601)).then(Then::Ignored);
+    }
+
+    #[test]
+    fn an_order_stored_without_a_deadline_reads_and_is_never_overdue() {
+        let mut json = serde_json::to_value(placed()).unwrap();
+        assert_eq!(json["deadline_at"], "2026-11-24T10:01:00Z", "stored as RFC 3339");
+        json.as_object_mut().unwrap().remove("deadline_at");
+        let legacy: Order = serde_json::from_value(json).unwrap();
+        assert_eq!(legacy.deadline_at, None);
+        Given(legacy).when(deadline_checked_at(600)).then(Then::Ignored);
+    }
+
+    #[test]
+    fn a_deadline_is_one_second_to_thirty_days() {
+        assert_eq!(Deadlines::from_seconds(0).unwrap_err().field, "deadline_seconds");
+        assert_eq!(Deadlines::from_seconds(Deadlines::MAX_SECONDS + 1).unwrap_err().field, "deadline_seconds");
+        assert_eq!(Deadlines::from_seconds(5).unwrap().due(T0), T0 + Duration::seconds(5));
+        assert_eq!(Deadlines::default(), Deadlines::from_seconds(Deadlines::DEFAULT_SECONDS).unwrap());
     }
 
     #[test]

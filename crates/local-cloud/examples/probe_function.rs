@@ -6,8 +6,9 @@
 //!   process id and the Lambda environment.
 //! - SQS event: a record whose JSON body has `"probe": "fail"` is reported as a batch item
 //!   failure, `"probe": "fail-once"` only the first time (remembered in `PROBE_STATE_DIR`),
-//!   `"probe": "error"` fails the invocation, `"probe": "bad-id"` reports an identifier that is
-//!   not in the batch.
+//!   `"probe": "error"` fails the invocation, `"probe": "error-times-N"` fails it the first N
+//!   times the record is seen (counted in `PROBE_STATE_DIR`), `"probe": "bad-id"` reports an
+//!   identifier that is not in the batch.
 //! - DynamoDB stream event: the same with the `probe` string attribute of the new image
 //!   (identifiers are sequence numbers).
 //! - EventBridge event: `detail.probe == "fail"` fails the invocation.
@@ -91,6 +92,13 @@ fn batch(records: &[Value]) -> Result<Value, Error> {
             Some("fail") => failures.push(json!({ "itemIdentifier": id })),
             Some("fail-once") if first_time(&id) => failures.push(json!({ "itemIdentifier": id })),
             Some("error") => return Err(format!("probe error for record {id}").into()),
+            Some(command) if command.starts_with("error-times-") => {
+                let times: u32 = command["error-times-".len()..].parse()?;
+                let seen = times_seen(&id)?;
+                if seen <= times {
+                    return Err(format!("probe error {seen} of {times} for record {id}").into());
+                }
+            }
             Some("bad-id") => failures.push(json!({ "itemIdentifier": "not-in-this-batch" })),
             _ => {}
         }
@@ -107,6 +115,17 @@ fn first_time(id: &Value) -> bool {
     let name: String = id.to_string().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
     let marker = std::path::Path::new(&dir).join(name);
     std::fs::OpenOptions::new().write(true).create_new(true).open(marker).is_ok()
+}
+
+/// How many times the record has been seen, this time included, counted in a file under
+/// `PROBE_STATE_DIR` (so it survives instance restarts).
+fn times_seen(id: &Value) -> Result<u32, Error> {
+    let dir = std::env::var("PROBE_STATE_DIR").map_err(|_| "probe: error-times-N needs PROBE_STATE_DIR")?;
+    let name: String = id.to_string().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    let counter = std::path::Path::new(&dir).join(format!("{name}.count"));
+    let seen = std::fs::read_to_string(&counter).ok().and_then(|n| n.trim().parse::<u32>().ok()).unwrap_or(0) + 1;
+    std::fs::write(&counter, seen.to_string())?;
+    Ok(seen)
 }
 
 fn http(request: &Value) -> Result<Value, Error> {

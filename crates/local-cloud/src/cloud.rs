@@ -11,14 +11,29 @@ use anyhow::{Context, Result, bail};
 use aws_config::SdkConfig;
 
 use crate::deploy::{StackOutputs, deploy_stack};
-use crate::emulator::{Emulator, EmulatorKind, free_port};
+use crate::emulator::{Emulator, EmulatorKind};
+use crate::faults::Target;
 use crate::iac::Resolver;
+use crate::provider::PaymentProvider;
+use crate::proxy::{ProxiedVariable, UpstreamKind};
 use crate::runner::{Chaos, Runner, RunnerConfig};
 use crate::tools::Tools;
 
 /// The Lambda functions, one crate (and binary) each under `functions/`.
-pub const FUNCTIONS: [&str; 8] =
-    ["orders-api", "outbox-relay", "inventory", "payment", "order-saga", "shipping", "notifications", "analytics"];
+pub const FUNCTIONS: [&str; 9] = [
+    "orders-api",
+    "outbox-relay",
+    "inventory",
+    "payment",
+    "order-saga",
+    "order-deadlines",
+    "shipping",
+    "notifications",
+    "analytics",
+];
+
+/// The simulated payment provider's crate and binary: the local cloud runs it as a process.
+const PAYMENT_PROVIDER: &str = "payment-provider";
 
 /// The visibility timeout the local stacks are deployed with: a failed record is redelivered after this, so
 /// a poison message reaches its DLQ in seconds instead of minutes.
@@ -46,6 +61,10 @@ pub struct CloudOptions {
     pub chaos: Option<Chaos>,
     /// Receives before SQS moves a message to its DLQ ([`MAX_RECEIVE_COUNT`] by default).
     pub max_receive_count: u32,
+    /// Seeds the fault rules' draws (see [`crate::faults`]).
+    pub fault_seed: u64,
+    /// Fires every schedule of the template at this interval instead of its own (`None`: as declared).
+    pub schedule_interval: Option<Duration>,
 }
 
 impl CloudOptions {
@@ -63,6 +82,8 @@ impl CloudOptions {
             pass_through_logs: false,
             chaos: None,
             max_receive_count: MAX_RECEIVE_COUNT,
+            fault_seed: 0,
+            schedule_interval: None,
         }
     }
 }
@@ -70,6 +91,8 @@ impl CloudOptions {
 /// A running local cloud. [`LocalCloud::shutdown`] stops the functions and the emulator it started.
 pub struct LocalCloud {
     emulator: Emulator,
+    /// The payment provider the payment function calls (through the fault proxy).
+    provider: PaymentProvider,
     sdk_config: SdkConfig,
     outputs: StackOutputs,
     runner: Runner,
@@ -83,10 +106,7 @@ impl LocalCloud {
         let root = options.project_root.canonicalize().context("project root")?;
         let emulator = match &options.endpoint {
             Some(url) => Emulator::external(url.clone()),
-            None => {
-                let port = if options.moto_port == 0 { free_port()? } else { options.moto_port };
-                Emulator::start_moto(&Tools::ensure(&root)?, port).await?
-            }
+            None => Emulator::start_moto(&Tools::ensure(&root)?, options.moto_port).await?,
         };
         let binaries_dir = build_functions(&root)?;
         let sdk_config = crate::aws::sdk_config(emulator.endpoint());
@@ -104,7 +124,11 @@ impl LocalCloud {
             // LocalStack's streams lose records written in the first ~0.5 s after a table turns ACTIVE.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let resolver = Resolver::new().with_parameter("Stage", &options.stage).with_exports(outputs.exports().clone());
+        let provider = PaymentProvider::start(&binaries_dir.join(PAYMENT_PROVIDER), None).await?;
+        let resolver = Resolver::new()
+            .with_parameter("Stage", &options.stage)
+            .with_parameter("PaymentProviderUrl", provider.url())
+            .with_exports(outputs.exports().clone());
         let log_dir = root.join(".local/logs").join(&options.stage);
         let mut config = RunnerConfig::new(
             root.join("infra/functions.yaml"),
@@ -118,8 +142,13 @@ impl LocalCloud {
         config.extra_env = options.function_env.clone();
         config.pass_through_logs = options.pass_through_logs;
         config.chaos = options.chaos.clone();
+        config.fault_seed = options.fault_seed;
+        config.schedule_interval = options.schedule_interval;
+        config
+            .proxied_variables
+            .push(ProxiedVariable::new("PAYMENT_PROVIDER_URL", UpstreamKind::Http(Target::PaymentProvider)));
         let runner = Runner::start(config).await?;
-        Ok(Self { emulator, sdk_config, outputs, runner, stage: options.stage })
+        Ok(Self { emulator, provider, sdk_config, outputs, runner, stage: options.stage })
     }
 
     pub fn stage(&self) -> &str {
@@ -168,11 +197,17 @@ impl LocalCloud {
             .collect()
     }
 
-    /// Stops the functions, then the emulator if this cloud started it.
+    /// Stops the functions, the payment provider, then the emulator if this cloud started it.
     pub async fn shutdown(self) -> Result<()> {
         let stopped = self.runner.shutdown().await;
+        let provider_stopped = self.provider.stop().await;
         drop(self.emulator);
-        stopped
+        stopped.and(provider_stopped)
+    }
+
+    /// The payment provider's counts (authorize calls, authorizations, declines, voids).
+    pub async fn payment_provider_stats(&self) -> Result<serde_json::Value> {
+        self.provider.stats().await
     }
 }
 
@@ -181,13 +216,14 @@ pub fn stateful_stack_name(stage: &str) -> String {
     format!("orderflow-{stage}-stateful")
 }
 
-/// Builds every function binary (debug profile, shared with the tests) and returns their directory.
+/// Builds every function binary and the payment provider (debug profile, shared with the tests) and returns their
+/// directory.
 pub fn build_functions(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command.arg("build").arg("--quiet").current_dir(root);
-    for function in FUNCTIONS {
-        command.args(["--package", function]);
+    for package in FUNCTIONS.iter().chain([&PAYMENT_PROVIDER]) {
+        command.args(["--package", package]);
     }
     let status = command.status().context("running cargo build for the functions")?;
     if !status.success() {

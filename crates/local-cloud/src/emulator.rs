@@ -78,24 +78,47 @@ struct Process {
 }
 
 impl Emulator {
-    /// Starts moto server on 127.0.0.1:PORT and waits until `GET /moto-api/` answers.
+    /// Starts moto server on 127.0.0.1 and waits until `GET /moto-api/` answers.
+    ///
+    /// Port 0 lets moto bind a port the kernel picks and report it back (`serve.py --port-file`), so no other
+    /// process can take the port between its choice and the bind; any other port is used as given.
     ///
     /// moto runs through `xtask/moto/serve.py`, which makes its DynamoDB transactions all-or-nothing for
     /// streams too (moto 5.2.5 streams the writes of a cancelled transaction and then loses its open shard
     /// iterators; see that file).
     pub async fn start_moto(tools: &Tools, port: u16) -> Result<Emulator> {
         let mut cmd = Command::new(tools.python());
-        cmd.arg(tools.project_root().join("xtask/moto/serve.py")).args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        cmd.arg(tools.project_root().join("xtask/moto/serve.py")).args(["-H", "127.0.0.1"]);
         let started = Instant::now();
-        let mut emulator = Self::spawn(EmulatorKind::Moto, &tools.local_dir(), "moto", port, cmd)?;
-        let deadline = Instant::now() + MOTO_START_TIMEOUT;
+        let deadline = started + MOTO_START_TIMEOUT;
+        let mut emulator = if port == 0 {
+            let run_dir = tools.local_dir().join("run");
+            fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+            let port_file = run_dir.join(format!("moto-{}.port", uuid::Uuid::new_v4().simple()));
+            cmd.arg("--port-file").arg(&port_file);
+            let mut emulator = Self::spawn(EmulatorKind::Moto, &tools.local_dir(), "moto", None, cmd)?;
+            let port = loop {
+                emulator.ensure_running("moto")?;
+                if let Some(port) = fs::read_to_string(&port_file).ok().and_then(|text| text.trim().parse().ok()) {
+                    break port;
+                }
+                emulator.check_deadline("moto", deadline)?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let _ = fs::remove_file(&port_file);
+            emulator.bound_to("moto", port)?;
+            emulator
+        } else {
+            cmd.args(["-p", &port.to_string()]);
+            Self::spawn(EmulatorKind::Moto, &tools.local_dir(), "moto", Some(port), cmd)?
+        };
         let url = format!("{}/moto-api/", emulator.endpoint);
         loop {
             emulator.ensure_running("moto")?;
             if let Ok(resp) = emulator.http.get(&url).send().await
                 && resp.status().is_success()
             {
-                tracing::debug!(port, elapsed = ?started.elapsed(), "moto ready");
+                tracing::debug!(endpoint = emulator.endpoint, elapsed = ?started.elapsed(), "moto ready");
                 return Ok(emulator);
             }
             emulator.check_deadline("moto", deadline)?;
@@ -110,7 +133,26 @@ impl Emulator {
     ///
     /// Ready means `GET /_localstack/health` reports every service in [`LOCALSTACK_SERVICES`]
     /// usable and DynamoDB answers `ListTables` (the first DynamoDB call starts DynamoDB Local).
+    ///
+    /// LocalStack cannot report a port the kernel picked, so port 0 takes a free one below the ephemeral range and,
+    /// should another process bind it first (LocalStack then exits while starting), tries another, three times.
     pub async fn start_localstack(tools: &Tools, port: u16) -> Result<Emulator> {
+        if port != 0 {
+            return Self::start_localstack_on(tools, port).await;
+        }
+        let mut attempt = 1;
+        loop {
+            match Self::start_localstack_on(tools, free_port()?).await {
+                Err(err) if attempt < 3 => {
+                    tracing::warn!(attempt, error = %format!("{err:#}"), "LocalStack did not start, trying another port");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_localstack_on(tools: &Tools, port: u16) -> Result<Emulator> {
         let localstack = tools
             .localstack()
             .context("LocalStack is not installed: get the tools with Tools::ensure_localstack, not Tools::ensure")?;
@@ -124,7 +166,7 @@ impl Emulator {
             .env("DISABLE_EVENTS", "1")
             .env("DNS_ADDRESS", "0");
         let started = Instant::now();
-        let mut emulator = Self::spawn(EmulatorKind::LocalStack, &tools.local_dir(), "localstack", port, cmd)?;
+        let mut emulator = Self::spawn(EmulatorKind::LocalStack, &tools.local_dir(), "localstack", Some(port), cmd)?;
         let deadline = Instant::now() + LOCALSTACK_START_TIMEOUT;
         let url = format!("{}/_localstack/health", emulator.endpoint);
         loop {
@@ -184,7 +226,7 @@ impl Emulator {
     pub async fn from_env_or_moto(project_root: &Path) -> Result<Emulator> {
         match Self::from_env() {
             Some(external) => Ok(external),
-            None => Self::start_moto(&Tools::ensure(project_root)?, free_port()?).await,
+            None => Self::start_moto(&Tools::ensure(project_root)?, 0).await,
         }
     }
 
@@ -289,25 +331,49 @@ impl Emulator {
         Ok(())
     }
 
-    /// Spawns `cmd` in its own process group, in `local_dir` (`.local`), with stdout and stderr
-    /// to `local_dir/logs/<name>-<port>.log`.
-    fn spawn(kind: EmulatorKind, local_dir: &Path, name: &str, port: u16, mut cmd: Command) -> Result<Emulator> {
-        // Another server on the port would answer our readiness probe in our emulator's stead.
-        TcpListener::bind(("127.0.0.1", port))
-            .with_context(|| format!("cannot start {kind}: port 127.0.0.1:{port} is in use"))?;
+    /// Spawns `cmd` in its own process group, in `local_dir` (`.local`), with stdout and stderr to
+    /// `local_dir/logs/<name>-<port>.log`. Without a port (the process reports the one it bound) the log is named
+    /// by a random id until [`Emulator::bound_to`] names it by the port.
+    fn spawn(
+        kind: EmulatorKind,
+        local_dir: &Path,
+        name: &str,
+        port: Option<u16>,
+        mut cmd: Command,
+    ) -> Result<Emulator> {
+        if let Some(port) = port {
+            // Another server on the port would answer our readiness probe in our emulator's stead.
+            TcpListener::bind(("127.0.0.1", port))
+                .with_context(|| format!("cannot start {kind}: port 127.0.0.1:{port} is in use"))?;
+        }
         let logs = local_dir.join("logs");
         fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        let log = logs.join(format!("{name}-{port}.log"));
+        let log = match port {
+            Some(port) => logs.join(format!("{name}-{port}.log")),
+            None => logs.join(format!("{name}-starting-{}.log", uuid::Uuid::new_v4().simple())),
+        };
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().with_context(|| format!("opening {}", log.display()))?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err).current_dir(local_dir).process_group(0);
         let child = cmd.spawn().with_context(|| format!("could not start {kind}: `{}`", display_command(&cmd)))?;
         Ok(Emulator {
             kind,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: port.map(|port| format!("http://127.0.0.1:{port}")).unwrap_or_default(),
             process: Some(Process { child, log }),
             http: http_client(),
         })
+    }
+
+    /// Records the port the process reported it listens on, and names its log by it.
+    fn bound_to(&mut self, name: &str, port: u16) -> Result<()> {
+        self.endpoint = format!("http://127.0.0.1:{port}");
+        if let Some(process) = &mut self.process {
+            let named = process.log.with_file_name(format!("{name}-{port}.log"));
+            // The process keeps writing to the renamed file through its open descriptor.
+            fs::rename(&process.log, &named).with_context(|| format!("renaming {}", process.log.display()))?;
+            process.log = named;
+        }
+        Ok(())
     }
 
     /// Fails (with the log tail) when the process we started has exited.
@@ -451,13 +517,13 @@ fn http_client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// A TCP port on 127.0.0.1 that is free right now, for tests that start their own emulator.
+/// A TCP port on 127.0.0.1 that is free right now, for an emulator that cannot bind port 0 and report it.
 ///
 /// It is taken below the kernel's ephemeral range (`ip_local_port_range`), where the OS never
 /// puts the local end of an outgoing connection, so the busy connections of other tests cannot
 /// grab it before the emulator binds it; and it is never the same port twice in one process, so
 /// parallel tests do not collide.
-pub fn free_port() -> Result<u16> {
+fn free_port() -> Result<u16> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -527,7 +593,7 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "trap '' TERM; setsid sleep 61 & sleep 60; wait"]);
         let port = free_port().expect("free port");
-        let mut emulator = Emulator::spawn(EmulatorKind::Moto, &local, "stubborn", port, cmd).expect("spawn");
+        let mut emulator = Emulator::spawn(EmulatorKind::Moto, &local, "stubborn", Some(port), cmd).expect("spawn");
         let pid = i32::try_from(emulator.pid().expect("pid")).expect("pid fits");
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut children = descendants(pid);

@@ -68,12 +68,14 @@ pub struct HttpGateway {
 }
 
 impl HttpGateway {
-    /// Listens on `addr` and serves `routes`. Two routes with the same key are an error.
+    /// Listens on `addr` and serves `routes`, and the local cloud's own endpoints in `control` (e.g.
+    /// `/_local/faults`) before them. Two routes with the same key are an error.
     pub async fn start(
         addr: SocketAddr,
         routes: Vec<GatewayRoute>,
         identity: GatewayIdentity,
         deliveries: broadcast::Sender<Delivery>,
+        control: Router,
     ) -> Result<Self> {
         for (i, a) in routes.iter().enumerate() {
             if let Some(b) = routes[i + 1..].iter().find(|b| b.route.route_key() == a.route.route_key()) {
@@ -85,6 +87,7 @@ impl HttpGateway {
         let addr = listener.local_addr().context("HTTP API address")?;
         let state = Arc::new(GatewayState { routes, identity, deliveries });
         let app = Router::new().fallback(handle).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state);
+        let app = control.merge(app);
         let task = tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(err) = axum::serve(listener, service).await {

@@ -46,6 +46,8 @@ pub struct FunctionSpec {
     pub streams: Vec<StreamSource>,
     /// EventBridge rules targeting the function (asynchronous invocation).
     pub rules: Vec<RuleSource>,
+    /// Schedules invoking the function (asynchronous invocation).
+    pub schedules: Vec<ScheduleSource>,
     /// `EventInvokeConfig`: retries and on-failure destination of asynchronous invocations.
     pub async_config: Option<AsyncInvokeConfig>,
     /// HTTP API (payload format 2.0) routes.
@@ -93,8 +95,11 @@ pub struct StreamSource {
     pub batching_window: Duration,
     /// `FunctionResponseTypes` contains `ReportBatchItemFailures`.
     pub report_batch_item_failures: bool,
-    /// `MaximumRetryAttempts`; `None` means retry until the record expires (Lambda's `-1`).
+    /// `MaximumRetryAttempts`; `None` means retry until the record expires (Lambda's `-1`, its default).
     pub max_retry_attempts: Option<u32>,
+    /// `MaximumRecordAgeInSeconds`: older records go to the on-failure destination unprocessed; `None` means no
+    /// age limit (Lambda's `-1`, its default: the stream's 24 h retention bounds the retries).
+    pub max_record_age: Option<Duration>,
     /// `BisectBatchOnFunctionError`.
     pub bisect_on_error: bool,
     /// `DestinationConfig.OnFailure.Destination` (an SQS queue ARN).
@@ -112,6 +117,36 @@ pub struct RuleSource {
     pub bus_name: String,
     /// `Pattern`, as the JSON EventBridge takes.
     pub pattern: serde_json::Value,
+}
+
+/// Which EventBridge service fires a schedule: it decides the event the function gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScheduleKind {
+    /// `Type: Schedule`: an EventBridge rule with a `ScheduleExpression` (event source `aws.events`).
+    Rule,
+    /// `Type: ScheduleV2`: an EventBridge Scheduler schedule (event source `aws.scheduler`).
+    Scheduler {
+        /// `GroupName` (default `default`), part of the schedule's ARN.
+        group: String,
+    },
+}
+
+/// A schedule that invokes the function asynchronously.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSource {
+    /// Key of the event under `Events`.
+    pub event_id: String,
+    /// The rule's or schedule's `Name`, else `<function logical id><event id>` (SAM's logical id of the rule;
+    /// CloudFormation adds a random suffix to the physical name, which cannot be known locally).
+    pub name: String,
+    /// Rule or Scheduler schedule.
+    pub kind: ScheduleKind,
+    /// The expression as written, e.g. `rate(5 minutes)`.
+    pub expression: String,
+    /// `Enabled` / `State`: a disabled schedule is declared but never fires.
+    pub enabled: bool,
+    /// The period of the `rate()` expression.
+    pub interval: Duration,
 }
 
 /// `EventInvokeConfig` of a function.
@@ -455,6 +490,7 @@ fn parse_function(ctx: &Scope<'_>, logical_id: &str, props: &Yaml, globals: Opti
         sqs: Vec::new(),
         streams: Vec::new(),
         rules: Vec::new(),
+        schedules: Vec::new(),
         async_config: None,
         http_routes: Vec::new(),
     };
@@ -469,7 +505,7 @@ fn parse_function(ctx: &Scope<'_>, logical_id: &str, props: &Yaml, globals: Opti
     let invoke_config = property(props, globals, "EventInvokeConfig");
     if let Some(config) = invoke_config {
         function.async_config = Some(parse_invoke_config(ctx, config).context("property EventInvokeConfig")?);
-    } else if !function.rules.is_empty() {
+    } else if !function.rules.is_empty() || !function.schedules.is_empty() {
         function.async_config =
             Some(AsyncInvokeConfig { max_retry_attempts: DEFAULT_ASYNC_RETRIES, on_failure_destination_arn: None });
     }
@@ -495,9 +531,12 @@ fn binary_name(code_uri: &str) -> Result<String> {
 fn parse_event(ctx: &Scope<'_>, function: &mut FunctionSpec, event_id: &str, event: &Yaml) -> Result<()> {
     let kind = event.get("Type").and_then(Yaml::as_str).ok_or_else(|| anyhow!("property Type is missing"))?;
     let props = event.get("Properties").unwrap_or(&Yaml::Null);
-    if let Some(enabled) = props.get("Enabled")
-        && !ctx.bool(enabled, "Enabled")?
-    {
+    let enabled = match props.get("Enabled") {
+        Some(v) => ctx.bool(v, "Enabled")?,
+        None => true,
+    };
+    // A disabled schedule stays declared (it never fires); any other disabled source is left out.
+    if !enabled && !matches!(kind, "Schedule" | "ScheduleV2") {
         return Ok(());
     }
     let get = |name: &str| props.get(name);
@@ -574,8 +613,18 @@ fn parse_event(ctx: &Scope<'_>, function: &mut FunctionSpec, event_id: &str, eve
             let max_retry_attempts = match get("MaximumRetryAttempts") {
                 Some(v) => match ctx.i64(v, "MaximumRetryAttempts")? {
                     -1 => None,
-                    n if n >= 0 => Some(u32::try_from(n).context("property MaximumRetryAttempts")?),
-                    n => bail!("property MaximumRetryAttempts: {n} is not -1 or more"),
+                    n @ 0..=10_000 => Some(u32::try_from(n).context("property MaximumRetryAttempts")?),
+                    n => bail!("property MaximumRetryAttempts: {n} is not -1 (retry forever) or 0..=10000"),
+                },
+                None => None,
+            };
+            let max_record_age = match get("MaximumRecordAgeInSeconds") {
+                Some(v) => match ctx.i64(v, "MaximumRecordAgeInSeconds")? {
+                    -1 => None,
+                    n @ 60..=604_800 => {
+                        Some(Duration::from_secs(u64::try_from(n).context("property MaximumRecordAgeInSeconds")?))
+                    }
+                    n => bail!("property MaximumRecordAgeInSeconds: {n} is not -1 (no limit) or 60..=604800"),
                 },
                 None => None,
             };
@@ -612,6 +661,7 @@ fn parse_event(ctx: &Scope<'_>, function: &mut FunctionSpec, event_id: &str, eve
                 batching_window: window(ctx)?,
                 report_batch_item_failures: report_failures(ctx)?,
                 max_retry_attempts,
+                max_record_age,
                 bisect_on_error,
                 on_failure_destination_arn,
                 filter_patterns,
@@ -633,6 +683,44 @@ fn parse_event(ctx: &Scope<'_>, function: &mut FunctionSpec, event_id: &str, eve
             }
             function.rules.push(RuleSource { event_id: event_id.to_owned(), bus_name, pattern });
         }
+        "Schedule" | "ScheduleV2" => {
+            for unsupported in ["Input", "StartDate", "EndDate"] {
+                if get(unsupported).is_some() {
+                    bail!("property {unsupported} is not supported by the local runner");
+                }
+            }
+            let (expression_property, kind) = if kind == "Schedule" {
+                ("Schedule", ScheduleKind::Rule)
+            } else {
+                let group = match get("GroupName") {
+                    Some(v) => ctx.string(v, "GroupName")?,
+                    None => "default".to_owned(),
+                };
+                ("ScheduleExpression", ScheduleKind::Scheduler { group })
+            };
+            let expression = ctx.string(required(expression_property)?, expression_property)?;
+            let interval = rate_interval(&expression).with_context(|| format!("property {expression_property}"))?;
+            let state_enabled = match get("State") {
+                Some(v) => match ctx.string(v, "State")?.as_str() {
+                    "ENABLED" => true,
+                    "DISABLED" => false,
+                    other => bail!("property State: {other:?} is not ENABLED or DISABLED"),
+                },
+                None => true,
+            };
+            let name = match get("Name") {
+                Some(v) => ctx.string(v, "Name")?,
+                None => format!("{}{event_id}", function.logical_id),
+            };
+            function.schedules.push(ScheduleSource {
+                event_id: event_id.to_owned(),
+                name,
+                kind,
+                expression,
+                enabled: enabled && state_enabled,
+                interval,
+            });
+        }
         "HttpApi" => {
             let path = match get("Path") {
                 Some(v) => ctx.string(v, "Path")?,
@@ -650,6 +738,37 @@ fn parse_event(ctx: &Scope<'_>, function: &mut FunctionSpec, event_id: &str, eve
         other => bail!("event type {other} is not supported by the local runner"),
     }
     Ok(())
+}
+
+/// The period of an EventBridge `rate(<value> <unit>)` expression. `cron()` and `at()` are refused: the local
+/// runner fires fixed periods only.
+fn rate_interval(expression: &str) -> Result<Duration> {
+    let Some(rate) = expression.strip_prefix("rate(").and_then(|rest| rest.strip_suffix(')')) else {
+        if expression.starts_with("cron(") || expression.starts_with("at(") {
+            bail!("{expression:?}: cron() and at() schedules are not supported by the local runner (use rate())");
+        }
+        bail!("{expression:?} is not a rate(<value> <unit>) expression");
+    };
+    let mut words = rate.split(' ');
+    let (Some(value), Some(unit), None) = (words.next(), words.next(), words.next()) else {
+        bail!("{expression:?} is not a rate(<value> <unit>) expression");
+    };
+    let value: u64 = value
+        .parse()
+        .ok()
+        .filter(|value| *value > 0)
+        .ok_or_else(|| anyhow!("{expression:?}: the value {value:?} is not a positive integer"))?;
+    // EventBridge takes the singular unit for 1 only, the plural for anything else.
+    let seconds_per_unit = match (unit, value == 1) {
+        ("minute", true) | ("minutes", false) => 60,
+        ("hour", true) | ("hours", false) => 3_600,
+        ("day", true) | ("days", false) => 86_400,
+        ("minute" | "hour" | "day", false) => bail!("{expression:?}: a value other than 1 takes the plural unit"),
+        ("minutes" | "hours" | "days", true) => bail!("{expression:?}: the value 1 takes the singular unit"),
+        _ => bail!("{expression:?}: the unit {unit:?} is not minute(s), hour(s) or day(s)"),
+    };
+    let seconds = value.checked_mul(seconds_per_unit).ok_or_else(|| anyhow!("{expression:?} is too long a period"))?;
+    Ok(Duration::from_secs(seconds))
 }
 
 fn parse_invoke_config(ctx: &Scope<'_>, config: &Yaml) -> Result<AsyncInvokeConfig> {
@@ -941,6 +1060,127 @@ Resources:
         let template = template.replace("Type: DynamoDB", "Type: Kinesis");
         let err = format!("{:#}", parse_functions(&template, &Resolver::new()).unwrap_err());
         assert!(err.contains("Kinesis"), "{err}");
+    }
+
+    const SCHEDULED: &str = r#"
+Resources:
+  SweepFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: ../target/lambda/sweep/bootstrap.zip
+      Events:
+        Sweep:
+          Type: Schedule
+          Properties: { Schedule: rate(1 minute) }
+        Hourly:
+          Type: Schedule
+          Properties: { Schedule: rate(2 hours), Name: hourly-sweep, Enabled: false }
+        Daily:
+          Type: ScheduleV2
+          Properties: { ScheduleExpression: rate(1 day), GroupName: ops }
+        Paused:
+          Type: ScheduleV2
+          Properties: { ScheduleExpression: rate(15 minutes), State: DISABLED }
+"#;
+
+    #[test]
+    fn schedules_parse_their_rate_state_name_and_kind() {
+        let function = &parse_functions(SCHEDULED, &Resolver::new()).unwrap()[0];
+        let schedule = |event_id: &str| function.schedules.iter().find(|s| s.event_id == event_id).unwrap();
+        assert_eq!(
+            schedule("Sweep"),
+            &ScheduleSource {
+                event_id: "Sweep".into(),
+                name: "SweepFunctionSweep".into(),
+                kind: ScheduleKind::Rule,
+                expression: "rate(1 minute)".into(),
+                enabled: true,
+                interval: Duration::from_secs(60),
+            }
+        );
+        let hourly = schedule("Hourly");
+        assert_eq!(
+            (hourly.name.as_str(), hourly.enabled, hourly.interval),
+            ("hourly-sweep", false, Duration::from_secs(7200))
+        );
+        let daily = schedule("Daily");
+        assert_eq!(daily.kind, ScheduleKind::Scheduler { group: "ops".into() });
+        assert_eq!((daily.enabled, daily.interval), (true, Duration::from_secs(86_400)));
+        let paused = schedule("Paused");
+        assert_eq!((paused.enabled, paused.interval), (false, Duration::from_secs(900)));
+        // Schedules invoke asynchronously: Lambda's default retries apply without an EventInvokeConfig.
+        assert_eq!(
+            function.async_config,
+            Some(AsyncInvokeConfig { max_retry_attempts: 2, on_failure_destination_arn: None })
+        );
+    }
+
+    #[test]
+    fn schedule_expressions_other_than_a_valid_rate_are_errors_naming_the_expression() {
+        for (expression, expected) in [
+            ("cron(0 12 * * ? *)", "cron() and at() schedules are not supported"),
+            ("rate(1 minutes)", "the value 1 takes the singular unit"),
+            ("rate(5 minute)", "takes the plural unit"),
+            ("rate(0 minutes)", "is not a positive integer"),
+            ("rate(-1 minutes)", "is not a positive integer"),
+            ("rate(2 weeks)", "is not minute(s), hour(s) or day(s)"),
+            ("rate(5  minutes)", "is not a rate(<value> <unit>) expression"),
+            ("every 5 minutes", "is not a rate(<value> <unit>) expression"),
+            ("rate(18446744073709551615 days)", "is too long a period"),
+        ] {
+            let template = SCHEDULED.replace("rate(1 minute)", expression);
+            let err = format!("{:#}", parse_functions(&template, &Resolver::new()).unwrap_err());
+            assert!(err.contains("event Sweep") && err.contains("property Schedule"), "{expression}: {err}");
+            assert!(err.contains(expression) && err.contains(expected), "{expression}: {err}");
+        }
+        let with_input = SCHEDULED.replace("{ Schedule: rate(1 minute) }", "{ Schedule: rate(1 minute), Input: x }");
+        let err = format!("{:#}", parse_functions(&with_input, &Resolver::new()).unwrap_err());
+        assert!(err.contains("property Input is not supported"), "{err}");
+    }
+
+    #[test]
+    fn stream_retry_and_age_limits_take_minus_one_as_unlimited() {
+        let template = |retries: &str, age: &str| {
+            format!(
+                r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: ../target/lambda/f/bootstrap.zip
+      Events:
+        S:
+          Type: DynamoDB
+          Properties:
+            Stream: arn:aws:dynamodb:us-east-1:1:table/t/stream/x
+            StartingPosition: TRIM_HORIZON
+            MaximumRetryAttempts: {retries}
+            MaximumRecordAgeInSeconds: {age}
+"#
+            )
+        };
+        let limits = |retries: &str, age: &str| {
+            parse_functions(&template(retries, age), &Resolver::new())
+                .map(|f| (f[0].streams[0].max_retry_attempts, f[0].streams[0].max_record_age))
+        };
+        assert_eq!(limits("-1", "-1").unwrap(), (None, None));
+        assert_eq!(limits("10", "3600").unwrap(), (Some(10), Some(Duration::from_secs(3600))));
+        assert_eq!(limits("0", "60").unwrap(), (Some(0), Some(Duration::from_secs(60))));
+        for (retries, age, property) in [
+            ("-2", "-1", "MaximumRetryAttempts"),
+            ("10001", "-1", "MaximumRetryAttempts"),
+            ("-1", "59", "MaximumRecordAgeInSeconds"),
+            ("-1", "604801", "MaximumRecordAgeInSeconds"),
+            ("-1", "soon", "MaximumRecordAgeInSeconds"),
+        ] {
+            let err = format!("{:#}", limits(retries, age).unwrap_err());
+            assert!(err.contains(&format!("property {property}")), "{retries} {age}: {err}");
+        }
+        let defaults = template("-1", "-1")
+            .replace("            MaximumRetryAttempts: -1\n", "")
+            .replace("            MaximumRecordAgeInSeconds: -1\n", "");
+        let stream = &parse_functions(&defaults, &Resolver::new()).unwrap()[0].streams[0];
+        assert_eq!((stream.max_retry_attempts, stream.max_record_age), (None, None), "Lambda's defaults are -1");
     }
 
     #[test]

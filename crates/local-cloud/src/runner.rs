@@ -2,7 +2,7 @@
 //!
 //! [`Runner::start`] reads the functions and their event sources from the template, starts a
 //! [`FunctionPool`] of the real binary per function behind one [`RuntimeApiServer`], starts every
-//! event source (SQS, DynamoDB stream, EventBridge rule) and, when asked, the HTTP API. Every
+//! event source (SQS, DynamoDB stream, EventBridge rule, schedule) and, when asked, the HTTP API. Every
 //! invocation by a source is published as a [`Delivery`] (see [`Runner::subscribe`]).
 
 use std::collections::BTreeMap;
@@ -17,8 +17,10 @@ use aws_sdk_sqs::config::ProvideCredentials;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::faults::FaultController;
 use crate::http_gateway::{GatewayIdentity, GatewayRoute, HttpGateway};
 use crate::iac::{self, FunctionSpec, Resolver};
+use crate::proxy::{FaultProxy, ProxiedVariable, UpstreamKind};
 use crate::runtime_api::{FunctionPool, PoolConfig, RuntimeApiServer};
 use crate::sources::chaos::ChaosState;
 use crate::sources::stream::StreamClients;
@@ -63,6 +65,12 @@ pub struct RunnerConfig {
     pub shutdown_grace: Duration,
     /// Duplicated and shuffled SQS deliveries (chaos tests); `None` delivers as Lambda does.
     pub chaos: Option<Chaos>,
+    /// Fires every schedule at this interval instead of its `rate()` (tests run minutes-long schedules each second).
+    pub schedule_interval: Option<Duration>,
+    /// The variables naming upstreams that the fault proxy stands in front of (`AWS_ENDPOINT_URL` by default).
+    pub proxied_variables: Vec<ProxiedVariable>,
+    /// Seeds the fault rules' draws.
+    pub fault_seed: u64,
 }
 
 impl RunnerConfig {
@@ -92,6 +100,9 @@ impl RunnerConfig {
             async_concurrency: 2,
             shutdown_grace: Duration::from_secs(5),
             chaos: None,
+            schedule_interval: None,
+            proxied_variables: vec![ProxiedVariable::new("AWS_ENDPOINT_URL", UpstreamKind::Aws)],
+            fault_seed: 0,
         }
     }
 }
@@ -107,6 +118,7 @@ pub struct Runner {
     gateway: Option<HttpGateway>,
     shutdown_grace: Duration,
     chaos: Option<Arc<ChaosState>>,
+    proxy: Arc<FaultProxy>,
 }
 
 impl Runner {
@@ -160,6 +172,7 @@ impl Runner {
             gateway: None,
             shutdown_grace: config.shutdown_grace,
             chaos: config.chaos.clone().map(|chaos| Arc::new(ChaosState::new(chaos))),
+            proxy: FaultProxy::new(FaultController::new(config.fault_seed), config.proxied_variables.clone())?,
         };
         match runner.start_all(&config, &functions, &region, extra_env, shutdown).await {
             Ok(()) => Ok(runner),
@@ -188,6 +201,7 @@ impl Runner {
             // One instance per concurrent invocation any source can make.
             let max_instances = function.sqs.iter().map(|s| s.max_concurrency as usize).sum::<usize>()
                 + function.streams.len()
+                + function.schedules.len()
                 + if function.rules.is_empty() { 0 } else { config.async_concurrency }
                 + if function.http_routes.is_empty() { 0 } else { config.http_concurrency };
             let pool = FunctionPool::start(
@@ -207,6 +221,7 @@ impl Runner {
                     region: region.to_owned(),
                     account_id: config.account_id.clone(),
                     fixed_trace_id: None,
+                    proxy: Some(self.proxy.clone()),
                 },
             )
             .await
@@ -270,6 +285,12 @@ impl Runner {
                     config.async_concurrency,
                 ));
             }
+            if let Some(async_config) = &function.async_config {
+                let schedules = sources::schedule::spawn(&ctx, &sqs, function, async_config, config.schedule_interval)
+                    .await
+                    .with_context(|| context("starting its schedules"))?;
+                self.tasks.extend(schedules);
+            }
             http_routes.extend(function.http_routes.iter().map(|route| GatewayRoute {
                 route: route.clone(),
                 function: function.name.clone(),
@@ -281,7 +302,9 @@ impl Runner {
             && !http_routes.is_empty()
         {
             let identity = GatewayIdentity { account_id: config.account_id.clone(), ..GatewayIdentity::default() };
-            self.gateway = Some(HttpGateway::start(addr, http_routes, identity, self.deliveries.clone()).await?);
+            let control = self.proxy.controller().router();
+            self.gateway =
+                Some(HttpGateway::start(addr, http_routes, identity, self.deliveries.clone(), control).await?);
         }
         Ok(())
     }
@@ -295,6 +318,11 @@ impl Runner {
     /// What the delivery chaos did so far, when it is on.
     pub fn chaos_stats(&self) -> Option<ChaosStats> {
         self.chaos.as_ref().map(|chaos| chaos.stats())
+    }
+
+    /// The fault rules every function's calls go through (also served at `/_local/faults` beside the HTTP API).
+    pub fn faults(&self) -> &Arc<FaultController> {
+        self.proxy.controller()
     }
 
     /// The address of the HTTP API, when one is served.

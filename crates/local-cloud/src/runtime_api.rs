@@ -33,6 +33,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::proxy::{FaultProxy, InstanceProxy};
+
 /// Lambda's limit on the init phase of an on-demand function.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lambda's payload limit for synchronous invocations, with room for the envelope.
@@ -259,6 +261,8 @@ pub struct PoolConfig {
     /// isolates what a new id per invocation costs (lambda_runtime sets it as `_X_AMZN_TRACE_ID` in the process
     /// environment, and glibc keeps every value ever set there).
     pub fixed_trace_id: Option<String>,
+    /// The fault proxy every instance's upstream calls go through; `None` connects the instances directly.
+    pub proxy: Option<Arc<FaultProxy>>,
 }
 
 /// What an invocation returned.
@@ -360,6 +364,8 @@ struct Instance {
     exit: watch::Receiver<Option<String>>,
     kill: Arc<Notify>,
     routes: Arc<Routes>,
+    /// Its listeners on the fault proxy, closed with it.
+    _proxy: Option<InstanceProxy>,
 }
 
 impl Instance {
@@ -579,11 +585,27 @@ impl FunctionPool {
         lock(&self.routes.endpoints)
             .insert(key.clone(), Arc::new(Endpoint { next: tokio::sync::Mutex::new(dispatch_rx), events: events_tx }));
 
+        let kill = Arc::new(Notify::new());
+        let proxy = match &self.config.proxy {
+            Some(proxy) => {
+                let mut environment = self.config.environment.clone();
+                environment.extend(self.config.extra_env.clone());
+                match proxy.open(&self.config.name, &environment, kill.clone()).await {
+                    Ok(listeners) => Some(listeners),
+                    Err(err) => {
+                        lock(&self.routes.endpoints).remove(&key);
+                        return Err(err);
+                    }
+                }
+            }
+            None => None,
+        };
         let mut command = tokio::process::Command::new(&self.config.binary);
         command
             .env_clear()
             .envs(&self.config.environment)
             .envs(&self.config.extra_env)
+            .envs(proxy.iter().flat_map(|proxy| proxy.env.iter().cloned()))
             .envs(self.reserved_env(id))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -606,7 +628,6 @@ impl FunctionPool {
             self.log.copy(id, stderr);
         }
         let pid = child.id();
-        let kill = Arc::new(Notify::new());
         let (exit_tx, exit_rx) = watch::channel(None);
         let supervisor = {
             let kill = kill.clone();
@@ -641,6 +662,7 @@ impl FunctionPool {
             exit: exit_rx,
             kill,
             routes: self.routes.clone(),
+            _proxy: proxy,
         };
         let init = async {
             loop {

@@ -29,6 +29,7 @@ fn pool_config(scratch: &Scratch, timeout: Duration, max_instances: usize) -> Po
         region: "us-east-1".into(),
         account_id: "123456789012".into(),
         fixed_trace_id: None,
+        proxy: None,
     }
 }
 

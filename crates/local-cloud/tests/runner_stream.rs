@@ -143,3 +143,41 @@ async fn a_poison_record_is_bisected_out_retried_and_sent_to_the_on_failure_dest
     assert!(record["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_unlimited_retries_a_record_failing_more_than_any_old_limit_still_succeeds_in_order() {
+    let state = Scratch::new("probe-state");
+    let state_dir = state.path.display().to_string();
+    let mut harness = Harness::start(&["probe-stream-forever"], |config| {
+        config.extra_env.insert("PROBE_STATE_DIR".into(), state_dir);
+        config.timing.retry_backoff = Duration::from_millis(10);
+        config.timing.max_retry_backoff = Duration::from_millis(50);
+    })
+    .await;
+    // 15 failed invocations: more than the relay's old MaximumRetryAttempts of 10.
+    for (sk, probe) in [("e1", "error-times-15"), ("e2", "ok")] {
+        put(&harness, sk, probe).await;
+    }
+    let deliveries = harness
+        .collect(Duration::from_secs(60), |seen| seen.iter().any(|d| d.outcome == DeliveryOutcome::Succeeded))
+        .await;
+    let failed = deliveries.iter().filter(|d| matches!(d.outcome, DeliveryOutcome::Failed { .. })).count();
+    // Bisection splits [e1 e2] once (not a retry), then e1 alone fails the rest of its 15 times.
+    assert_eq!(failed, 15, "{deliveries:#?}");
+    assert!(deliveries.iter().all(|d| !matches!(d.outcome, DeliveryOutcome::DeadLettered { .. })));
+    let success = deliveries.last().unwrap();
+    assert_eq!(success.outcome, DeliveryOutcome::Succeeded);
+    let poison = deliveries[0].records[0].id.clone();
+    assert_eq!(success.records[0].id, poison, "the shard waited for e1: {success:#?}");
+    assert_eq!(success.attempt, 15, "the 15th retry succeeded");
+
+    // e2 follows e1, never before it, and nothing went to the on-failure destination.
+    let rest = harness.collect(Duration::from_secs(20), |seen| !seen.is_empty()).await;
+    let delivered: Vec<String> =
+        success.records.iter().chain(rest.iter().flat_map(|d| &d.records)).map(|r| r.id.clone()).collect();
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    assert!(sequence(&delivered[0]) < sequence(&delivered[1]));
+    let dead = harness.drain_queue(&harness.export("RelayDlqUrl"), 1, Duration::from_secs(2)).await;
+    assert!(dead.is_empty(), "{dead:?}");
+    harness.stop().await;
+}

@@ -49,7 +49,21 @@ async fn the_project_template_resolves_against_the_deployed_stateful_stack() {
     );
     let relay = functions.iter().find(|f| f.name == "outbox-relay").unwrap();
     assert_eq!(relay.streams.len(), 1);
+    let stream = &relay.streams[0];
+    assert_eq!((stream.max_retry_attempts, stream.max_record_age), (None, None), "the relay never gives up");
+    assert!(stream.bisect_on_error);
+
+    // Notifications: the async invocations' failures go to the retry queue, which the function consumes too.
+    let export = |name: &str| resolver.exports()[&format!("orderflow-dev-{name}")].clone();
     let notifications = functions.iter().find(|f| f.name == "notifications").unwrap();
     assert!(!notifications.rules.is_empty());
-    assert!(notifications.async_config.as_ref().is_some_and(|c| c.on_failure_destination_arn.is_some()));
+    let retry_queue = export("NotificationsRetryQueueArn");
+    let destination = notifications.async_config.as_ref().and_then(|c| c.on_failure_destination_arn.clone());
+    assert_eq!(destination.as_ref(), Some(&retry_queue));
+    assert!(
+        notifications.sqs.iter().any(|s| s.queue_arn == retry_queue && s.report_batch_item_failures),
+        "{:?}",
+        notifications.sqs
+    );
+    assert_eq!(notifications.environment["DLQ_URL"], export("NotificationsDlqUrl"));
 }

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::{
-    IDEMPOTENCY_SK, IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, ORDER_SK, OrderStore, Placement, StoreError,
-    idempotency_pk, order_pk,
+    DEADLINE_INDEX, DEADLINE_SHARDS, IDEMPOTENCY_SK, IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, ORDER_SK, OrderStore,
+    Placement, StoreError, deadline_shard, deadline_shards, idempotency_pk, indexed_deadline, order_pk,
 };
 
 /// Attribute names of the order item.
@@ -30,7 +30,12 @@ mod attr {
     pub const CREATED_AT: &str = "created_at";
     pub const REQUEST_HASH: &str = "request_hash";
     pub const EXPIRES_AT: &str = "expires_at";
+    pub const DEADLINE_AT: &str = "deadline_at";
+    pub const DEADLINE_SHARD: &str = "deadline_shard";
 }
+
+/// The most items one page of a deadline index query asks for.
+const OVERDUE_PAGE: i32 = 100;
 
 /// How often `place` tries again when DynamoDB cancels its transaction because another transaction held one of
 /// its items (`TransactionConflict`: two requests with the same idempotency key at once).
@@ -66,14 +71,21 @@ impl DynamoOrders {
         if let Some(total) = order.total {
             put = put.item(attr::TOTAL, s(total.to_string()));
         }
+        if let Some(deadline_at) = indexed_deadline(order) {
+            put = put
+                .item(attr::DEADLINE_AT, n(deadline_at))
+                .item(attr::DEADLINE_SHARD, s(deadline_shard(&order.order_id)));
+        }
         let put = put.build().expect("table, item and key are set");
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// Replaces the order's attributes (keeping `created_at`) if it is still at `expected_version`.
+    /// Replaces the order's attributes (keeping `created_at`) if it is still at `expected_version`. The deadline
+    /// index keys go with the order's deadline: removed once it is final, so the sparse index holds open orders only.
     fn order_update(&self, order: &Order, expected_version: u64) -> Result<TransactWriteItem, StoreError> {
         let json = serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut expression = "SET #order = :order, #status = :status, #version = :version".to_owned();
+        let mut set = vec!["#order = :order", "#status = :status", "#version = :version"];
+        let mut remove = Vec::new();
         let mut update = Update::builder()
             .table_name(&self.orders_table)
             .set_key(Some(key(order_pk(&order.order_id), ORDER_SK)))
@@ -82,19 +94,68 @@ impl DynamoOrders {
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_names("#version", attr::VERSION)
             .expression_attribute_names("#total", attr::TOTAL)
+            .expression_attribute_names("#deadline_at", attr::DEADLINE_AT)
+            .expression_attribute_names("#deadline_shard", attr::DEADLINE_SHARD)
             .expression_attribute_values(":order", s(json))
             .expression_attribute_values(":status", s(order.status.as_str()))
             .expression_attribute_values(":version", n(order.version))
             .expression_attribute_values(":expected", n(expected_version));
         match order.total {
             Some(total) => {
-                expression.push_str(", #total = :total");
+                set.push("#total = :total");
                 update = update.expression_attribute_values(":total", s(total.to_string()));
             }
-            None => expression.push_str(" REMOVE #total"),
+            None => remove.push("#total"),
+        }
+        match indexed_deadline(order) {
+            Some(deadline_at) => {
+                set.extend(["#deadline_at = :deadline_at", "#deadline_shard = :deadline_shard"]);
+                update = update
+                    .expression_attribute_values(":deadline_at", n(deadline_at))
+                    .expression_attribute_values(":deadline_shard", s(deadline_shard(&order.order_id)));
+            }
+            None => remove.extend(["#deadline_at", "#deadline_shard"]),
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
         let update = update.update_expression(expression).build().expect("table, key and expression are set");
         Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Ids of at most `limit` orders of one deadline shard due at or before `now` (epoch seconds), oldest first.
+    async fn overdue_in_shard(&self, shard: &str, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut order_ids = Vec::new();
+        let mut start_key = None;
+        while order_ids.len() < limit {
+            let page = i32::try_from(limit - order_ids.len()).unwrap_or(OVERDUE_PAGE).min(OVERDUE_PAGE);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.orders_table)
+                .index_name(DEADLINE_INDEX)
+                .key_condition_expression("#shard = :shard AND #deadline_at <= :now")
+                .expression_attribute_names("#shard", attr::DEADLINE_SHARD)
+                .expression_attribute_names("#deadline_at", attr::DEADLINE_AT)
+                .expression_attribute_values(":shard", s(shard))
+                .expression_attribute_values(":now", n(now))
+                .limit(page)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+            for item in output.items() {
+                let order_id = get_s(item, attr::ORDER_ID).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                order_ids.push(order_id.to_owned());
+            }
+            start_key = output.last_evaluated_key;
+            if start_key.is_none() {
+                break;
+            }
+        }
+        order_ids.truncate(limit);
+        Ok(order_ids)
     }
 
     /// Claims an idempotency key unless a live claim exists (an expired one may linger until TTL removes it).
@@ -226,6 +287,17 @@ impl OrderStore for DynamoOrders {
             None => Err(StoreError::Unavailable(describe(&err))),
         }
     }
+
+    /// Each shard gets an equal part of `limit`, so orders that keep failing in one shard do not starve the others.
+    async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        let per_shard = limit.div_ceil(DEADLINE_SHARDS as usize);
+        let mut order_ids = Vec::new();
+        for shard in deadline_shards() {
+            let room = per_shard.min(limit.saturating_sub(order_ids.len()));
+            order_ids.extend(self.overdue_in_shard(&shard, now.unix_timestamp(), room).await?);
+        }
+        Ok(order_ids)
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +317,8 @@ mod tests {
             "o-1".into(),
             "c-1".into(),
             vec![OrderLine { sku: "S".into(), quantity: 1 }],
-            "2026-11-24T10:00:00Z".into(),
+            time::macros::datetime!(2026-11-24 10:00 UTC),
+            &orderflow_domain::order::Deadlines::default(),
         );
         order.version = 3;
         let item =

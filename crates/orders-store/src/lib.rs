@@ -9,18 +9,27 @@
 //!   concurrency), so a duplicate or concurrent saga step fails with [`StoreError::Conflict`] instead of applying
 //!   twice.
 //!
+//! [`saga::apply`] is the saga's step on this store (load, decide, save, and again on a conflict), shared by the
+//! order saga and the deadline sweeper, which finds the orders to check with [`OrderStore::overdue`].
+//!
 //! Items (see docs/architecture.md): `ORDER#<id>` / `ORDER` holds the order as JSON in `order`, with `status`
 //! (S), `version` (N), `order_id`, `customer_id`, `total` (S, once priced) and `created_at` as their own
-//! attributes; `IDEMPOTENCY#<key>` / `IDEMPOTENCY` holds `order_id`, `request_hash` and `expires_at` (TTL, 24 h).
+//! attributes, and, while the order is not final, `deadline_at` (N, epoch seconds) and `deadline_shard` (S,
+//! [`deadline_shard`]): the keys of the sparse index [`DEADLINE_INDEX`]. `IDEMPOTENCY#<key>` / `IDEMPOTENCY`
+//! holds `order_id`, `request_hash` and `expires_at` (TTL, 24 h).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
 
-use orderflow_domain::order::Order;
+use orderflow_aws::ConfigError;
+use orderflow_aws::config::env_or;
+use orderflow_domain::order::{Deadlines, Order};
 use orderflow_toolkit::OutboxRecord;
+use time::OffsetDateTime;
 
 pub mod dynamo;
 pub mod memory;
+pub mod saga;
 
 pub use dynamo::DynamoOrders;
 pub use memory::InMemoryOrders;
@@ -85,6 +94,56 @@ pub trait OrderStore: Send + Sync {
         expected_version: Option<u64>,
         event: &OutboxRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Ids of at most `limit` non-final orders whose deadline is at or before `now`, oldest deadlines first
+    /// within each shard. Read from an eventually consistent index: load each order before acting on it.
+    fn overdue(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// The index of non-final orders by deadline (partition `deadline_shard`, sort `deadline_at`).
+pub const DEADLINE_INDEX: &str = "ByDeadline";
+/// How many partitions the deadline index spreads the open orders over, so no one partition takes every write.
+pub const DEADLINE_SHARDS: u32 = 4;
+
+/// The deadline index partition of an order: `OPEN#<0..DEADLINE_SHARDS>`, from a hash of its id (FNV-1a: stable
+/// across builds, unlike the standard library's hasher).
+pub fn deadline_shard(order_id: &str) -> String {
+    shard_key(fnv1a(order_id) % DEADLINE_SHARDS)
+}
+
+/// Every partition of the deadline index.
+pub fn deadline_shards() -> impl Iterator<Item = String> {
+    (0..DEADLINE_SHARDS).map(shard_key)
+}
+
+fn shard_key(index: u32) -> String {
+    format!("OPEN#{index}")
+}
+
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
+}
+
+/// The deadline the index holds for `order` (epoch seconds): only a non-final order has one.
+pub fn indexed_deadline(order: &Order) -> Option<i64> {
+    order.deadline_at.filter(|_| !order.status.is_final()).map(OffsetDateTime::unix_timestamp)
+}
+
+/// The environment variable of the order deadline, in seconds (every function that sets or enforces one).
+pub const ORDER_DEADLINE_SECONDS: &str = "ORDER_DEADLINE_SECONDS";
+
+/// The order deadline from [`ORDER_DEADLINE_SECONDS`] (an hour when unset).
+pub fn deadlines_from_env() -> Result<Deadlines, ConfigError> {
+    let seconds = env_or(ORDER_DEADLINE_SECONDS, Deadlines::DEFAULT_SECONDS)?;
+    Deadlines::from_seconds(seconds).map_err(|e| ConfigError::Invalid {
+        name: ORDER_DEADLINE_SECONDS,
+        value: seconds.to_string(),
+        reason: e.message,
+    })
 }
 
 /// The partition key of an order item.
@@ -100,3 +159,31 @@ pub fn idempotency_pk(key: &str) -> String {
 /// The sort keys of the Orders table's items.
 pub const ORDER_SK: &str = "ORDER";
 pub const IDEMPOTENCY_SK: &str = "IDEMPOTENCY";
+
+#[cfg(test)]
+mod tests {
+    use orderflow_domain::events::OrderLine;
+    use orderflow_domain::order::OrderStatus;
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn orders_spread_over_every_deadline_shard_and_an_order_stays_in_its_own() {
+        let shards: std::collections::BTreeSet<String> =
+            (0..64).map(|i| deadline_shard(&uuid::Uuid::from_u128(i).to_string())).collect();
+        assert_eq!(shards.into_iter().collect::<Vec<_>>(), deadline_shards().collect::<Vec<_>>());
+        assert_eq!(deadline_shards().collect::<Vec<_>>(), ["OPEN#0", "OPEN#1", "OPEN#2", "OPEN#3"]);
+        assert_eq!(deadline_shard("o-1"), deadline_shard("o-1"));
+    }
+
+    #[test]
+    fn only_a_non_final_order_is_indexed_by_its_deadline() {
+        let deadlines = Deadlines::from_seconds(60).unwrap();
+        let lines = vec![OrderLine { sku: "S".into(), quantity: 1 }];
+        let mut order = Order::placed("o-1".into(), "c-1".into(), lines, datetime!(2026-11-24 10:00 UTC), &deadlines);
+        assert_eq!(indexed_deadline(&order), Some(datetime!(2026-11-24 10:01 UTC).unix_timestamp()));
+        order.status = OrderStatus::Cancelled;
+        assert_eq!(indexed_deadline(&order), None, "even if a final order kept its deadline");
+    }
+}

@@ -7,7 +7,7 @@ use orderflow_domain::order::Order;
 use orderflow_toolkit::OutboxRecord;
 use time::OffsetDateTime;
 
-use crate::{IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, OrderStore, Placement, StoreError};
+use crate::{IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, OrderStore, Placement, StoreError, indexed_deadline};
 
 #[derive(Debug, Clone)]
 struct Claim {
@@ -132,19 +132,42 @@ impl OrderStore for InMemoryOrders {
         state.writes += 1;
         Ok(())
     }
+
+    async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut state = self.state();
+        state.injected_failure()?;
+        let now = now.unix_timestamp();
+        let mut due: Vec<(i64, &String)> = state
+            .orders
+            .values()
+            .filter_map(|order| indexed_deadline(order).filter(|&at| at <= now).map(|at| (at, &order.order_id)))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, order_id)| order_id.clone()).collect())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use orderflow_domain::events::{OrderLine, OrderPlaced};
+    use orderflow_domain::order::{Deadlines, OrderStatus};
     use orderflow_toolkit::Envelope;
+    use time::Duration;
+    use time::macros::datetime;
+
+    /// When [`order`] places its orders; their deadline is a minute later.
+    const PLACED_AT: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
 
     fn order(id: &str) -> (Order, OutboxRecord) {
+        order_placed_at(id, PLACED_AT)
+    }
+
+    fn order_placed_at(id: &str, at: OffsetDateTime) -> (Order, OutboxRecord) {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
         let placed = OrderPlaced { order_id: id.into(), customer_id: "c-1".into(), lines: lines.clone() };
         let event = OutboxRecord::new(&Envelope::new(id, placed));
-        (Order::placed(id.into(), "c-1".into(), lines, "2026-11-24T10:00:00Z".into()), event)
+        (Order::placed(id.into(), "c-1".into(), lines, at, &Deadlines::from_seconds(60).unwrap()), event)
     }
 
     fn key(key: &str, hash: &str) -> IdempotencyKey {
@@ -185,5 +208,22 @@ mod tests {
         store.save(&order, Some(1), &next_event).await.unwrap();
         assert_eq!(store.get("o-1").await.unwrap().unwrap().version, 2);
         assert_eq!(store.outbox().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn overdue_lists_the_open_orders_past_their_deadline_oldest_first_up_to_the_limit() {
+        let store = InMemoryOrders::default();
+        for (id, placed_seconds_later) in [("o-late", 30), ("o-early", 0), ("o-not-yet", 120)] {
+            let (order, event) = order_placed_at(id, PLACED_AT + Duration::seconds(placed_seconds_later));
+            store.place(&order, &event, None).await.unwrap();
+        }
+        let (mut final_order, event) = order_placed_at("o-final", PLACED_AT);
+        final_order.status = OrderStatus::Rejected;
+        store.place(&final_order, &event, None).await.unwrap();
+        let now = PLACED_AT + Duration::seconds(90);
+
+        assert_eq!(store.overdue(now, 10).await.unwrap(), ["o-early", "o-late"]);
+        assert_eq!(store.overdue(now, 1).await.unwrap(), ["o-early"]);
+        assert_eq!(store.overdue(PLACED_AT + Duration::seconds(60), 10).await.unwrap(), ["o-early"], "due at 60 s");
     }
 }

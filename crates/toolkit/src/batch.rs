@@ -3,7 +3,8 @@
 //! Each record's outcome decides its fate:
 //! - `Ok(())`: acknowledged (Lambda deletes it).
 //! - [`HandlerError::Transient`]: reported in `batchItemFailures`; the queue delivers it again after the visibility
-//!   timeout and moves it to the DLQ after `maxReceiveCount`.
+//!   timeout and moves it to the DLQ after `maxReceiveCount`. A wait it asks for
+//!   ([`HandlerError::transient_after`]) is in [`BatchOutcome::retry_after`], for the consumer's backoff.
 //! - [`HandlerError::Permanent`]: sent to the [`DeadLetterSink`] with its reason and acknowledged, so a poison
 //!   message does not burn retries; if that send fails, it is reported as a failure instead, so nothing is lost.
 //!
@@ -17,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -94,6 +96,29 @@ where
     let effect = applying.await.map_err(Into::into)?;
     tracing::info!(message_id = record.message_id, ?effect, "record applied");
     Ok(())
+}
+
+/// What processing one SQS batch decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The partial batch response: the records to deliver again.
+    pub response: SqsBatchResponse,
+    /// The failed records whose handler asked to wait at least this long before the next delivery
+    /// ([`HandlerError::transient_after`]), by message id.
+    pub retry_after: BTreeMap<String, Duration>,
+}
+
+/// A record to report as failed, and the wait its handler asked for.
+#[derive(Debug)]
+struct FailedRecord {
+    message_id: String,
+    retry_after: Option<Duration>,
+}
+
+impl FailedRecord {
+    fn without_wait(message_id: String) -> Self {
+        Self { message_id, retry_after: None }
+    }
 }
 
 /// A batch Lambda cannot answer with a partial response.
@@ -187,6 +212,39 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
         F: Fn(SqsRecord) -> Fut,
         Fut: Future<Output = Result<(), HandlerError>>,
     {
+        Ok(self.process_with_retry_hints(event, handler).await?.response)
+    }
+
+    /// [`Self::process`], also returning how long each failed record asked to wait before its next delivery.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aws_lambda_events::event::sqs::SqsEvent;
+    /// use orderflow_toolkit::{HandlerError, MemoryDeadLetters, SqsBatchProcessor};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let event: SqsEvent = serde_json::from_str(r#"{"Records": [
+    ///     {"messageId": "a", "body": "circuit open"}, {"messageId": "b", "body": "throttled"}]}"#).unwrap();
+    /// let processor = SqsBatchProcessor::new(MemoryDeadLetters::default());
+    /// let outcome = processor.process_with_retry_hints(event, |record| async move {
+    ///     match record.body.as_str() {
+    ///         "circuit open" => Err(HandlerError::transient_after("circuit open", Duration::from_secs(20))),
+    ///         _ => Err(HandlerError::transient("throttled")),
+    ///     }
+    /// }).await.unwrap();
+    /// assert_eq!(outcome.response.batch_item_failures.len(), 2);
+    /// assert_eq!(outcome.retry_after.into_iter().collect::<Vec<_>>(), [("a".into(), Duration::from_secs(20))]);
+    /// # })
+    /// ```
+    pub async fn process_with_retry_hints<F, Fut>(
+        &self,
+        event: SqsEvent,
+        handler: F,
+    ) -> Result<BatchOutcome, BatchError>
+    where
+        F: Fn(SqsRecord) -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
         if self.fifo {
             return self.process_fifo(event, handler).await;
         }
@@ -197,7 +255,7 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
             .map(|(index, message)| SqsRecord::from_message(message).ok_or(BatchError::MissingMessageId(index)))
             .collect::<Result<Vec<_>, _>>()?;
         let handler = &handler;
-        let failed: Vec<String> = stream::iter(records)
+        let failed: Vec<FailedRecord> = stream::iter(records)
             .map(|record| async move {
                 let outcome = handler(record.clone()).await;
                 self.settle(record, outcome).await
@@ -206,10 +264,10 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
             .filter_map(|failed| async move { failed })
             .collect()
             .await;
-        Ok(batch_response(failed))
+        Ok(batch_outcome(failed))
     }
 
-    async fn process_fifo<F, Fut>(&self, event: SqsEvent, handler: F) -> Result<SqsBatchResponse, BatchError>
+    async fn process_fifo<F, Fut>(&self, event: SqsEvent, handler: F) -> Result<BatchOutcome, BatchError>
     where
         F: Fn(SqsRecord) -> Fut,
         Fut: Future<Output = Result<(), HandlerError>>,
@@ -227,19 +285,21 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
             groups[position].1.push((index, record));
         }
         let handler = &handler;
-        let mut failed: Vec<(usize, String)> = stream::iter(groups)
+        let mut failed: Vec<(usize, FailedRecord)> = stream::iter(groups)
             .map(|(group, records)| async move {
                 let mut failed = Vec::new();
                 let mut records = records.into_iter();
                 for (index, record) in records.by_ref() {
                     let outcome = handler(record.clone()).await;
-                    if let Some(message_id) = self.settle(record, outcome).await {
-                        failed.push((index, message_id));
+                    if let Some(failure) = self.settle(record, outcome).await {
+                        failed.push((index, failure));
                         break;
                     }
                 }
                 let skipped = failed.len();
-                failed.extend(records.map(|(index, record)| (index, record.message_id)));
+                // Not run, they ask for no wait of their own: they wait behind the failed record anyway.
+                let not_run = records.map(|(index, record)| (index, FailedRecord::without_wait(record.message_id)));
+                failed.extend(not_run);
                 if failed.len() > skipped {
                     tracing::warn!(
                         message_group_id = group.as_deref().unwrap_or("-"),
@@ -254,25 +314,26 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
             .collect()
             .await;
         failed.sort_unstable_by_key(|(index, _)| *index);
-        Ok(batch_response(failed.into_iter().map(|(_, message_id)| message_id)))
+        Ok(batch_outcome(failed.into_iter().map(|(_, failure)| failure)))
     }
 
-    /// Returns the message id when the record must be reported as failed.
-    async fn settle(&self, record: SqsRecord, outcome: Result<(), HandlerError>) -> Option<String> {
+    /// Returns the failure to report when the record must be reported as failed.
+    async fn settle(&self, record: SqsRecord, outcome: Result<(), HandlerError>) -> Option<FailedRecord> {
         let error = match outcome {
             Ok(()) => return None,
             Err(error) => error,
         };
         let message_id = record.message_id.clone();
         match error {
-            HandlerError::Transient(reason) => {
+            HandlerError::Transient { reason, retry_after } => {
                 tracing::warn!(
                     message_id,
                     receive_count = record.receive_count,
                     reason,
+                    retry_after_seconds = retry_after.map(|wait| wait.as_secs_f64()),
                     "record failed, will be retried"
                 );
-                Some(message_id)
+                Some(FailedRecord { message_id, retry_after })
             }
             HandlerError::Permanent(reason) => {
                 tracing::error!(message_id, reason, "poison record, sending it to the dead-letter queue");
@@ -291,7 +352,7 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
                             send_error,
                             "dead-letter send failed, reporting the record as failed"
                         );
-                        Some(message_id)
+                        Some(FailedRecord::without_wait(message_id))
                     }
                 }
             }
@@ -302,17 +363,17 @@ impl<S: DeadLetterSink> SqsBatchProcessor<S> {
 /// A FIFO message group's id and its records with their positions in the batch, in order.
 type MessageGroup = (Option<String>, Vec<(usize, SqsRecord)>);
 
-fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
-        .into_iter()
-        .map(|id| {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            failure
-        })
-        .collect();
-    response
+fn batch_outcome(failed: impl IntoIterator<Item = FailedRecord>) -> BatchOutcome {
+    let mut outcome = BatchOutcome::default();
+    for FailedRecord { message_id, retry_after } in failed {
+        if let Some(wait) = retry_after {
+            outcome.retry_after.insert(message_id.clone(), wait);
+        }
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = message_id;
+        outcome.response.batch_item_failures.push(failure);
+    }
+    outcome
 }
 
 #[cfg(test)]
@@ -341,10 +402,13 @@ mod tests {
         serde_json::from_value(json!({ "Records": records })).unwrap()
     }
 
+    const CIRCUIT_RETRY_IN: Duration = Duration::from_secs(30);
+
     async fn classify(record: SqsRecord) -> Result<(), HandlerError> {
         match record.body.as_str() {
             "ok" => Ok(()),
             "later" => Err(HandlerError::transient("throttled")),
+            "open" => Err(HandlerError::transient_after("circuit open", CIRCUIT_RETRY_IN)),
             _ => Err(HandlerError::permanent("not an event")),
         }
     }
@@ -385,6 +449,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(failed_ids(&response), ["m0", "m1", "m2"]);
+    }
+
+    #[tokio::test]
+    async fn the_wait_a_transient_failure_asks_for_reaches_the_outcome_and_only_for_that_record() {
+        let sink = MemoryDeadLetters::default();
+        let outcome = SqsBatchProcessor::new(sink.clone())
+            .with_concurrency(4)
+            .process_with_retry_hints(event(&["open", "later", "garbage", "ok"]), classify)
+            .await
+            .unwrap();
+        assert_eq!(failed_ids(&outcome.response), ["m0", "m1"]);
+        assert_eq!(outcome.retry_after, BTreeMap::from([("m0".to_owned(), CIRCUIT_RETRY_IN)]));
+        assert_eq!(sink.letters().len(), 1, "the poison record went to the dead-letter sink, not to a retry");
+    }
+
+    #[tokio::test]
+    async fn fifo_records_skipped_behind_a_waiting_record_carry_no_wait_of_their_own() {
+        let outcome = SqsBatchProcessor::new(MemoryDeadLetters::default())
+            .fifo()
+            .process_with_retry_hints(
+                fifo_event(&[("a1", "A", "open"), ("a2", "A", "ok"), ("b1", "B", "later")]),
+                classify,
+            )
+            .await
+            .unwrap();
+        assert_eq!(failed_ids(&outcome.response), ["a1", "a2", "b1"]);
+        assert_eq!(outcome.retry_after, BTreeMap::from([("a1".to_owned(), CIRCUIT_RETRY_IN)]));
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@
 //! # });
 //! ```
 
+use std::fmt;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,12 +40,27 @@ pub enum CircuitState {
 }
 
 /// A call refused because the circuit is open (or half-open with its trial call in flight).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("circuit open: calls fail fast for another {retry_in:?}")]
+///
+/// A caller that retries later waits at least `retry_in` (an SQS consumer through
+/// `HandlerError::transient_after`), so that its retry does not come while the circuit is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CircuitOpen {
-    /// How long until the circuit lets a trial call through (zero while a trial call is in flight).
+    /// How long until the circuit lets a trial call through. Zero while a trial call is in flight: nobody knows
+    /// yet when the circuit closes, so a retry waits its usual backoff.
     pub retry_in: Duration,
 }
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.retry_in.is_zero() {
+            f.write_str("circuit half-open: calls fail fast while its trial call is in flight")
+        } else {
+            write!(f, "circuit open: calls fail fast for another {:?}", self.retry_in)
+        }
+    }
+}
+
+impl std::error::Error for CircuitOpen {}
 
 /// Why [`CircuitBreaker::call`] did not return a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,6 +272,18 @@ mod tests {
         trial.success_at(after);
         assert_eq!(breaker.state_at(after), CircuitState::Closed);
         assert!(!breaker.try_acquire_at(after).unwrap().is_trial());
+    }
+
+    #[test]
+    fn a_refusal_says_how_long_the_circuit_stays_open_or_that_a_trial_is_in_flight() {
+        let breaker = CircuitBreaker::new(1, COOL_DOWN);
+        let now = Instant::now();
+        fail(&breaker, now);
+        let open = breaker.try_acquire_at(now).unwrap_err();
+        assert_eq!(open.to_string(), "circuit open: calls fail fast for another 10s");
+        let _trial = breaker.try_acquire_at(now + COOL_DOWN).unwrap();
+        let half_open = breaker.try_acquire_at(now + COOL_DOWN).unwrap_err();
+        assert_eq!(half_open.to_string(), "circuit half-open: calls fail fast while its trial call is in flight");
     }
 
     #[test]

@@ -72,7 +72,7 @@ where
             bus_event_id,
             "event cannot be handled; failing the invocation (it reaches the on-failure destination)"
         ),
-        Err(error @ HandlerError::Transient(reason)) => tracing::warn!(
+        Err(error @ HandlerError::Transient { reason, .. }) => tracing::warn!(
             error_type = error.error_type(),
             reason,
             bus_event_id,

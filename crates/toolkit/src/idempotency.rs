@@ -216,13 +216,13 @@ impl<E: Into<HandlerError>> From<IdempotencyError<E>> for HandlerError {
     fn from(err: IdempotencyError<E>) -> Self {
         let err: IdempotencyError<Infallible> = match err {
             IdempotencyError::Handler(err) => return err.into(),
-            IdempotencyError::Store(HandlerError::Transient(reason)) => {
-                return HandlerError::Transient(format!("idempotency store: {reason}"));
+            IdempotencyError::Store(HandlerError::Transient { reason, retry_after }) => {
+                return HandlerError::Transient { reason: format!("idempotency store: {reason}"), retry_after };
             }
             IdempotencyError::Store(HandlerError::Permanent(reason)) => {
                 return HandlerError::Permanent(format!("idempotency store: {reason}"));
             }
-            IdempotencyError::InProgress { key } => return HandlerError::Transient(in_progress(&key)),
+            IdempotencyError::InProgress { key } => return HandlerError::transient(in_progress(&key)),
             IdempotencyError::PayloadMismatch { key } => IdempotencyError::PayloadMismatch { key },
             IdempotencyError::Serialization { key, reason } => IdempotencyError::Serialization { key, reason },
         };
@@ -580,7 +580,7 @@ mod tests {
             .await
             .unwrap();
         let err = repeat.into_inner().unwrap().unwrap().unwrap_err();
-        assert!(matches!(err, HandlerError::Transient(_)), "{err:?}");
+        assert!(matches!(err, HandlerError::Transient { .. }), "{err:?}");
         assert!(err.reason().contains("\"k\" is being processed by another invocation"), "{err}");
     }
 
@@ -675,7 +675,9 @@ mod tests {
             .run("k", "p", REMAINING, || async { Err::<u32, _>(HandlerError::transient("provider down")) })
             .await
             .unwrap_err();
-        assert!(matches!(&err, IdempotencyError::Handler(HandlerError::Transient(r)) if r == "provider down"));
+        assert!(
+            matches!(&err, IdempotencyError::Handler(HandlerError::Transient { reason, .. }) if reason == "provider down")
+        );
         assert_eq!(HandlerError::from(err), HandlerError::transient("provider down"), "f's class is kept");
         assert_eq!(store.record("k"), None);
         assert_eq!(store.write_requests(), 2, "INPROGRESS put + delete");
@@ -699,7 +701,7 @@ mod tests {
         store.fail_next_writes(1);
         let runs = AtomicU32::new(0);
         let err = idempotency.run("k", "p", REMAINING, || counting(&runs)).await.unwrap_err();
-        assert!(matches!(err, IdempotencyError::Store(HandlerError::Transient(_))), "{err:?}");
+        assert!(matches!(err, IdempotencyError::Store(HandlerError::Transient { .. })), "{err:?}");
         assert_eq!(HandlerError::from(err).class(), "Transient");
         assert_eq!(runs.load(Ordering::SeqCst), 0);
         assert_eq!(store.record("k"), None);

@@ -16,7 +16,6 @@
 //! - [`publish`]: publishing to a bus in order per partition, at most 10 entries and 256 KB per call, failed
 //!   entries retried with backoff.
 //! - [`logging`]: structured JSON logs for Lambda.
-//! - [`faults`]: fault injection for chaos tests (crash after write, throttling), off unless configured.
 //!
 //! AWS adapters (DynamoDB, EventBridge, SQS) live in the `orderflow-aws` crate so this one stays free of the SDK.
 //!
@@ -89,7 +88,6 @@ pub mod dead_letter;
 pub mod envelope;
 pub mod error;
 pub mod eventbridge;
-pub mod faults;
 pub mod idempotency;
 pub mod logging;
 pub mod outbox;

@@ -114,7 +114,7 @@ impl<S: DeadLetterSink> DynamoDbStreamProcessor<S> {
     async fn settle(&self, sequence_number: &str, record: EventRecord, outcome: Result<(), HandlerError>) -> bool {
         match outcome {
             Ok(()) => false,
-            Err(HandlerError::Transient(reason)) => {
+            Err(HandlerError::Transient { reason, .. }) => {
                 tracing::warn!(sequence_number, reason, "stream record failed, will be retried");
                 true
             }

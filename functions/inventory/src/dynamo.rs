@@ -4,9 +4,11 @@
 //! - `SKU#<sku>` / `STOCK`: sku (S), available, reserved, shipped (N), price (S, decimal string); written by the
 //!   orders API on `PUT /inventory/{sku}`.
 //! - `RESERVATION#<order>` / `RESERVATION`: order_id, status (RESERVED, REJECTED, RELEASED, SHIPPED), lines (JSON),
-//!   reason (REJECTED only), updated_at.
+//!   reason (REJECTED, and the line-less RELEASED tombstone of an order cancelled before it was reserved),
+//!   updated_at.
 //!
-//! Each write method is ONE `TransactWriteItems` request; each read is ONE consistent `BatchGetItem` or `GetItem`.
+//! Each write method is ONE request (a `TransactWriteItems`; the tombstone, one item without an event, a conditional
+//! `PutItem`); each read is ONE consistent `BatchGetItem` or `GetItem`.
 
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ use crate::store::{InventoryStore, Outcome, Reservation, ReservationStatus, Snap
 
 /// How often keys that `BatchGetItem` left unprocessed (throttling) are asked for again before giving up.
 const BATCH_GET_ROUNDS: u32 = 5;
+
+/// The reason a tombstone reservation records.
+const TOMBSTONE_REASON: &str = "order cancelled before its stock was reserved";
 
 const STOCK_SK: &str = "STOCK";
 const RESERVATION_SK: &str = "RESERVATION";
@@ -79,6 +84,18 @@ fn status_from_item(item: &Item) -> Result<ReservationStatus, StoreError> {
     get_s(item, "status").map_err(invalid)?.parse().map_err(invalid)
 }
 
+fn reservation_item(order_id: &str, status: ReservationStatus, lines: String, reason: Option<&str>) -> Item {
+    let mut item = key(reservation_pk(order_id), RESERVATION_SK);
+    item.insert("order_id".into(), s(order_id));
+    item.insert("status".into(), s(status.as_str()));
+    item.insert("lines".into(), s(lines));
+    item.insert("updated_at".into(), s(now()));
+    if let Some(reason) = reason {
+        item.insert("reason".into(), s(reason));
+    }
+    item
+}
+
 /// What each item of a transaction is, to read its cancellation code.
 enum Role {
     Reservation,
@@ -106,15 +123,7 @@ impl DynamoInventory {
         lines: String,
         reason: Option<&str>,
     ) -> TransactWriteItem {
-        let mut item = key(reservation_pk(order_id), RESERVATION_SK);
-        item.insert("order_id".into(), s(order_id));
-        item.insert("status".into(), s(status.as_str()));
-        item.insert("lines".into(), s(lines));
-        item.insert("updated_at".into(), s(now()));
-        if let Some(reason) = reason {
-            item.insert("reason".into(), s(reason));
-        }
-        put_if_absent(&self.table, item)
+        put_if_absent(&self.table, reservation_item(order_id, status, lines, reason))
     }
 
     /// `RESERVED -> to`, conditional on the reservation still being `RESERVED`.
@@ -307,6 +316,26 @@ impl InventoryStore for DynamoInventory {
         items.push(outbox_put(&self.outbox_table, outbox));
         roles.push(Role::Outbox);
         self.transact(items, &roles, false).await
+    }
+
+    /// A plain conditional put: one item, no event, so no transaction (half the write units).
+    async fn tombstone(&self, order_id: &str) -> Result<Outcome, StoreError> {
+        let item = reservation_item(order_id, ReservationStatus::Released, "[]".to_owned(), Some(TOMBSTONE_REASON));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Outcome::Committed),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(Outcome::ReservationConflict)
+            }
+            Err(err) => Err(RequestError::from(err).into()),
+        }
     }
 
     async fn ship(&self, order_id: &str, lines: &[OrderLine]) -> Result<Outcome, StoreError> {

@@ -1,5 +1,5 @@
 //! The inventory function: reserves an order's stock all or none, releases it when the saga compensates a
-//! declined payment, and moves it to shipped when the order ships.
+//! declined payment or the order is cancelled, and moves it to shipped when the order ships.
 //!
 //! - `OrderPlaced` (v1, and v0, the legacy `OrderCreated`): decide on a consistent read of the stock, then ONE
 //!   transaction: the stock updates (each conditional on `available >= q`), the reservation (conditional on none
@@ -7,11 +7,17 @@
 //!   A reservation that loses a race for the same units is read and decided again.
 //! - `InventoryReleaseRequested`: `RESERVED -> RELEASED`, units back to available, `InventoryReleased`.
 //! - `OrderShipped`: `RESERVED -> SHIPPED`, units from reserved to shipped; no event.
+//! - `OrderCancelled` (the compensation trigger, e.g. a deadline that passed): a `RESERVED` reservation is released
+//!   as for `InventoryReleaseRequested`, emitting `InventoryReleased` (the saga ignores it: the order is final;
+//!   it records in the order's events that its stock went back). No reservation yet: a line-less `RELEASED`
+//!   tombstone, so an `OrderPlaced` that comes later (a redrive, a slow retry) reserves nothing. Both writes are
+//!   conditional on the reservation item, so against a concurrent `OrderPlaced` the loser reads again and acts
+//!   on what it finds. Already `REJECTED` or `RELEASED`: nothing is held, nothing to do.
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
 use orderflow_domain::events::{
-    self, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderLine, OrderPlaced,
-    OrderShipped,
+    self, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderCancelled,
+    OrderLine, OrderPlaced, OrderShipped,
 };
 use orderflow_domain::inventory::{self, Reservation as Decision};
 use orderflow_toolkit::batch::log_effect;
@@ -34,6 +40,8 @@ pub enum Effect {
     Rejected,
     Released,
     Shipped,
+    /// The order was cancelled before its stock was reserved: its tombstone reservation now stops any reservation.
+    Tombstoned,
     /// A redelivery (or a concurrent delivery) of a record whose effect is already there: nothing changed.
     Duplicate,
 }
@@ -45,7 +53,7 @@ pub enum InventoryError {
     Event(#[from] EnvelopeError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("order {order_id}: concurrent reservations changed its stock {attempts} times in a row")]
+    #[error("order {order_id}: concurrent writes changed its reservation or stock {attempts} times in a row")]
     Contended { order_id: String, attempts: u32 },
     #[error("order {0} has no reservation")]
     NoReservation(String),
@@ -109,6 +117,7 @@ impl<S: InventoryStore> Inventory<S> {
             OrderPlaced::TYPE => self.place(raw.decode()?).await,
             InventoryReleaseRequested::TYPE => self.release(raw.decode()?).await,
             OrderShipped::TYPE => self.ship(raw.decode()?).await,
+            OrderCancelled::TYPE => self.cancel(raw.decode()?).await,
             other => Err(EnvelopeError::NotHandled(other.to_owned()).into()),
         }
     }
@@ -193,6 +202,38 @@ impl<S: InventoryStore> Inventory<S> {
         settle(order_id, outcome, Effect::Shipped)
     }
 
+    /// Releases what a cancelled order holds, or makes sure it never holds anything (see the module docs).
+    async fn cancel(&self, cancelled: Envelope<OrderCancelled>) -> Result<Effect, InventoryError> {
+        let order_id = &cancelled.data.order_id;
+        for attempt in 1..=MAX_DECISION_ATTEMPTS {
+            let outcome = match self.store.reservation(order_id).await? {
+                None => match self.store.tombstone(order_id).await? {
+                    Outcome::Committed => return Ok(Effect::Tombstoned),
+                    other => other,
+                },
+                Some(reservation) if reservation.status == ReservationStatus::Reserved => {
+                    let record = OutboxRecord::caused_by(&cancelled, InventoryReleased { order_id: order_id.clone() });
+                    match self.store.release(order_id, &reservation.lines, &record).await? {
+                        Outcome::Committed => return Ok(Effect::Released),
+                        Outcome::StockConflict(skus) => {
+                            return Err(InventoryError::Inconsistent { order_id: order_id.clone(), skus });
+                        }
+                        conflict @ Outcome::ReservationConflict => conflict,
+                    }
+                }
+                Some(reservation) => {
+                    if reservation.status == ReservationStatus::Shipped {
+                        // The saga never cancels a shipped order: keep the shipment, say so.
+                        tracing::error!(order_id, "OrderCancelled for an order whose stock has shipped: nothing done");
+                    }
+                    return Ok(Effect::Duplicate);
+                }
+            };
+            tracing::info!(order_id, attempt, ?outcome, "the reservation changed since the read, reading again");
+        }
+        Err(InventoryError::Contended { order_id: order_id.clone(), attempts: MAX_DECISION_ATTEMPTS })
+    }
+
     /// The order's reservation if it is `RESERVED`; `None` if it is already `done` (a duplicate).
     async fn reserved(
         &self,
@@ -240,6 +281,7 @@ mod tests {
     const RELEASE_REQUESTED: &str = include_str!("../../../events/inventory/release-requested.json");
     const ORDER_SHIPPED: &str = include_str!("../../../events/inventory/order-shipped.json");
     const MALFORMED: &str = include_str!("../../../events/inventory/malformed.json");
+    const ORDER_CANCELLED: &str = include_str!("../../../events/inventory/order-cancelled.json");
 
     /// The order of the order-placed, release-requested and order-shipped samples.
     const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
@@ -571,6 +613,9 @@ mod tests {
         async fn release(&self, o: &str, l: &[OrderLine], r: &OutboxRecord) -> Result<Outcome, StoreError> {
             self.inner.release(o, l, r).await
         }
+        async fn tombstone(&self, o: &str) -> Result<Outcome, StoreError> {
+            self.inner.tombstone(o).await
+        }
         async fn ship(&self, o: &str, l: &[OrderLine]) -> Result<Outcome, StoreError> {
             self.inner.ship(o, l).await
         }
@@ -628,5 +673,150 @@ mod tests {
         let types: Vec<String> = store.outbox().into_iter().map(|r| r.detail_type).collect();
         assert_eq!(types.iter().filter(|t| *t == "InventoryReserved").count(), 10);
         assert_eq!(types.iter().filter(|t| *t == "InventoryRejected").count(), 50);
+    }
+
+    // ------------------------------------------------------------------ OrderCancelled: the compensation
+
+    #[tokio::test]
+    async fn order_cancelled_releases_the_reservation_and_emits_inventory_released_once() {
+        let world = World::stocked();
+        world.process(sqs_event(ORDER_PLACED)).await;
+
+        let failed = world.process(sqs_event(ORDER_CANCELLED)).await;
+
+        assert!(failed.is_empty());
+        assert_eq!((world.available("SKU-1"), world.available("SKU-2")), ((10, 0, 0), (3, 0, 0)));
+        assert_eq!(world.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Released);
+        let released = world.outbox()[1].decode::<InventoryReleased>().unwrap();
+        assert_eq!(released.data.order_id, ORDER);
+        assert_eq!(released.causation_id.unwrap().to_string(), "0b7f9c4e-7d4a-4f7e-9a3c-2d1e5f6a7b05");
+
+        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty(), "a redelivery is acknowledged");
+        assert_eq!(world.available("SKU-1"), (10, 0, 0), "and changes nothing");
+        assert_eq!(world.store.outbox().len(), 2, "and emits nothing");
+    }
+
+    #[tokio::test]
+    async fn order_cancelled_before_any_reservation_leaves_a_tombstone_so_a_later_order_placed_reserves_nothing() {
+        let world = World::stocked();
+
+        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+        let tombstone = world.store.stored_reservation(ORDER).unwrap();
+        assert_eq!((tombstone.status, tombstone.lines.len()), (ReservationStatus::Released, 0));
+        assert!(world.store.outbox().is_empty(), "nothing was released: no event");
+
+        assert!(world.process(sqs_event(ORDER_PLACED)).await.is_empty(), "a late OrderPlaced is acknowledged");
+        assert_eq!((world.available("SKU-1"), world.available("SKU-2")), ((10, 0, 0), (3, 0, 0)));
+        assert!(world.store.outbox().is_empty(), "and neither reserves nor rejects");
+        assert!(world.dead_letters.letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn order_cancelled_after_a_release_a_rejection_or_a_shipment_changes_nothing() {
+        let released = World::stocked();
+        released.process(sqs_event(ORDER_PLACED)).await;
+        released.process(sqs_event(RELEASE_REQUESTED)).await;
+        let rejected = World::stocked();
+        rejected.store.put_stock("SKU-2", 0, "0.99");
+        rejected.process(sqs_event(ORDER_PLACED)).await;
+        let shipped = World::stocked();
+        shipped.process(sqs_event(ORDER_PLACED)).await;
+        shipped.process(sqs_event(ORDER_SHIPPED)).await;
+
+        for world in [&released, &rejected, &shipped] {
+            let (stock, events) = (world.available("SKU-1"), world.store.outbox().len());
+            assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+            assert_eq!((world.available("SKU-1"), world.store.outbox().len()), (stock, events));
+            assert!(world.dead_letters.letters().is_empty());
+        }
+        assert_eq!(shipped.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Shipped);
+    }
+
+    /// A store where `rival` (an SQS body) is applied by another delivery right before the first write of `kind`.
+    struct RivalBefore {
+        inner: MemoryInventory,
+        kind: &'static str,
+        rival: tokio::sync::Mutex<Option<String>>,
+    }
+
+    impl RivalBefore {
+        async fn rival_goes_first(&self, kind: &str) {
+            if kind != self.kind {
+                return;
+            }
+            if let Some(body) = self.rival.lock().await.take() {
+                Inventory::new(self.inner.clone()).apply(&body).await.expect("the rival applies");
+            }
+        }
+    }
+
+    impl InventoryStore for RivalBefore {
+        async fn snapshot(&self, order_id: &str, skus: &[String]) -> Result<Snapshot, StoreError> {
+            self.inner.snapshot(order_id, skus).await
+        }
+        async fn reservation(&self, order_id: &str) -> Result<Option<Reservation>, StoreError> {
+            self.inner.reservation(order_id).await
+        }
+        async fn reserve(&self, o: &str, l: &[PricedLine], r: &OutboxRecord) -> Result<Outcome, StoreError> {
+            self.rival_goes_first("reserve").await;
+            self.inner.reserve(o, l, r).await
+        }
+        async fn reject(&self, o: &str, l: &[OrderLine], why: &str, r: &OutboxRecord) -> Result<Outcome, StoreError> {
+            self.inner.reject(o, l, why, r).await
+        }
+        async fn release(&self, o: &str, l: &[OrderLine], r: &OutboxRecord) -> Result<Outcome, StoreError> {
+            self.inner.release(o, l, r).await
+        }
+        async fn tombstone(&self, o: &str) -> Result<Outcome, StoreError> {
+            self.rival_goes_first("tombstone").await;
+            self.inner.tombstone(o).await
+        }
+        async fn ship(&self, o: &str, l: &[OrderLine]) -> Result<Outcome, StoreError> {
+            self.inner.ship(o, l).await
+        }
+    }
+
+    fn stocked_store() -> MemoryInventory {
+        let store = MemoryInventory::default();
+        store.put_stock("SKU-1", 10, "12.50");
+        store.put_stock("SKU-2", 3, "0.99");
+        store
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_that_loses_the_race_to_the_reservation_reads_again_and_releases_it() {
+        let store = stocked_store();
+        let racing = RivalBefore {
+            inner: store.clone(),
+            kind: "tombstone",
+            rival: tokio::sync::Mutex::new(Some(body(ORDER_PLACED))),
+        };
+
+        let effect = Inventory::new(racing).apply(&body(ORDER_CANCELLED)).await.unwrap();
+
+        assert_eq!(effect, Effect::Released);
+        assert_eq!(store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Released);
+        let stock = store.stock("SKU-1").unwrap();
+        assert_eq!((stock.available, stock.reserved), (10, 0));
+        let types: Vec<String> = store.outbox().into_iter().map(|r| r.detail_type).collect();
+        assert_eq!(types, ["InventoryReserved", "InventoryReleased"]);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_that_loses_the_race_to_the_cancellation_reserves_nothing() {
+        let store = stocked_store();
+        let racing = RivalBefore {
+            inner: store.clone(),
+            kind: "reserve",
+            rival: tokio::sync::Mutex::new(Some(body(ORDER_CANCELLED))),
+        };
+
+        let effect = Inventory::new(racing).apply(&body(ORDER_PLACED)).await.unwrap();
+
+        assert_eq!(effect, Effect::Duplicate);
+        assert_eq!(store.stored_reservation(ORDER).unwrap().lines, Vec::<OrderLine>::new(), "the tombstone stays");
+        let stock = store.stock("SKU-1").unwrap();
+        assert_eq!((stock.available, stock.reserved), (10, 0));
+        assert!(store.outbox().is_empty());
     }
 }

@@ -193,6 +193,17 @@ impl InventoryStore for MemoryInventory {
         Ok(Outcome::Committed)
     }
 
+    async fn tombstone(&self, order_id: &str) -> Result<Outcome, StoreError> {
+        let mut state = self.lock();
+        state.begin_write()?;
+        if state.reservations.contains_key(order_id) {
+            return Ok(Outcome::ReservationConflict);
+        }
+        let tombstone = Reservation { status: ReservationStatus::Released, lines: Vec::new() };
+        state.reservations.insert(order_id.to_owned(), tombstone);
+        Ok(Outcome::Committed)
+    }
+
     async fn ship(&self, order_id: &str, lines: &[OrderLine]) -> Result<Outcome, StoreError> {
         let mut state = self.lock();
         state.begin_write()?;

@@ -1,9 +1,11 @@
 //! The inventory's storage port (the in-memory adapter is in `memory.rs`, the DynamoDB one in `dynamo.rs`).
 //!
-//! Every write method is ONE conditional transaction (one DynamoDB `TransactWriteItems` request in the DynamoDB
-//! adapter) holding the business change and, when the change emits an event, its outbox record. The conditions
-//! carry the idempotency: a reservation is written only if none exists for the order, a release or shipment
-//! only moves a reservation that is still `RESERVED`.
+//! Every write method is ONE conditional request (a DynamoDB `TransactWriteItems` in the DynamoDB adapter, or a
+//! plain put for the one-item tombstone) holding the business change and, when the change emits an event, its
+//! outbox record. The conditions carry the idempotency: a reservation is written only if none exists for the
+//! order, a release or shipment only moves a reservation that is still `RESERVED`. An order cancelled before its
+//! stock was reserved gets a `RELEASED` reservation without lines (a tombstone), so a later `OrderPlaced` finds
+//! it and reserves nothing.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +23,8 @@ pub enum ReservationStatus {
     Reserved,
     /// Nothing was reserved; the decision is recorded so a redelivery decides nothing again.
     Rejected,
-    /// The units went back to available (compensation of a declined payment).
+    /// The units went back to available (compensation of a declined payment or a cancelled order); or, without
+    /// lines, the order was cancelled before anything was reserved.
     Released,
     /// The units left with the shipment (moved from reserved to shipped).
     Shipped,
@@ -133,6 +136,10 @@ pub trait InventoryStore: Send + Sync {
         lines: &[OrderLine],
         outbox: &OutboxRecord,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// One write: a `RELEASED` reservation without lines if none exists for the order (the tombstone of an order
+    /// cancelled before its stock was reserved). [`Outcome::ReservationConflict`]: the order has a reservation.
+    fn tombstone(&self, order_id: &str) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
     /// One transaction: the reservation `RESERVED -> SHIPPED`; per line `reserved -= q, shipped += q` if
     /// `reserved >= q`.

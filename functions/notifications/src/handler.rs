@@ -1,58 +1,20 @@
 //! The notifications function: an EventBridge rule invokes it (asynchronously) with OrderConfirmed, OrderShipped,
 //! OrderRejected and OrderCancelled; it records the notification the customer would receive.
 //!
-//! Lambda owns retries and the on-failure destination of an asynchronous invoke, so every failure is returned as an
-//! error (the invocation fails, never a panic): a [`NotificationError::Transient`] one may succeed when Lambda
-//! retries, a [`NotificationError::Permanent`] one reaches the NotificationsDlq with its reason after the retries.
-//! Redelivery is harmless: the notification is keyed by the event id and written only if it does not exist.
+//! Every failure is a [`HandlerError`] (never a panic). On the asynchronous invocation it fails the invocation:
+//! Lambda retries it twice, then sends its destination record to NotificationsRetryQueue, which this function also
+//! consumes (`orderflow_aws::retry_queue`): the same event is handled again from there, a transient failure backing
+//! off by visibility until the queue's maxReceiveCount, so an outage of the store longer than Lambda's few minutes
+//! of retries loses nothing; a permanent one goes to NotificationsDlq with its reason. Redelivery is harmless: the
+//! notification is keyed by the event id and written only if it does not exist.
 
 use orderflow_domain::events::{OrderCancelled, OrderConfirmed, OrderRejected, OrderShipped, registry};
-use orderflow_toolkit::{EnvelopeError, Event, RawEnvelope, Registry};
+use orderflow_toolkit::{EnvelopeError, Event, HandlerError, RawEnvelope, Registry};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{Notification, NotificationStore, Recorded, StoreError};
-
-/// Why an invocation failed. The variant becomes Lambda's `errorType` (`NotificationError::Permanent` or
-/// `NotificationError::Transient`), the reason its `errorMessage`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotificationError {
-    /// Retrying cannot succeed: malformed event, unknown type or version, invalid data, a type this function does
-    /// not handle.
-    #[error("{0}")]
-    Permanent(String),
-    /// The store failed; Lambda's retry may succeed.
-    #[error("{0}")]
-    Transient(String),
-}
-
-impl NotificationError {
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            Self::Permanent(_) => "NotificationError::Permanent",
-            Self::Transient(_) => "NotificationError::Transient",
-        }
-    }
-}
-
-impl From<EnvelopeError> for NotificationError {
-    fn from(error: EnvelopeError) -> Self {
-        Self::Permanent(error.to_string())
-    }
-}
-
-impl From<StoreError> for NotificationError {
-    fn from(error: StoreError) -> Self {
-        Self::Transient(error.to_string())
-    }
-}
-
-impl From<NotificationError> for lambda_runtime::Diagnostic {
-    fn from(error: NotificationError) -> Self {
-        Self { error_type: error.error_type().into(), error_message: error.to_string() }
-    }
-}
+use crate::store::{Notification, NotificationStore, Recorded};
 
 /// Records customer notifications in a [`NotificationStore`].
 #[derive(Debug, Clone)]
@@ -66,30 +28,35 @@ impl<S: NotificationStore> Notifier<S> {
         Self { store, registry: registry() }
     }
 
-    /// Handles one EventBridge event (the JSON Lambda receives from the rule).
-    pub async fn handle(&self, event: Value) -> Result<Recorded, NotificationError> {
+    /// Handles one EventBridge event (the JSON Lambda receives from the rule, or the `requestPayload` of a record
+    /// of the retry queue).
+    pub async fn handle(&self, event: Value) -> Result<Recorded, HandlerError> {
         let outcome = self.record(&event).await;
-        match &outcome {
-            Ok(_) => {}
-            Err(error @ NotificationError::Permanent(reason)) => tracing::error!(
-                error_type = error.error_type(),
-                reason,
-                bus_event_id = event.get("id").and_then(serde_json::Value::as_str).unwrap_or("-"),
-                "event cannot be notified; failing the invocation (it reaches the on-failure destination)"
-            ),
-            Err(error @ NotificationError::Transient(reason)) => tracing::warn!(
-                error_type = error.error_type(),
-                reason,
-                bus_event_id = event.get("id").and_then(serde_json::Value::as_str).unwrap_or("-"),
-                "notification not recorded; failing the invocation so that Lambda retries it"
-            ),
+        if let Err(error) = &outcome {
+            let bus_event_id = event.get("id").and_then(Value::as_str).unwrap_or("-");
+            match error {
+                HandlerError::Permanent(_) => tracing::error!(
+                    error_type = error.error_type(),
+                    reason = error.reason(),
+                    bus_event_id,
+                    "event cannot be notified; it goes to NotificationsDlq with the reason"
+                ),
+                _ => tracing::warn!(
+                    error_type = error.error_type(),
+                    reason = error.reason(),
+                    bus_event_id,
+                    "notification not recorded; the event is retried"
+                ),
+            }
         }
         outcome
     }
 
-    async fn record(&self, event: &Value) -> Result<Recorded, NotificationError> {
+    async fn record(&self, event: &Value) -> Result<Recorded, HandlerError> {
         let raw = self.registry.read_bus_event(&event.to_string())?;
-        let created_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("the current time formats as RFC 3339");
+        let created_at = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .map_err(|error| HandlerError::transient(format!("formatting the current time: {error}")))?;
         let notification = notification(&raw, created_at)?;
         let recorded = self.store.record(&notification).await?;
         tracing::info!(
@@ -142,11 +109,16 @@ pub fn notification(raw: &RawEnvelope, created_at: String) -> Result<Notificatio
 mod tests {
     use super::*;
     use crate::memory::MemoryNotifications;
+    use aws_sdk_sqs::config::{BehaviorVersion, Region};
+    use orderflow_aws::SqsRetryBackoff;
+    use orderflow_aws::retry_queue::{Response, handle_invocation};
+    use orderflow_toolkit::{MemoryDeadLetters, SqsBatchProcessor};
     use serde_json::json;
 
     const ORDER_SHIPPED: &str = include_str!("../../../events/notifications/order-shipped.json");
     const ORDER_CANCELLED: &str = include_str!("../../../events/notifications/order-cancelled.json");
     const UNKNOWN_TYPE: &str = include_str!("../../../events/notifications/unknown-type.json");
+    const RETRY_RECORD: &str = include_str!("../../../events/notifications/retry-record.json");
 
     fn sample(json: &str) -> Value {
         serde_json::from_str(json).expect("sample event is JSON")
@@ -240,9 +212,9 @@ mod tests {
 
         let error = Notifier::new(store.clone()).handle(sample(UNKNOWN_TYPE)).await.unwrap_err();
 
-        assert_eq!(error, NotificationError::Permanent("unknown event type \"OrderTeleported\"".into()));
-        let diagnostic = lambda_runtime::Diagnostic::from(error);
-        assert_eq!(diagnostic.error_type, "NotificationError::Permanent");
+        assert_eq!(error, HandlerError::permanent("unknown event type \"OrderTeleported\""));
+        let diagnostic = orderflow_aws::bus_function::diagnostic(&error);
+        assert_eq!(diagnostic.error_type, "HandlerError::Permanent");
         assert!(store.notifications().is_empty());
     }
 
@@ -256,7 +228,7 @@ mod tests {
 
         let error = Notifier::new(MemoryNotifications::default()).handle(placed).await.unwrap_err();
 
-        assert_eq!(error, NotificationError::Permanent("this consumer does not handle OrderPlaced".into()));
+        assert_eq!(error, HandlerError::permanent("this consumer does not handle OrderPlaced"));
     }
 
     #[tokio::test]
@@ -269,7 +241,7 @@ mod tests {
 
         for event in [missing_field, no_envelope, json!("not an event"), json!({})] {
             let error = notifier.handle(event.clone()).await.unwrap_err();
-            assert!(matches!(error, NotificationError::Permanent(_)), "{event}: {error:?}");
+            assert!(matches!(error, HandlerError::Permanent(_)), "{event}: {error:?}");
         }
     }
 
@@ -280,9 +252,105 @@ mod tests {
         let notifier = Notifier::new(store.clone());
 
         let error = notifier.handle(sample(ORDER_SHIPPED)).await.unwrap_err();
-        assert_eq!(error.error_type(), "NotificationError::Transient");
+        assert_eq!(error.error_type(), "HandlerError::Transient");
         assert!(store.notifications().is_empty());
 
         assert_eq!(notifier.handle(sample(ORDER_SHIPPED)).await, Ok(Recorded::New));
+    }
+
+    /// The retry queue's runtime with in-memory dead letters. Its SQS client is never called: the tests' records
+    /// have no receipt handle, so there is no visibility to change.
+    fn retry_runtime() -> (SqsBatchProcessor<MemoryDeadLetters>, MemoryDeadLetters, SqsRetryBackoff) {
+        let config = aws_sdk_sqs::Config::builder().behavior_version(BehaviorVersion::latest());
+        let sqs = aws_sdk_sqs::Client::from_conf(config.region(Region::new("us-east-1")).build());
+        let letters = MemoryDeadLetters::default();
+        (SqsBatchProcessor::new(letters.clone()), letters, SqsRetryBackoff::new(sqs))
+    }
+
+    /// The sample batch of the retry queue, its destination record's `requestPayload` replaced when given.
+    fn retry_batch(request_payload: Option<Value>) -> Value {
+        let mut batch = sample(RETRY_RECORD);
+        let record = &mut batch["Records"][0];
+        record.as_object_mut().unwrap().remove("receiptHandle");
+        if let Some(event) = request_payload {
+            let mut destination: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+            destination["requestPayload"] = event;
+            record["body"] = json!(destination.to_string());
+        }
+        batch
+    }
+
+    fn failed_ids(response: &Response<Recorded>) -> Vec<String> {
+        let Response::RetryBatch(batch) = response else { panic!("a batch gets a batch response: {response:?}") };
+        batch.batch_item_failures.iter().map(|failure| failure.item_identifier.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_event_and_its_retry_record_are_both_handled_and_notify_once() {
+        let store = MemoryNotifications::default();
+        let notifier = Notifier::new(store.clone());
+        let (processor, letters, backoff) = retry_runtime();
+        let handle = |event| notifier.handle(event);
+
+        let direct = handle_invocation(&processor, &backoff, sample(ORDER_SHIPPED), handle).await.unwrap();
+        let retried = handle_invocation(&processor, &backoff, retry_batch(None), handle).await.unwrap();
+
+        assert_eq!(direct, Response::Event(Recorded::New));
+        assert!(failed_ids(&retried).is_empty());
+        assert_eq!(store.notifications().len(), 1, "the retry record carries the same event: no second notification");
+        assert!(letters.letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retry_record_is_what_a_long_store_outage_leaves_and_it_records_the_notification() {
+        let store = MemoryNotifications::default();
+        let notifier = Notifier::new(store.clone());
+        let (processor, letters, backoff) = retry_runtime();
+        // Lambda's three attempts failed while the store was down; the event waited in the retry queue.
+        store.fail_next(3);
+        for _ in 0..3 {
+            assert!(notifier.handle(sample(ORDER_SHIPPED)).await.is_err());
+        }
+
+        let response =
+            handle_invocation(&processor, &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
+
+        assert!(failed_ids(&response).is_empty());
+        let notification = &store.notifications()[0];
+        assert_eq!(notification.message, "Your order o-1 has shipped (shipment s-9).");
+        assert!(letters.letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_fails_again_is_reported_so_the_queue_delivers_it_later() {
+        let store = MemoryNotifications::default();
+        store.fail_next(1);
+        let notifier = Notifier::new(store.clone());
+        let (processor, letters, backoff) = retry_runtime();
+
+        let response =
+            handle_invocation(&processor, &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
+
+        assert_eq!(failed_ids(&response), ["7d3c2b1a-0001-4e5f-8a9b-0c1d2e3f4a01"]);
+        assert!(store.notifications().is_empty());
+        assert!(letters.letters().is_empty(), "a transient failure is not dead-lettered");
+    }
+
+    #[tokio::test]
+    async fn a_retry_record_that_can_never_succeed_goes_to_the_dead_letter_queue_with_its_reason() {
+        let store = MemoryNotifications::default();
+        let notifier = Notifier::new(store.clone());
+        let (processor, letters, backoff) = retry_runtime();
+        let batch = retry_batch(Some(sample(UNKNOWN_TYPE)));
+        let body = batch["Records"][0]["body"].as_str().unwrap().to_owned();
+
+        let response = handle_invocation(&processor, &backoff, batch, |e| notifier.handle(e)).await.unwrap();
+
+        assert!(failed_ids(&response).is_empty(), "acknowledged: it is in the DLQ");
+        let letter = &letters.letters()[0];
+        assert_eq!(letter.reason, "unknown event type \"OrderTeleported\"");
+        assert_eq!(letter.error_class, "Permanent");
+        assert_eq!(letter.body, body, "the destination record as it came, for redrive");
+        assert!(store.notifications().is_empty());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use orderflow_toolkit::HandlerError;
 use uuid::Uuid;
 
 /// The notification a customer would receive (no real e-mail is sent): item `ORDER#<order>` / `<event id>`.
@@ -40,6 +41,12 @@ pub enum Recorded {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("notification store: {0}")]
 pub struct StoreError(pub String);
+
+impl From<StoreError> for HandlerError {
+    fn from(error: StoreError) -> Self {
+        Self::transient(error)
+    }
+}
 
 /// Records notifications, each at most once (a conditional put on its key).
 pub trait NotificationStore: Send + Sync {

@@ -7,16 +7,16 @@
 //! - Out-of-order delivery: an event that follows a state the order has not reached yet fails transiently, so the
 //!   queue delivers it again later (and moves it to the DLQ after `maxReceiveCount`).
 //! - Malformed, unknown or unhandled events go to the DLQ at once with their reason.
+//! - Every state an order moves into gets its deadline; the order-deadlines sweeper cancels the order when it
+//!   passes, through the same step ([`orderflow_orders_store::saga::apply`]).
 
 use orderflow_domain::events::{
     InventoryRejected, InventoryReleased, InventoryReserved, PaymentAuthorized, PaymentDeclined, ShipmentScheduled,
 };
-use orderflow_domain::order::{Decision, SagaInput, SagaOutput, decide};
+use orderflow_domain::order::{Deadlines, SagaInput};
+use orderflow_orders_store::saga::{self, Applied, ApplyError};
 use orderflow_orders_store::{OrderStore, StoreError};
-use orderflow_toolkit::{EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
-
-/// How many times one input is decided and saved when the order keeps changing under it.
-pub const SAVE_ATTEMPTS: u32 = 5;
+use orderflow_toolkit::{EnvelopeError, Event, HandlerError, Registry, SqsRecord};
 
 /// How many records of one batch are processed at once (records of one order serialise on its version).
 pub const CONCURRENCY: usize = 4;
@@ -28,45 +28,34 @@ pub enum SagaError {
     Envelope(#[from] EnvelopeError),
     #[error("{event_type} has an empty order_id")]
     NoOrderId { event_type: String },
-    /// The input follows a state the order has not reached yet.
-    #[error("not yet applicable: {0}")]
-    NotYet(String),
-    #[error("order {order_id} kept changing during {SAVE_ATTEMPTS} attempts: {last}")]
-    Contended { order_id: String, last: StoreError },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Apply(#[from] ApplyError),
 }
 
 impl From<SagaError> for HandlerError {
     fn from(err: SagaError) -> Self {
         match &err {
-            SagaError::Envelope(_) | SagaError::NoOrderId { .. } | SagaError::Store(StoreError::Corrupt(_)) => {
-                HandlerError::permanent(err)
-            }
-            SagaError::NotYet(_) | SagaError::Contended { .. } | SagaError::Store(_) => HandlerError::transient(err),
+            SagaError::Envelope(_)
+            | SagaError::NoOrderId { .. }
+            | SagaError::Apply(ApplyError::Store(StoreError::Corrupt(_))) => HandlerError::permanent(err),
+            // Not yet applicable (an early event), contended, or the store unavailable: a later delivery may apply.
+            SagaError::Apply(_) => HandlerError::transient(err),
         }
     }
-}
-
-/// What applying an input did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The order moved on and this event went to the outbox with it.
-    Advanced { status: &'static str, emitted: String },
-    /// A duplicate or stale input: nothing written.
-    Ignored(String),
 }
 
 /// The saga over an order store.
 #[derive(Debug, Clone)]
 pub struct Saga<S> {
     store: S,
+    deadlines: Deadlines,
     registry: Registry,
 }
 
 impl<S: OrderStore> Saga<S> {
-    pub fn new(store: S) -> Self {
-        Self { store, registry: orderflow_domain::events::registry() }
+    /// A saga that gives every state it moves an order into a deadline of `deadlines`.
+    pub fn new(store: S, deadlines: Deadlines) -> Self {
+        Self { store, deadlines, registry: orderflow_domain::events::registry() }
     }
 
     /// Reads an SQS body (an EventBridge event) as a saga input, upcasting older versions.
@@ -87,41 +76,16 @@ impl<S: OrderStore> Saga<S> {
         Ok(input)
     }
 
-    /// Applies one input: load, decide, save conditionally; on a version conflict, load and decide again.
-    pub async fn apply(&self, input: &SagaInput) -> Result<Outcome, SagaError> {
-        let order_id = input.order_id();
-        let mut last_conflict = None;
-        for attempt in 1..=SAVE_ATTEMPTS {
-            let current = self.store.get(order_id).await?;
-            let (order, output) = match decide(current.as_ref(), input) {
-                Decision::Advance { order, output } => (order, output),
-                Decision::Ignore(reason) => return Ok(Outcome::Ignored(reason)),
-                Decision::NotYet(reason) => return Err(SagaError::NotYet(reason)),
-            };
-            let record = outbox_record(&output);
-            let expected = current.as_ref().map(|order| order.version);
-            match self.store.save(&order, expected, &record).await {
-                Ok(()) => {
-                    return Ok(Outcome::Advanced { status: order.status.as_str(), emitted: record.detail_type });
-                }
-                Err(StoreError::Conflict(reason)) => {
-                    tracing::info!(order_id, attempt, reason, "order changed while deciding, deciding again");
-                    last_conflict = Some(StoreError::Conflict(reason));
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(SagaError::Contended {
-            order_id: order_id.to_owned(),
-            last: last_conflict.expect("every attempt that did not return conflicted"),
-        })
+    /// Applies one input ([`saga::apply`]: load, decide, save conditionally, and again on a version conflict).
+    pub async fn apply(&self, input: &SagaInput) -> Result<Applied, SagaError> {
+        Ok(saga::apply(&self.store, input, &self.deadlines).await?)
     }
 
     /// Handles one SQS record.
     pub async fn handle_record(&self, record: SqsRecord) -> Result<(), HandlerError> {
         let input = self.decode(&record.body)?;
         match self.apply(&input).await? {
-            Outcome::Advanced { status, emitted } => {
+            Applied::Advanced { status, emitted } => {
                 tracing::info!(
                     message_id = record.message_id,
                     order_id = input.order_id(),
@@ -130,23 +94,11 @@ impl<S: OrderStore> Saga<S> {
                     "advanced"
                 );
             }
-            Outcome::Ignored(reason) => {
+            Applied::Ignored(reason) => {
                 tracing::info!(message_id = record.message_id, order_id = input.order_id(), reason, "ignored");
             }
         }
         Ok(())
-    }
-}
-
-/// The outbox record of the event a step emits.
-pub fn outbox_record(output: &SagaOutput) -> OutboxRecord {
-    match output {
-        SagaOutput::PaymentRequested(e) => OutboxRecord::new(e),
-        SagaOutput::OrderRejected(e) => OutboxRecord::new(e),
-        SagaOutput::OrderConfirmed(e) => OutboxRecord::new(e),
-        SagaOutput::InventoryReleaseRequested(e) => OutboxRecord::new(e),
-        SagaOutput::OrderCancelled(e) => OutboxRecord::new(e),
-        SagaOutput::OrderShipped(e) => OutboxRecord::new(e),
     }
 }
 
@@ -159,8 +111,9 @@ mod tests {
     use orderflow_domain::order::{Order, OrderStatus};
     use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement};
     use orderflow_toolkit::batch::BatchError;
-    use orderflow_toolkit::{Envelope, MemoryDeadLetters, SqsBatchProcessor};
+    use orderflow_toolkit::{Envelope, MemoryDeadLetters, OutboxRecord, SqsBatchProcessor};
     use serde_json::{Value, json};
+    use time::OffsetDateTime;
 
     use super::*;
 
@@ -193,7 +146,7 @@ mod tests {
             let store = InMemoryOrders::default();
             let dead_letters = MemoryDeadLetters::default();
             Self {
-                saga: Saga::new(store.clone()),
+                saga: Saga::new(store.clone(), Deadlines::default()),
                 processor: SqsBatchProcessor::new(dead_letters.clone()).with_concurrency(CONCURRENCY),
                 store,
                 dead_letters,
@@ -207,7 +160,8 @@ mod tests {
                 order_id,
                 OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines: lines.clone() },
             );
-            let order = Order::placed(order_id.into(), "c-1".into(), lines, "2026-11-24T10:00:00Z".into());
+            let order =
+                Order::placed(order_id.into(), "c-1".into(), lines, OffsetDateTime::now_utc(), &Deadlines::default());
             let placement = self.store.place(&order, &OutboxRecord::new(&placed), None::<&IdempotencyKey>).await;
             assert_eq!(placement, Ok(Placement::Placed));
             self
@@ -367,6 +321,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_step_gives_the_order_the_configured_deadline_and_replies_after_a_deadline_cancel_change_nothing() {
+        let mut world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        world.saga = Saga::new(world.store.clone(), Deadlines::from_seconds(5).unwrap());
+        world.deliver(INVENTORY_RESERVED).await;
+        let reserved = world.order(SAMPLE_ORDER).await;
+        assert_eq!(reserved.deadline_at, Some(time::macros::datetime!(2026-11-24 10:00:06 UTC)), "occurred_at + 5 s");
+
+        let check = SagaInput::DeadlinePassed { order_id: SAMPLE_ORDER.into(), now: OffsetDateTime::now_utc() };
+        let cancelled = world.saga.apply(&check).await.unwrap();
+        assert_eq!(cancelled, Applied::Advanced { status: "CANCELLED", emitted: "OrderCancelled".into() });
+        let writes = world.store.writes();
+
+        for late in [PAYMENT_AUTHORIZED, PAYMENT_DECLINED, SHIPMENT_SCHEDULED] {
+            assert!(world.deliver(late).await.is_empty(), "a late reply is acknowledged, not retried");
+        }
+
+        assert_eq!(world.store.writes(), writes, "and writes nothing");
+        assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Cancelled);
+        assert_eq!(world.emitted(), ["PaymentRequested", "OrderCancelled"]);
+        assert_eq!(outbox_detail(&world.store, "OrderCancelled")["data"]["reason"], "deadline");
+        assert!(world.dead_letters.letters().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_store_outage_is_retried_not_dead_lettered() {
         let world = World::new().with_placed_order(SAMPLE_ORDER).await;
         world.store.fail_next(StoreError::Unavailable("ProvisionedThroughputExceededException".into()));
@@ -408,6 +386,10 @@ mod tests {
             }
             self.inner.save(order, expected, event).await
         }
+
+        async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.overdue(now, limit).await
+        }
     }
 
     #[tokio::test]
@@ -417,13 +399,13 @@ mod tests {
         let input = world.saga.decode(&body).unwrap();
         let racing = Racing {
             inner: world.store.clone(),
-            rival: Saga::new(world.store.clone()),
+            rival: Saga::new(world.store.clone(), Deadlines::default()),
             rival_input: std::sync::Mutex::new(Some(input.clone())),
         };
 
-        let outcome = Saga::new(racing).apply(&input).await.unwrap();
+        let outcome = Saga::new(racing, Deadlines::default()).apply(&input).await.unwrap();
 
-        assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
+        assert!(matches!(outcome, Applied::Ignored(_)), "{outcome:?}");
         assert_eq!(world.emitted(), ["PaymentRequested"], "emitted once, by the rival");
     }
 
@@ -434,14 +416,14 @@ mod tests {
         // The saga reads the RESERVED order to apply a decline; before it saves, the payment is authorized.
         let racing = Racing {
             inner: world.store.clone(),
-            rival: Saga::new(world.store.clone()),
+            rival: Saga::new(world.store.clone(), Deadlines::default()),
             rival_input: std::sync::Mutex::new(Some(world.saga.decode(&sqs_body(PAYMENT_AUTHORIZED)).unwrap())),
         };
         let declined = world.saga.decode(&sqs_body(PAYMENT_DECLINED)).unwrap();
 
-        let outcome = Saga::new(racing).apply(&declined).await.unwrap();
+        let outcome = Saga::new(racing, Deadlines::default()).apply(&declined).await.unwrap();
 
-        assert!(matches!(outcome, Outcome::Ignored(_)), "a decline after the confirmation is stale: {outcome:?}");
+        assert!(matches!(outcome, Applied::Ignored(_)), "a decline after the confirmation is stale: {outcome:?}");
         assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Confirmed);
         assert_eq!(world.emitted(), ["PaymentRequested", "OrderConfirmed"], "no release for a confirmed order");
     }
@@ -464,14 +446,17 @@ mod tests {
             async fn save(&self, _: &Order, _: Option<u64>, _: &OutboxRecord) -> Result<(), StoreError> {
                 Err(StoreError::Conflict("TransactionConflict".into()))
             }
+            async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
+                self.0.overdue(now, limit).await
+            }
         }
         let world = World::new().with_placed_order(SAMPLE_ORDER).await;
-        let saga = Saga::new(AlwaysConflict(world.store.clone()));
+        let saga = Saga::new(AlwaysConflict(world.store.clone()), Deadlines::default());
         let input = saga.decode(&sqs_body(INVENTORY_RESERVED)).unwrap();
 
         let err = saga.apply(&input).await.unwrap_err();
 
-        assert!(matches!(err, SagaError::Contended { .. }), "{err}");
+        assert!(matches!(err, SagaError::Apply(ApplyError::Contended { .. })), "{err}");
         assert_eq!(HandlerError::from(err).class(), "Transient");
     }
 
@@ -536,6 +521,7 @@ mod tests {
             SagaInput::PaymentDeclined(e) => OutboxRecord::new(e),
             SagaInput::InventoryReleased(e) => OutboxRecord::new(e),
             SagaInput::ShipmentScheduled(e) => OutboxRecord::new(e),
+            SagaInput::DeadlinePassed { .. } => unreachable!("the sweeper's check never travels on the bus"),
         };
         bus_body(&record)
     }
@@ -598,7 +584,7 @@ mod tests {
             };
             match saga.handle_record(record).await {
                 Ok(()) => {}
-                Err(HandlerError::Transient(_)) => queue.push_back(body),
+                Err(HandlerError::Transient { .. }) => queue.push_back(body),
                 Err(err @ HandlerError::Permanent(_)) => panic!("poison in a valid saga: {err}"),
             }
         }

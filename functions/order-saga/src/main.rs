@@ -6,7 +6,7 @@ mod handler;
 
 use lambda_runtime::Error;
 use orderflow_aws::{ConfigError, required_env, run_sqs_consumer};
-use orderflow_orders_store::DynamoOrders;
+use orderflow_orders_store::{DynamoOrders, deadlines_from_env};
 
 use crate::handler::{CONCURRENCY, Saga};
 
@@ -15,10 +15,12 @@ use crate::handler::{CONCURRENCY, Saga};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
-    let env = || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?));
-    let (orders_table, outbox_table) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let env =
+        || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?, deadlines_from_env()?));
+    let (orders_table, outbox_table, deadlines) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
 
     let config = orderflow_aws::load_sdk_config().await;
-    let saga = Saga::new(DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table));
+    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table);
+    let saga = Saga::new(store, deadlines);
     run_sqs_consumer(&config, CONCURRENCY, |record| saga.handle_record(record)).await
 }

@@ -19,14 +19,13 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use orderflow_domain::Decimal;
 use orderflow_domain::events::{OrderLine, OrderPlaced};
 use orderflow_domain::inventory::Restock;
-use orderflow_domain::order::{HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
+use orderflow_domain::order::{Deadlines, HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
 use orderflow_orders_store::{IdempotencyKey, OrderStore, Placement, StoreError};
 use orderflow_toolkit::{Envelope, OutboxRecord};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::store::{StockError, StockStore};
@@ -240,11 +239,13 @@ impl<'a> From<&'a Order> for OrderView<'a> {
 pub struct Api<O, S> {
     orders: O,
     stock: S,
+    deadlines: Deadlines,
 }
 
 impl<O: OrderStore, S: StockStore> Api<O, S> {
-    pub fn new(orders: O, stock: S) -> Self {
-        Self { orders, stock }
+    /// The API over its stores; a placed order is PENDING until `deadlines` after it was placed.
+    pub fn new(orders: O, stock: S, deadlines: Deadlines) -> Self {
+        Self { orders, stock, deadlines }
     }
 
     /// Answers one request. Never fails: every error is an HTTP response (and 5xx details are logged).
@@ -305,8 +306,7 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
                 lines: place.lines.clone(),
             },
         );
-        let at = placed.occurred_at.format(&Rfc3339).expect("RFC 3339 formats any date");
-        let order = Order::placed(order_id, place.customer_id, place.lines, at);
+        let order = Order::placed(order_id, place.customer_id, place.lines, placed.occurred_at, &self.deadlines);
 
         let (order_id, status) =
             match self.orders.place(&order, &OutboxRecord::new(&placed), idempotency.as_ref()).await? {
@@ -370,6 +370,7 @@ mod tests {
     use orderflow_domain::inventory::Stock;
     use orderflow_orders_store::InMemoryOrders;
     use serde_json::Value;
+    use time::format_description::well_known::Rfc3339;
 
     use super::*;
     use crate::store::InMemoryStock;
@@ -393,7 +394,7 @@ mod tests {
         fn new() -> Self {
             let orders = InMemoryOrders::default();
             let stock = InMemoryStock::default();
-            Self { api: Api::new(orders.clone(), stock.clone()), orders, stock }
+            Self { api: Api::new(orders.clone(), stock.clone(), Deadlines::from_seconds(60).unwrap()), orders, stock }
         }
 
         async fn call(&self, sample: &str) -> (StatusCode, Value) {
@@ -460,6 +461,8 @@ mod tests {
             json!({"order_id": order_id, "customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 2}]})
         );
         assert_eq!(order.history[0].at, detail["occurred_at"].as_str().unwrap());
+        let placed_at = time::OffsetDateTime::parse(detail["occurred_at"].as_str().unwrap(), &Rfc3339).unwrap();
+        assert_eq!(order.deadline_at, Some(Deadlines::from_seconds(60).unwrap().due(placed_at)), "PENDING a minute");
     }
 
     #[tokio::test]
@@ -569,7 +572,8 @@ mod tests {
             SAMPLE_ORDER.into(),
             "c-1".into(),
             vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
-            "2026-11-24T10:00:00Z".into(),
+            time::macros::datetime!(2026-11-24 10:00 UTC),
+            &Deadlines::default(),
         );
         let placed = Envelope::new(
             SAMPLE_ORDER,

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 
 use lambda_http::{Error, Request, service_fn};
 use orderflow_aws::{ConfigError, required_env};
-use orderflow_orders_store::DynamoOrders;
+use orderflow_orders_store::{DynamoOrders, deadlines_from_env};
 
 use crate::dynamo::DynamoStock;
 use crate::handler::Api;
@@ -25,9 +25,10 @@ async fn main() -> Result<(), Error> {
             required_env("ORDERS_TABLE")?,
             required_env("INVENTORY_TABLE")?,
             required_env("OUTBOX_TABLE")?,
+            deadlines_from_env()?,
         ))
     };
-    let (orders_table, inventory_table, outbox_table) =
+    let (orders_table, inventory_table, outbox_table, deadlines) =
         env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
 
     let config = orderflow_aws::load_sdk_config().await;
@@ -35,6 +36,7 @@ async fn main() -> Result<(), Error> {
     let api = Api::new(
         DynamoOrders::new(dynamodb.clone(), orders_table, outbox_table),
         DynamoStock::new(dynamodb, inventory_table),
+        deadlines,
     );
 
     let api = &api;

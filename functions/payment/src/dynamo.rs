@@ -1,18 +1,21 @@
 //! The DynamoDB adapter of the payment store.
 //!
 //! Item (table PAYMENTS_TABLE, key `pk`/`sk`): `PAYMENT#<order>` / `PAYMENT` with order_id, customer_id,
-//! amount (S, decimal string), payment_id, status (AUTHORIZED, DECLINED), reason (DECLINED only), created_at.
-//! Recording is ONE `TransactWriteItems` request (the conditional put and the outbox put).
+//! amount (S, decimal string; absent on a tombstone), payment_id, status (AUTHORIZED, DECLINED, VOIDED), reason
+//! (DECLINED; the cancellation's on a tombstone), created_at, voided_at (VOIDED). Recording a decision, and
+//! voiding it, is ONE `TransactWriteItems` request each (the conditional change and the outbox put); a tombstone
+//! is one conditional `PutItem`.
 
 use aws_sdk_dynamodb::Client;
-use orderflow_aws::dynamo::{Item, RequestError, get_s, key, s};
-use orderflow_aws::outbox::put_new_with_event;
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use orderflow_aws::dynamo::{Item, RequestError, cancellation_codes, describe, get_s, key, s};
+use orderflow_aws::outbox::{outbox_put, put_new_with_event};
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{PaymentRecord, PaymentStore, StoreError};
+use crate::store::{PaymentRecord, PaymentStatus, PaymentStore, StoreError};
 
 const SK: &str = "PAYMENT";
 
@@ -30,16 +33,42 @@ impl From<RequestError> for StoreError {
     }
 }
 
+fn now() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).expect("the current time formats as RFC 3339")
+}
+
 fn payment_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
     let field = |name: &str| get_s(item, name).map(str::to_owned).map_err(invalid);
+    let status: PaymentStatus = field("status")?.parse().map_err(invalid)?;
+    // Only a tombstone (VOIDED, never charged) has no amount.
+    let amount = match (status, item.contains_key("amount")) {
+        (PaymentStatus::Voided, false) => None,
+        _ => Some(field("amount")?.parse().map_err(|e| invalid(format!("payment amount: {e}")))?),
+    };
     Ok(PaymentRecord {
         order_id: field("order_id")?,
         customer_id: field("customer_id")?,
-        amount: field("amount")?.parse().map_err(|e| invalid(format!("payment amount: {e}")))?,
+        amount,
         payment_id: field("payment_id")?,
-        status: field("status")?.parse().map_err(invalid)?,
+        status,
         reason: get_s(item, "reason").ok().map(str::to_owned),
     })
+}
+
+fn payment_item(payment: &PaymentRecord) -> Item {
+    let mut item = key(pk(&payment.order_id), SK);
+    item.insert("order_id".into(), s(&payment.order_id));
+    item.insert("customer_id".into(), s(&payment.customer_id));
+    if let Some(amount) = payment.amount {
+        item.insert("amount".into(), s(amount.to_string()));
+    }
+    item.insert("payment_id".into(), s(&payment.payment_id));
+    item.insert("status".into(), s(payment.status.as_str()));
+    if let Some(reason) = &payment.reason {
+        item.insert("reason".into(), s(reason));
+    }
+    item.insert("created_at".into(), s(now()));
+    item
 }
 
 /// The DynamoDB payment store.
@@ -71,19 +100,57 @@ impl PaymentStore for DynamoPayments {
     }
 
     async fn record(&self, payment: &PaymentRecord, outbox: &OutboxRecord) -> Result<Written, StoreError> {
-        let mut item = key(pk(&payment.order_id), SK);
-        item.insert("order_id".into(), s(&payment.order_id));
-        item.insert("customer_id".into(), s(&payment.customer_id));
-        item.insert("amount".into(), s(payment.amount.to_string()));
-        item.insert("payment_id".into(), s(&payment.payment_id));
-        item.insert("status".into(), s(payment.status.as_str()));
-        if let Some(reason) = &payment.reason {
-            item.insert("reason".into(), s(reason));
-        }
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("the current time formats as RFC 3339");
-        item.insert("created_at".into(), s(now));
         // Duplicate: the payment or its event exists, recorded by an earlier delivery.
-        Ok(put_new_with_event(&self.client, &self.table, item, &self.outbox_table, outbox).await?)
+        Ok(put_new_with_event(&self.client, &self.table, payment_item(payment), &self.outbox_table, outbox).await?)
+    }
+
+    async fn record_tombstone(&self, tombstone: &PaymentRecord) -> Result<Written, StoreError> {
+        let mut item = payment_item(tombstone);
+        item.insert("voided_at".into(), s(now()));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Written::Committed),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(Written::Duplicate)
+            }
+            Err(err) => Err(RequestError::from(err).into()),
+        }
+    }
+
+    async fn record_void(&self, order_id: &str, outbox: &OutboxRecord) -> Result<Written, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk(order_id), SK)))
+            .update_expression("SET #status = :voided, voided_at = :now")
+            .condition_expression("#status = :authorized")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":voided", s(PaymentStatus::Voided.as_str()))
+            .expression_attribute_values(":authorized", s(PaymentStatus::Authorized.as_str()))
+            .expression_attribute_values(":now", s(now()))
+            .build()
+            .expect("table, key and expressions are set");
+        let items = vec![TransactWriteItem::builder().update(update).build(), outbox_put(&self.outbox_table, outbox)];
+        let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => return Ok(Written::Committed),
+            Err(err) => err,
+        };
+        match cancellation_codes(&err) {
+            // Not AUTHORIZED any more, or the event exists: an earlier delivery voided it.
+            Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Written::Duplicate),
+            Some(codes) => Err(StoreError::Unavailable(format!(
+                "transaction cancelled ({}): {}",
+                codes.join(", "),
+                describe(&err)
+            ))),
+            None => Err(RequestError::from(err).into()),
+        }
     }
 }
 
@@ -104,7 +171,27 @@ mod tests {
         ]);
         let payment = payment_from_item(&item).unwrap();
         assert_eq!(payment.status, PaymentStatus::Declined);
-        assert_eq!(payment.amount.to_string(), "10000.01");
+        assert_eq!(payment.amount.map(|a| a.to_string()).as_deref(), Some("10000.01"));
         assert_eq!(payment.reason.as_deref(), Some("over the limit"));
+    }
+
+    #[test]
+    fn a_tombstone_reads_back_without_an_amount_and_only_a_tombstone_may_lack_one() {
+        let tombstone = PaymentRecord {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            amount: None,
+            payment_id: "pay-1".into(),
+            status: PaymentStatus::Voided,
+            reason: Some("customer requested".into()),
+        };
+        let item = payment_item(&tombstone);
+        assert!(!item.contains_key("amount"));
+        assert_eq!(payment_from_item(&item).unwrap(), tombstone);
+
+        let mut authorized = item;
+        authorized.insert("status".into(), s("AUTHORIZED"));
+        let err = payment_from_item(&authorized).unwrap_err();
+        assert_eq!(err.to_string(), "payments store rejected the request: item attribute amount: is missing");
     }
 }

@@ -1,26 +1,39 @@
-//! The payment function: charges an order through the simulated provider, behind a circuit breaker, and records
-//! the outcome with its event in ONE transaction.
+//! The payment function: charges an order at the payment provider (over HTTP, behind a circuit breaker) and
+//! records the outcome with its event in ONE transaction; voids the payment when its order is cancelled.
 //!
-//! - `PaymentRequested`: if the order's payment is already recorded, nothing happens (a redelivery neither charges
-//!   again nor emits again). Otherwise the provider decides (declined above the customer's limit), and
-//!   `PAYMENT#<order>` (conditional on none existing) is written with `PaymentAuthorized` or `PaymentDeclined`.
-//! - A provider failure, or an open circuit, is transient: the record is retried by the queue (the next attempt
-//!   draws again). After `FAILURE_THRESHOLD` consecutive provider failures the circuit opens and calls fail fast
-//!   for `COOL_DOWN`, sparing the provider.
+//! - `PaymentRequested`: if the order's payment is already recorded (a decision, or a void tombstone), nothing
+//!   happens (a redelivery neither charges again nor emits again). Otherwise the provider decides (declined above
+//!   the customer's limit), and `PAYMENT#<order>` (conditional on none existing) is written with
+//!   `PaymentAuthorized` or `PaymentDeclined`.
+//! - `OrderCancelled`: an `AUTHORIZED` payment is voided at the provider, then `AUTHORIZED -> VOIDED` is written
+//!   with `PaymentVoided` in one transaction. With no payment recorded, the provider voids the payment id first
+//!   (a charge being made right now then cannot authorize) and a `VOIDED` tombstone is written (no event), so a
+//!   later `PaymentRequested` charges nothing. `DECLINED` or `VOIDED`: nothing to do.
+//! - A charge and its order's cancellation processed at the same time: every write is conditional and the loser
+//!   re-reads and acts. A charge the provider authorized whose write finds the tombstone voids the authorization
+//!   (the provider's void is idempotent) and records nothing; a tombstone write that finds a payment voids that.
+//! - An unavailable provider, or an open circuit, is transient: the record is retried by the queue. After
+//!   `FAILURE_THRESHOLD` consecutive provider failures the circuit opens and calls fail fast for `COOL_DOWN`,
+//!   sparing the provider. A refusal is an answer from a working provider: it does not count against the circuit,
+//!   and it is permanent.
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
+use std::future::Future;
 use std::time::Duration;
 
 use orderflow_domain::Decimal;
-use orderflow_domain::events::{self, PaymentAuthorized, PaymentDeclined, PaymentRequested};
-use orderflow_domain::payment::PaymentDecision;
+use orderflow_domain::events::{
+    self, OrderCancelled, PaymentAuthorized, PaymentDeclined, PaymentRequested, PaymentVoided,
+};
 use orderflow_toolkit::batch::log_effect;
 use orderflow_toolkit::circuit::{CircuitBreaker, CircuitError, CircuitOpen};
 use orderflow_toolkit::outbox::Written;
 use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
 use uuid::Uuid;
 
-use crate::provider::{Charge, PaymentProvider, ProviderUnavailable};
+use crate::provider::{
+    Charge, ChargeOutcome, PaymentProvider, ProviderError, ProviderRefused, ProviderUnavailable, VoidOutcome,
+};
 use crate::store::{PaymentRecord, PaymentStatus, PaymentStore, StoreError};
 
 /// Consecutive provider failures that open the circuit.
@@ -33,8 +46,16 @@ pub const COOL_DOWN: Duration = Duration::from_secs(10);
 pub enum Effect {
     Authorized,
     Declined,
-    /// The order's payment was already recorded: no charge, no event.
+    /// The request or the cancellation was applied before: nothing charged, voided or emitted.
     Duplicate,
+    /// The authorized payment was voided at the provider and recorded `VOIDED` with `PaymentVoided`.
+    Voided,
+    /// The order was cancelled before it was charged: a `VOIDED` tombstone stops any later charge.
+    VoidedBeforeCharge,
+    /// The charge lost to its order's cancellation: no authorization stands, nothing was recorded.
+    ChargeCancelled,
+    /// The order's payment was declined: there is nothing to void.
+    NothingToVoid,
 }
 
 /// Why a record could not be applied.
@@ -46,6 +67,8 @@ pub enum PaymentError {
     InvalidAmount { order_id: String, amount: Decimal },
     #[error(transparent)]
     Provider(#[from] ProviderUnavailable),
+    #[error(transparent)]
+    ProviderRefused(#[from] ProviderRefused),
     #[error("payment provider not called: {0}")]
     CircuitOpen(#[from] CircuitOpen),
     #[error(transparent)]
@@ -55,10 +78,12 @@ pub enum PaymentError {
 impl From<PaymentError> for HandlerError {
     fn from(err: PaymentError) -> Self {
         match err {
-            PaymentError::Provider(_)
-            | PaymentError::CircuitOpen(_)
-            | PaymentError::Store(StoreError::Unavailable(_)) => HandlerError::transient(err),
+            // The record waits out the circuit's cool-down instead of spending its receives while it is open; a
+            // zero wait (a trial call in flight) leaves it the usual backoff.
+            PaymentError::CircuitOpen(open) => HandlerError::transient_after(err, open.retry_in),
+            PaymentError::Provider(_) | PaymentError::Store(StoreError::Unavailable(_)) => HandlerError::transient(err),
             PaymentError::Event(_)
+            | PaymentError::ProviderRefused(_)
             | PaymentError::InvalidAmount { .. }
             | PaymentError::Store(StoreError::Invalid(_)) => HandlerError::permanent(err),
         }
@@ -88,18 +113,51 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
         Self { store, provider, breaker, registry: events::registry() }
     }
 
-    /// Handles one SQS record; its receive count is the attempt the provider sees.
+    /// Handles one SQS record.
     pub async fn handle(&self, record: SqsRecord) -> Result<(), HandlerError> {
-        log_effect(&record, self.apply(&record.body, record.receive_count)).await
+        log_effect(&record, self.apply(&record.body)).await
     }
 
-    /// Applies one bus event (an SQS body) delivered for the `attempt`-th time.
-    pub async fn apply(&self, body: &str, attempt: u32) -> Result<Effect, PaymentError> {
+    /// Applies one bus event (an SQS body): `PaymentRequested` or `OrderCancelled`.
+    pub async fn apply(&self, body: &str) -> Result<Effect, PaymentError> {
         let raw = self.registry.read_bus_event(body)?;
-        if raw.event_type != PaymentRequested::TYPE {
-            return Err(EnvelopeError::NotHandled(raw.event_type).into());
+        if raw.event_type == OrderCancelled::TYPE {
+            self.cancel(&raw.decode()?).await
+        } else {
+            // Any other type than PaymentRequested fails to decode as not handled.
+            self.charge(&raw.decode()?).await
         }
-        let request: Envelope<PaymentRequested> = raw.decode()?;
+    }
+
+    /// Calls the provider through the circuit breaker. Only an unavailable provider counts against the circuit.
+    async fn guarded<T, Fut>(&self, call: impl FnOnce() -> Fut) -> Result<T, PaymentError>
+    where
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let answered = self
+            .breaker
+            .call(|| async {
+                match call().await {
+                    Ok(value) => Ok(Ok(value)),
+                    Err(ProviderError::Refused(refused)) => Ok(Err(refused)),
+                    Err(ProviderError::Unavailable(unavailable)) => Err(unavailable),
+                }
+            })
+            .await;
+        match answered {
+            Ok(outcome) => Ok(outcome?),
+            Err(CircuitError::Open(open)) => Err(PaymentError::CircuitOpen(open)),
+            Err(CircuitError::Failed(unavailable)) => Err(PaymentError::Provider(unavailable)),
+        }
+    }
+
+    async fn void_at_provider(&self, order_id: &str, payment_id: &str) -> Result<(), PaymentError> {
+        let outcome: VoidOutcome = self.guarded(|| self.provider.void(payment_id)).await?;
+        tracing::info!(order_id, payment_id, ?outcome, "payment voided at the provider");
+        Ok(())
+    }
+
+    async fn charge(&self, request: &Envelope<PaymentRequested>) -> Result<Effect, PaymentError> {
         let data = &request.data;
         if data.amount <= Decimal::ZERO {
             return Err(PaymentError::InvalidAmount { order_id: data.order_id.clone(), amount: data.amount });
@@ -112,62 +170,117 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
             order_id: data.order_id.clone(),
             customer_id: data.customer_id.clone(),
             amount: data.amount,
-            attempt,
             payment_id: payment_id(&data.order_id),
         };
-        let decision = self.breaker.call(|| self.provider.charge(&charge)).await.map_err(|err| match err {
-            CircuitError::Open(open) => PaymentError::CircuitOpen(open),
-            CircuitError::Failed(failed) => PaymentError::Provider(failed),
-        })?;
-        let (status, reason, outbox, effect) = match decision {
-            PaymentDecision::Authorized => {
+        let (status, reason, outbox, effect) = match self.guarded(|| self.provider.authorize(&charge)).await? {
+            ChargeOutcome::Authorized => {
                 let event = PaymentAuthorized {
                     order_id: charge.order_id.clone(),
                     payment_id: charge.payment_id.clone(),
                     amount: charge.amount,
                 };
-                (PaymentStatus::Authorized, None, OutboxRecord::caused_by(&request, event), Effect::Authorized)
+                (PaymentStatus::Authorized, None, OutboxRecord::caused_by(request, event), Effect::Authorized)
             }
-            PaymentDecision::Declined { reason } => {
+            ChargeOutcome::Declined { reason } => {
                 tracing::info!(order_id = charge.order_id, reason, "payment declined");
                 let event = PaymentDeclined {
                     order_id: charge.order_id.clone(),
                     amount: charge.amount,
                     reason: reason.clone(),
                 };
-                (PaymentStatus::Declined, Some(reason), OutboxRecord::caused_by(&request, event), Effect::Declined)
+                (PaymentStatus::Declined, Some(reason), OutboxRecord::caused_by(request, event), Effect::Declined)
+            }
+            ChargeOutcome::Voided => {
+                // The cancellation voided the payment id first; it records the tombstone itself.
+                tracing::info!(order_id = charge.order_id, "order cancelled before it was charged: nothing charged");
+                return Ok(Effect::ChargeCancelled);
             }
         };
         let payment = PaymentRecord {
-            order_id: charge.order_id,
-            customer_id: charge.customer_id,
-            amount: charge.amount,
-            payment_id: charge.payment_id,
+            order_id: charge.order_id.clone(),
+            customer_id: charge.customer_id.clone(),
+            amount: Some(charge.amount),
+            payment_id: charge.payment_id.clone(),
             status,
             reason,
         };
-        match self.store.record(&payment, &outbox).await? {
-            Written::Committed => Ok(effect),
-            Written::Duplicate => Ok(Effect::Duplicate),
+        if self.store.record(&payment, &outbox).await? == Written::Committed {
+            return Ok(effect);
+        }
+        // Recorded since the read: by another delivery of this request, or as a tombstone by the cancellation,
+        // which may have voided at the provider before this authorization was made.
+        let recorded = self.store.payment(&charge.order_id).await?;
+        if status == PaymentStatus::Authorized && recorded.is_some_and(|p| p.status == PaymentStatus::Voided) {
+            self.void_at_provider(&charge.order_id, &charge.payment_id).await?;
+            return Ok(Effect::ChargeCancelled);
+        }
+        Ok(Effect::Duplicate)
+    }
+
+    async fn cancel(&self, cancelled: &Envelope<OrderCancelled>) -> Result<Effect, PaymentError> {
+        let order_id = &cancelled.data.order_id;
+        let payment = match self.store.payment(order_id).await? {
+            Some(payment) => payment,
+            None => {
+                let tombstone = PaymentRecord {
+                    order_id: order_id.clone(),
+                    customer_id: cancelled.data.customer_id.clone(),
+                    amount: None,
+                    payment_id: payment_id(order_id),
+                    status: PaymentStatus::Voided,
+                    reason: Some(cancelled.data.reason.clone()),
+                };
+                // The provider first: a charge being made right now cannot authorize after this.
+                self.void_at_provider(order_id, &tombstone.payment_id).await?;
+                if self.store.record_tombstone(&tombstone).await? == Written::Committed {
+                    tracing::info!(order_id, "order cancelled before it was charged: tombstone recorded");
+                    return Ok(Effect::VoidedBeforeCharge);
+                }
+                // A charge was recorded since the read: void it as recorded.
+                self.store.payment(order_id).await?.ok_or_else(|| {
+                    StoreError::Unavailable(format!(
+                        "order {order_id}: the tombstone write found a payment, the read after it none"
+                    ))
+                })?
+            }
+        };
+        match payment.status {
+            PaymentStatus::Voided => Ok(Effect::Duplicate),
+            PaymentStatus::Declined => Ok(Effect::NothingToVoid),
+            PaymentStatus::Authorized => {
+                let amount = payment.amount.ok_or_else(|| {
+                    StoreError::Invalid(format!("order {order_id}: an AUTHORIZED payment without an amount"))
+                })?;
+                self.void_at_provider(order_id, &payment.payment_id).await?;
+                let event = PaymentVoided { order_id: order_id.clone(), payment_id: payment.payment_id, amount };
+                match self.store.record_void(order_id, &OutboxRecord::caused_by(cancelled, event)).await? {
+                    Written::Committed => Ok(Effect::Voided),
+                    // Another delivery of the cancellation voided it since the read.
+                    Written::Duplicate => Ok(Effect::Duplicate),
+                }
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use aws_lambda_events::event::sqs::SqsEvent;
-    use orderflow_domain::payment::default_customer_limit;
+    use orderflow_domain::payment::{PaymentDecision, decide, default_customer_limit};
     use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope, SqsBatchProcessor};
     use serde_json::{Value, json};
+    use tokio::sync::oneshot;
 
     use super::*;
     use crate::memory::MemoryPayments;
-    use crate::provider::{SimulatedProvider, failure_draw};
 
     const PAYMENT_REQUESTED: &str = include_str!("../../../events/payment/payment-requested.json");
     const PAYMENT_OVER_LIMIT: &str = include_str!("../../../events/payment/payment-over-limit.json");
+    const ORDER_CANCELLED: &str = include_str!("../../../events/payment/order-cancelled.json");
     const UNKNOWN_VERSION: &str = include_str!("../../../events/payment/unknown-version.json");
 
     const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
@@ -177,61 +290,157 @@ mod tests {
         serde_json::from_str(sample).expect("sample is an SQS event")
     }
 
-    /// An SQS event with one record per (body, receive count).
-    fn batch(bodies: &[(String, u32)]) -> SqsEvent {
+    /// An SQS event with one record per body.
+    fn batch(bodies: &[String]) -> SqsEvent {
         let records: Vec<Value> = bodies
             .iter()
             .enumerate()
-            .map(|(i, (body, attempt))| {
-                json!({"messageId": format!("m-{i}"), "body": body, "eventSource": "aws:sqs",
-                       "attributes": {"ApproximateReceiveCount": attempt.to_string()}})
-            })
+            .map(|(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "eventSource": "aws:sqs"}))
             .collect();
         serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    fn bus_event<T: Event + serde::Serialize>(order_id: &str, data: T) -> String {
+        json!({"version": "0", "id": Uuid::new_v4(), "detail-type": T::TYPE, "source": T::SOURCE,
+               "account": "000000000000", "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [],
+               "detail": Envelope::new(order_id, data)})
+        .to_string()
     }
 
     fn payment_requested(order_id: &str, amount: &str) -> String {
         let data =
             PaymentRequested { order_id: order_id.into(), customer_id: "c-1".into(), amount: amount.parse().unwrap() };
-        let envelope = Envelope::new(order_id, data);
-        json!({"version": "0", "id": Uuid::new_v4(), "detail-type": "PaymentRequested", "source": "orderflow.saga",
-               "account": "000000000000", "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [],
-               "detail": envelope})
-        .to_string()
+        bus_event(order_id, data)
     }
 
-    /// Counts charges and fails them while `down` is set.
+    fn order_cancelled(order_id: &str) -> String {
+        let data = OrderCancelled { order_id: order_id.into(), customer_id: "c-1".into(), reason: "customer".into() };
+        bus_event(order_id, data)
+    }
+
+    /// The provider's state of one payment id, as the real provider keeps it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum AtProvider {
+        Authorized,
+        Declined { reason: String },
+        Voided { authorization: bool },
+    }
+
+    /// Where a paused provider call waits until the test releases it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum PausePoint {
+        BeforeAuthorize,
+        AfterAuthorize,
+        BeforeVoid,
+    }
+
+    struct Pause {
+        point: PausePoint,
+        reached: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    }
+
+    /// An in-memory provider with the real one's rules (limit, idempotency, void tombstones): unavailable while
+    /// `down`, and one call can be paused to interleave a charge with a cancellation.
     #[derive(Default)]
-    struct FlakyProvider {
+    struct FakeProvider {
         down: AtomicBool,
-        calls: AtomicU32,
+        refuse: AtomicBool,
+        payments: Mutex<HashMap<String, AtProvider>>,
+        calls: Mutex<Vec<&'static str>>,
+        pause: Mutex<Option<Pause>>,
     }
 
-    impl PaymentProvider for FlakyProvider {
-        async fn charge(&self, charge: &Charge) -> Result<PaymentDecision, ProviderUnavailable> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.down.load(Ordering::SeqCst) {
-                return Err(ProviderUnavailable("connection reset".into()));
+    impl FakeProvider {
+        /// Pauses the next call at `point`: `reached` fires when it gets there, and it goes on when `release` does.
+        fn pause_at(&self, point: PausePoint) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+            let (reached, reached_rx) = oneshot::channel();
+            let (release_tx, release) = oneshot::channel();
+            *self.pause.lock().unwrap() = Some(Pause { point, reached, release });
+            (reached_rx, release_tx)
+        }
+
+        async fn pass(&self, point: PausePoint) {
+            let pause = {
+                let mut pause = self.pause.lock().unwrap();
+                if pause.as_ref().is_some_and(|p| p.point == point) { pause.take() } else { None }
+            };
+            if let Some(pause) = pause {
+                pause.reached.send(()).unwrap();
+                pause.release.await.unwrap();
             }
-            Ok(orderflow_domain::payment::decide(charge.amount, default_customer_limit()))
+        }
+
+        fn answer(&self, call: &'static str) -> Result<(), ProviderError> {
+            self.calls.lock().unwrap().push(call);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ProviderUnavailable("connection reset".into()).into());
+            }
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(ProviderRefused("HTTP 400: amount: invalid".into()).into());
+            }
+            Ok(())
+        }
+
+        fn at_provider(&self, order_id: &str) -> Option<AtProvider> {
+            self.payments.lock().unwrap().get(&payment_id(order_id)).cloned()
+        }
+
+        fn calls(&self, call: &str) -> usize {
+            self.calls.lock().unwrap().iter().filter(|c| **c == call).count()
         }
     }
 
-    impl PaymentProvider for &FlakyProvider {
-        async fn charge(&self, charge: &Charge) -> Result<PaymentDecision, ProviderUnavailable> {
-            (*self).charge(charge).await
+    impl PaymentProvider for &FakeProvider {
+        async fn authorize(&self, charge: &Charge) -> Result<ChargeOutcome, ProviderError> {
+            self.pass(PausePoint::BeforeAuthorize).await;
+            self.answer("authorize")?;
+            let outcome = {
+                let mut payments = self.payments.lock().unwrap();
+                let state = payments.entry(charge.payment_id.clone()).or_insert_with(|| {
+                    match decide(charge.amount, default_customer_limit()) {
+                        PaymentDecision::Authorized => AtProvider::Authorized,
+                        PaymentDecision::Declined { reason } => AtProvider::Declined { reason },
+                    }
+                });
+                match state {
+                    AtProvider::Authorized => ChargeOutcome::Authorized,
+                    AtProvider::Declined { reason } => ChargeOutcome::Declined { reason: reason.clone() },
+                    AtProvider::Voided { .. } => ChargeOutcome::Voided,
+                }
+            };
+            self.pass(PausePoint::AfterAuthorize).await;
+            Ok(outcome)
+        }
+
+        async fn void(&self, payment_id: &str) -> Result<VoidOutcome, ProviderError> {
+            self.pass(PausePoint::BeforeVoid).await;
+            self.answer("void")?;
+            let mut payments = self.payments.lock().unwrap();
+            let state = payments.entry(payment_id.to_owned()).or_insert(AtProvider::Voided { authorization: false });
+            let authorization = match state {
+                AtProvider::Voided { authorization } => *authorization,
+                AtProvider::Authorized => true,
+                AtProvider::Declined { .. } => false,
+            };
+            *state = AtProvider::Voided { authorization };
+            Ok(if authorization { VoidOutcome::AuthorizationVoided } else { VoidOutcome::NothingAuthorized })
         }
     }
 
-    struct World<P> {
+    struct World<'p> {
         store: MemoryPayments,
         dead_letters: MemoryDeadLetters,
-        payment: Payment<MemoryPayments, P>,
+        payment: Payment<MemoryPayments, &'p FakeProvider>,
         processor: SqsBatchProcessor<MemoryDeadLetters>,
     }
 
-    impl<P: PaymentProvider> World<P> {
-        fn new(provider: P, breaker: CircuitBreaker) -> Self {
+    impl<'p> World<'p> {
+        fn new(provider: &'p FakeProvider) -> Self {
+            Self::with_breaker(provider, CircuitBreaker::new(FAILURE_THRESHOLD, COOL_DOWN))
+        }
+
+        fn with_breaker(provider: &'p FakeProvider, breaker: CircuitBreaker) -> Self {
             let store = MemoryPayments::default();
             let dead_letters = MemoryDeadLetters::default();
             Self {
@@ -250,38 +459,37 @@ mod tests {
         fn outbox(&self) -> Vec<RawEnvelope> {
             self.store.outbox().iter().map(|r| serde_json::from_str(&r.detail).unwrap()).collect()
         }
-    }
 
-    /// The configuration's defaults: limit 10,000.00, no injected failures.
-    fn simulated(rate: f64) -> World<SimulatedProvider> {
-        World::new(
-            SimulatedProvider::new(default_customer_limit(), rate),
-            CircuitBreaker::new(FAILURE_THRESHOLD, COOL_DOWN),
-        )
+        fn event_types(&self) -> Vec<String> {
+            self.outbox().into_iter().map(|e| e.event_type).collect()
+        }
     }
 
     #[tokio::test]
     async fn a_payment_within_the_limit_is_authorized_and_recorded_with_its_event_in_one_write() {
-        let world = simulated(0.0);
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
 
         let failed = world.process(sqs_event(PAYMENT_REQUESTED)).await;
 
         assert!(failed.is_empty());
         let payment = world.store.stored(ORDER).unwrap();
         assert_eq!(payment.status, PaymentStatus::Authorized);
-        assert_eq!(payment.amount, "38.49".parse::<Decimal>().unwrap());
+        assert_eq!(payment.amount, Some("38.49".parse().unwrap()));
         assert_eq!(payment.customer_id, "c-1");
         let authorized = world.outbox()[0].decode::<PaymentAuthorized>().unwrap();
         assert_eq!(authorized.data.payment_id, payment.payment_id);
-        assert_eq!(authorized.data.amount, payment.amount);
+        assert_eq!(Some(authorized.data.amount), payment.amount);
         assert_eq!(authorized.correlation_id, ORDER);
         assert_eq!(world.store.outbox()[0].source, "orderflow.payment");
         assert_eq!(world.store.write_requests(), 1);
+        assert_eq!(provider.at_provider(ORDER), Some(AtProvider::Authorized));
     }
 
     #[tokio::test]
     async fn a_payment_over_the_limit_is_declined_with_the_reason() {
-        let world = simulated(0.0);
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
 
         let failed = world.process(sqs_event(PAYMENT_OVER_LIMIT)).await;
 
@@ -294,21 +502,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_redelivered_request_does_not_charge_again_and_emits_nothing() {
-        let provider = FlakyProvider::default();
-        let world = World::new(&provider, CircuitBreaker::new(FAILURE_THRESHOLD, COOL_DOWN));
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
         world.process(sqs_event(PAYMENT_REQUESTED)).await;
 
         let failed = world.process(sqs_event(PAYMENT_REQUESTED)).await;
 
         assert!(failed.is_empty());
-        assert_eq!(provider.calls.load(Ordering::SeqCst), 1, "charged once");
+        assert_eq!(provider.calls("authorize"), 1, "charged once");
         assert_eq!(world.store.outbox().len(), 1, "one event");
         assert_eq!(world.store.write_requests(), 1, "the duplicate is recognised on the read");
     }
 
     #[tokio::test]
     async fn an_unknown_version_goes_to_the_dlq_naming_the_supported_ones() {
-        let world = simulated(0.0);
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
 
         let failed = world.process(sqs_event(UNKNOWN_VERSION)).await;
 
@@ -320,71 +529,103 @@ mod tests {
 
     #[tokio::test]
     async fn a_non_positive_amount_goes_to_the_dlq() {
-        let world = simulated(0.0);
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
 
-        world.process(batch(&[(payment_requested("o-neg", "-1.00"), 1)])).await;
+        world.process(batch(&[payment_requested("o-neg", "-1.00")])).await;
 
         assert_eq!(world.dead_letters.letters()[0].reason, "order o-neg: invalid amount -1.00: must be positive");
+        assert_eq!(provider.calls("authorize"), 0);
     }
 
     #[tokio::test]
-    async fn a_transient_provider_failure_is_retried_by_the_queue_and_the_next_attempt_draws_again() {
-        // An order whose first attempt draws lower than its second, and a rate between the two draws: the first
-        // attempt fails, the second succeeds.
-        let order = (0..100).map(|i| format!("o-{i}")).find(|o| failure_draw(o, 1) < failure_draw(o, 2)).unwrap();
-        let rate = (failure_draw(&order, 1) + failure_draw(&order, 2)) / 2.0;
-        let world = simulated(rate);
-        let body = payment_requested(&order, "20.00");
+    async fn an_unavailable_provider_is_retried_by_the_queue_and_the_retry_charges_once() {
+        let provider = FakeProvider::default();
+        provider.down.store(true, Ordering::SeqCst);
+        let world = World::new(&provider);
+        let body = payment_requested("o-1", "20.00");
 
-        let failed = world.process(batch(&[(body.clone(), 1)])).await;
+        let failed = world.process(batch(std::slice::from_ref(&body))).await;
 
         assert_eq!(failed, ["m-0"], "reported for retry");
-        assert!(world.store.stored(&order).is_none());
+        assert!(world.store.stored("o-1").is_none());
         assert!(world.dead_letters.letters().is_empty());
 
-        let failed = world.process(batch(&[(body, 2)])).await;
+        provider.down.store(false, Ordering::SeqCst);
+        let failed = world.process(batch(&[body])).await;
 
         assert!(failed.is_empty());
-        assert_eq!(world.store.stored(&order).unwrap().status, PaymentStatus::Authorized);
+        assert_eq!(world.store.stored("o-1").unwrap().status, PaymentStatus::Authorized);
+        assert_eq!(world.store.outbox().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_by_the_provider_goes_to_the_dlq_with_its_message_and_does_not_open_the_circuit() {
+        let provider = FakeProvider::default();
+        provider.refuse.store(true, Ordering::SeqCst);
+        let world = World::with_breaker(&provider, CircuitBreaker::new(1, Duration::from_secs(60)));
+
+        let failed = world.process(batch(&[payment_requested("o-1", "5.00"), payment_requested("o-2", "5.00")])).await;
+
+        assert!(failed.is_empty(), "not retried");
+        let letters = world.dead_letters.letters();
+        assert_eq!(letters.len(), 2);
+        assert_eq!(letters[0].reason, "payment provider refused the request: HTTP 400: amount: invalid");
+        assert_eq!(provider.calls("authorize"), 2, "the circuit stayed closed after a refusal");
     }
 
     #[tokio::test]
     async fn consecutive_provider_failures_open_the_circuit_which_then_fails_fast_without_calling() {
-        let provider = FlakyProvider::default();
+        let provider = FakeProvider::default();
         provider.down.store(true, Ordering::SeqCst);
-        let world = World::new(&provider, CircuitBreaker::new(3, Duration::from_secs(60)));
-        let bodies: Vec<(String, u32)> = (0..5).map(|i| (payment_requested(&format!("o-{i}"), "5.00"), 1)).collect();
+        let world = World::with_breaker(&provider, CircuitBreaker::new(3, Duration::from_secs(60)));
+        let bodies: Vec<String> = (0..5).map(|i| payment_requested(&format!("o-{i}"), "5.00")).collect();
 
         let failed = world.process(batch(&bodies)).await;
 
         assert_eq!(failed.len(), 5, "every record is retried later");
-        assert_eq!(provider.calls.load(Ordering::SeqCst), 3, "the circuit opened after 3 failures");
+        assert_eq!(provider.calls("authorize"), 3, "the circuit opened after 3 failures");
         assert!(world.dead_letters.letters().is_empty(), "an open circuit is transient, not poison");
         assert!(world.store.outbox().is_empty());
     }
 
     #[tokio::test]
-    async fn after_the_cool_down_a_successful_trial_closes_the_circuit() {
-        let provider = FlakyProvider::default();
+    async fn an_open_circuit_also_spares_the_provider_the_voids() {
+        let provider = FakeProvider::default();
         provider.down.store(true, Ordering::SeqCst);
-        let world = World::new(&provider, CircuitBreaker::new(1, Duration::from_millis(50)));
-        world.process(batch(&[(payment_requested("o-1", "5.00"), 1)])).await;
+        let world = World::with_breaker(&provider, CircuitBreaker::new(1, Duration::from_secs(60)));
+        world.process(batch(&[payment_requested("o-1", "5.00")])).await;
+
+        let failed = world.process(batch(&[order_cancelled("o-1")])).await;
+
+        assert_eq!(failed, ["m-0"]);
+        assert_eq!(provider.calls("void"), 0);
+        assert!(world.store.stored("o-1").is_none(), "no tombstone before the provider voided");
+    }
+
+    #[tokio::test]
+    async fn after_the_cool_down_a_successful_trial_closes_the_circuit() {
+        let provider = FakeProvider::default();
+        provider.down.store(true, Ordering::SeqCst);
+        let world = World::with_breaker(&provider, CircuitBreaker::new(1, Duration::from_millis(50)));
+        world.process(batch(&[payment_requested("o-1", "5.00")])).await;
         provider.down.store(false, Ordering::SeqCst);
 
-        let refused = world.process(batch(&[(payment_requested("o-1", "5.00"), 2)])).await;
+        let refused = world.process(batch(&[payment_requested("o-1", "5.00")])).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let bodies: Vec<(String, u32)> = (1..4).map(|i| (payment_requested(&format!("o-{i}"), "5.00"), 3)).collect();
+        let bodies: Vec<String> = (1..4).map(|i| payment_requested(&format!("o-{i}"), "5.00")).collect();
         let failed = world.process(batch(&bodies)).await;
 
         assert_eq!(refused.len(), 1, "still open during the cool-down");
         assert!(failed.is_empty(), "the trial call closed the circuit: {failed:?}");
-        assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(provider.calls("authorize"), 4);
         assert_eq!(world.store.outbox().len(), 3);
     }
 
     #[tokio::test]
     async fn a_throttled_write_is_retried_and_the_retry_records_the_payment_once() {
-        let world = simulated(0.0);
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
         world.store.fail_next_writes(1);
 
         let failed = world.process(sqs_event(PAYMENT_REQUESTED)).await;
@@ -393,17 +634,143 @@ mod tests {
 
         assert!(failed.is_empty());
         assert_eq!(world.store.outbox().len(), 1);
+        assert_eq!(provider.at_provider(ORDER), Some(AtProvider::Authorized), "the provider authorized once");
     }
 
     #[tokio::test]
     async fn an_event_type_payment_does_not_handle_goes_to_the_dlq_naming_it() {
-        let world = simulated(0.0);
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
         let authorized = PaymentAuthorized { order_id: "o".into(), payment_id: "p".into(), amount: Decimal::ONE };
-        let body = json!({"id": Uuid::new_v4(), "detail-type": "PaymentAuthorized", "source": "orderflow.payment",
-                          "time": "2026-11-24T10:00:00Z", "detail": Envelope::new("o", authorized)});
 
-        world.process(batch(&[(body.to_string(), 1)])).await;
+        world.process(batch(&[bus_event("o", authorized)])).await;
 
         assert_eq!(world.dead_letters.letters()[0].reason, "this consumer does not handle PaymentAuthorized");
+    }
+
+    #[tokio::test]
+    async fn cancelling_an_authorized_order_voids_it_at_the_provider_and_records_voided_with_its_event_once() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        world.process(sqs_event(PAYMENT_REQUESTED)).await;
+
+        let failed = world.process(sqs_event(ORDER_CANCELLED)).await;
+        let redelivered = world.process(sqs_event(ORDER_CANCELLED)).await;
+
+        assert!(failed.is_empty() && redelivered.is_empty());
+        let payment = world.store.stored(ORDER).unwrap();
+        assert_eq!(payment.status, PaymentStatus::Voided);
+        assert_eq!(provider.at_provider(ORDER), Some(AtProvider::Voided { authorization: true }));
+        assert_eq!(provider.calls("void"), 1, "the redelivery finds it voided");
+        assert_eq!(world.event_types(), ["PaymentAuthorized", "PaymentVoided"]);
+        let voided = world.outbox()[1].decode::<PaymentVoided>().unwrap();
+        assert_eq!(voided.data.payment_id, payment.payment_id);
+        assert_eq!(Some(voided.data.amount), payment.amount);
+        assert_eq!(voided.correlation_id, ORDER);
+        assert_eq!(world.store.write_requests(), 2, "the void and its event are one write");
+    }
+
+    #[tokio::test]
+    async fn cancelling_before_the_charge_leaves_a_tombstone_so_the_late_request_charges_nothing() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+
+        let failed = world.process(sqs_event(ORDER_CANCELLED)).await;
+        let late = world.process(sqs_event(PAYMENT_REQUESTED)).await;
+
+        assert!(failed.is_empty() && late.is_empty());
+        let tombstone = world.store.stored(ORDER).unwrap();
+        assert_eq!((tombstone.status, tombstone.amount), (PaymentStatus::Voided, None));
+        assert_eq!(tombstone.reason.as_deref(), Some("customer requested"));
+        assert_eq!(provider.at_provider(ORDER), Some(AtProvider::Voided { authorization: false }));
+        assert_eq!(provider.calls("authorize"), 0, "the late request finds the tombstone");
+        assert!(world.outbox().is_empty(), "no event for a payment that never was");
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_declined_order_does_nothing() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        world.process(batch(&[payment_requested("o-1", "20000.00")])).await;
+
+        let effect = world.payment.apply(&order_cancelled("o-1")).await.unwrap();
+
+        assert_eq!(effect, Effect::NothingToVoid);
+        assert_eq!(world.store.stored("o-1").unwrap().status, PaymentStatus::Declined);
+        assert_eq!(provider.calls("void"), 0);
+        assert_eq!(world.event_types(), ["PaymentDeclined"]);
+    }
+
+    #[tokio::test]
+    async fn a_charge_authorized_while_its_order_is_cancelled_loses_to_the_tombstone_and_voids_its_authorization() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (reached, release) = provider.pause_at(PausePoint::AfterAuthorize);
+        let (charge_body, cancel_body) = (payment_requested("o-1", "5.00"), order_cancelled("o-1"));
+        let charge = world.payment.apply(&charge_body);
+        let cancel = async {
+            reached.await.unwrap();
+            // The charge is authorized at the provider and not yet recorded.
+            let effect = world.payment.apply(&cancel_body).await;
+            release.send(()).unwrap();
+            effect
+        };
+
+        let (charged, cancelled) = tokio::join!(charge, cancel);
+
+        assert_eq!(cancelled.unwrap(), Effect::VoidedBeforeCharge);
+        assert_eq!(charged.unwrap(), Effect::ChargeCancelled);
+        assert_eq!(world.store.stored("o-1").unwrap().amount, None, "the tombstone stands");
+        assert_eq!(provider.at_provider("o-1"), Some(AtProvider::Voided { authorization: true }));
+        assert_eq!(provider.calls("void"), 2, "the losing charge voided too");
+        assert!(world.outbox().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_charge_recorded_while_its_order_is_cancelled_is_voided_by_the_cancellation_that_lost_the_write() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (reached, release) = provider.pause_at(PausePoint::BeforeVoid);
+        let (charge_body, cancel_body) = (payment_requested("o-1", "5.00"), order_cancelled("o-1"));
+        let cancel = world.payment.apply(&cancel_body);
+        let charge = async {
+            reached.await.unwrap();
+            // The cancellation read no payment and has not voided yet.
+            let effect = world.payment.apply(&charge_body).await;
+            release.send(()).unwrap();
+            effect
+        };
+
+        let (cancelled, charged) = tokio::join!(cancel, charge);
+
+        assert_eq!(charged.unwrap(), Effect::Authorized);
+        assert_eq!(cancelled.unwrap(), Effect::Voided);
+        let payment = world.store.stored("o-1").unwrap();
+        assert_eq!((payment.status, payment.amount), (PaymentStatus::Voided, Some("5.00".parse().unwrap())));
+        assert_eq!(provider.at_provider("o-1"), Some(AtProvider::Voided { authorization: true }));
+        assert_eq!(world.event_types(), ["PaymentAuthorized", "PaymentVoided"]);
+    }
+
+    #[tokio::test]
+    async fn a_charge_reaching_the_provider_after_the_cancellation_voided_it_charges_and_records_nothing() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (reached, release) = provider.pause_at(PausePoint::BeforeAuthorize);
+        let (charge_body, cancel_body) = (payment_requested("o-1", "5.00"), order_cancelled("o-1"));
+        let charge = world.payment.apply(&charge_body);
+        let cancel = async {
+            reached.await.unwrap();
+            let effect = world.payment.apply(&cancel_body).await;
+            release.send(()).unwrap();
+            effect
+        };
+
+        let (charged, cancelled) = tokio::join!(charge, cancel);
+
+        assert_eq!(cancelled.unwrap(), Effect::VoidedBeforeCharge);
+        assert_eq!(charged.unwrap(), Effect::ChargeCancelled);
+        assert_eq!(provider.at_provider("o-1"), Some(AtProvider::Voided { authorization: false }));
+        assert_eq!(world.store.write_requests(), 1, "only the tombstone");
+        assert!(world.outbox().is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! The payment Lambda (SQS PaymentQueue): a simulated payment provider behind a circuit breaker. See [`handler`].
+//! The payment Lambda (SQS PaymentQueue): charges and voids at the payment provider's HTTP API, behind a circuit
+//! breaker. See [`handler`].
 #![forbid(unsafe_code)]
 
 mod dynamo;
@@ -8,34 +9,38 @@ mod memory;
 mod provider;
 mod store;
 
+use std::time::Duration;
+
 use orderflow_aws::config::{ConfigError, env_or};
 use orderflow_aws::{load_sdk_config, required_env, run_sqs_consumer};
-use orderflow_domain::Decimal;
-use orderflow_domain::payment::default_customer_limit;
 
 use crate::dynamo::DynamoPayments;
 use crate::handler::Payment;
-use crate::provider::SimulatedProvider;
+use crate::provider::HttpProvider;
 
 /// Records of one batch in flight at once.
 const CONCURRENCY: usize = 4;
+/// How long a provider call may take unless PAYMENT_PROVIDER_TIMEOUT_MS says otherwise.
+const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 2_000;
+/// The longest provider timeout accepted: a minute is already far beyond the function's own timeout.
+const MAX_PROVIDER_TIMEOUT_MS: u64 = 60_000;
 
-/// CUSTOMER_LIMIT (default 10000.00) and PAYMENT_TRANSIENT_FAILURE_RATE (default 0, at most 1).
-fn provider_from_env() -> Result<SimulatedProvider, ConfigError> {
-    let limit: Decimal = env_or("CUSTOMER_LIMIT", default_customer_limit())?;
-    if limit < Decimal::ZERO {
-        let value = limit.to_string();
-        return Err(ConfigError::Invalid { name: "CUSTOMER_LIMIT", value, reason: "must not be negative".into() });
-    }
-    let rate: f64 = env_or("PAYMENT_TRANSIENT_FAILURE_RATE", 0.0)?;
-    if !(0.0..=1.0).contains(&rate) {
+/// PAYMENT_PROVIDER_URL (required) and PAYMENT_PROVIDER_TIMEOUT_MS (default 2000, 1..=60000).
+fn provider_from_env() -> Result<HttpProvider, ConfigError> {
+    let url = required_env("PAYMENT_PROVIDER_URL")?;
+    let timeout_ms: u64 = env_or("PAYMENT_PROVIDER_TIMEOUT_MS", DEFAULT_PROVIDER_TIMEOUT_MS)?;
+    if !(1..=MAX_PROVIDER_TIMEOUT_MS).contains(&timeout_ms) {
         return Err(ConfigError::Invalid {
-            name: "PAYMENT_TRANSIENT_FAILURE_RATE",
-            value: rate.to_string(),
-            reason: "must be a fraction between 0 and 1".into(),
+            name: "PAYMENT_PROVIDER_TIMEOUT_MS",
+            value: timeout_ms.to_string(),
+            reason: format!("must be between 1 and {MAX_PROVIDER_TIMEOUT_MS} milliseconds"),
         });
     }
-    Ok(SimulatedProvider::new(limit, rate))
+    HttpProvider::new(&url, Duration::from_millis(timeout_ms)).map_err(|reason| ConfigError::Invalid {
+        name: "PAYMENT_PROVIDER_URL",
+        value: url.clone(),
+        reason,
+    })
 }
 
 // One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads

@@ -1,7 +1,9 @@
 //! The payment's storage port (the in-memory adapter is in `memory.rs`, the DynamoDB one in `dynamo.rs`).
 //!
-//! Recording a payment is ONE conditional transaction: the `PAYMENT#<order>` item, written only if none exists
-//! (the idempotency: one charge decision per order), and the outbox record of its event.
+//! One `PAYMENT#<order>` item per order, written only if none exists (the idempotency: one charge decision per
+//! order): recording a decision is ONE conditional transaction with the outbox record of its event. Afterwards
+//! only `AUTHORIZED -> VOIDED` changes it, conditional on `AUTHORIZED`, again with its event. An order cancelled
+//! before it was charged gets a `VOIDED` tombstone instead (no amount, no event), so no later charge is recorded.
 
 use std::fmt;
 use std::future::Future;
@@ -15,6 +17,8 @@ use orderflow_toolkit::outbox::Written;
 pub enum PaymentStatus {
     Authorized,
     Declined,
+    /// The authorization was voided, or the order was cancelled before it was charged (a tombstone).
+    Voided,
 }
 
 impl PaymentStatus {
@@ -22,6 +26,7 @@ impl PaymentStatus {
         match self {
             Self::Authorized => "AUTHORIZED",
             Self::Declined => "DECLINED",
+            Self::Voided => "VOIDED",
         }
     }
 }
@@ -39,6 +44,7 @@ impl FromStr for PaymentStatus {
         match s {
             "AUTHORIZED" => Ok(Self::Authorized),
             "DECLINED" => Ok(Self::Declined),
+            "VOIDED" => Ok(Self::Voided),
             other => Err(format!("unknown payment status {other:?}")),
         }
     }
@@ -49,7 +55,8 @@ impl FromStr for PaymentStatus {
 pub struct PaymentRecord {
     pub order_id: String,
     pub customer_id: String,
-    pub amount: Decimal,
+    /// `None` on a tombstone: the order was cancelled before it was charged.
+    pub amount: Option<Decimal>,
     pub payment_id: String,
     pub status: PaymentStatus,
     /// Why it was declined.
@@ -75,6 +82,18 @@ pub trait PaymentStore: Send + Sync {
     fn record(
         &self,
         payment: &PaymentRecord,
+        outbox: &OutboxRecord,
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+
+    /// The tombstone (status `VOIDED`, no amount) if no payment exists for its order; no event.
+    /// [`Written::Duplicate`]: the order's payment is recorded, nothing was written.
+    fn record_tombstone(&self, tombstone: &PaymentRecord) -> impl Future<Output = Result<Written, StoreError>> + Send;
+
+    /// One transaction: the order's payment `AUTHORIZED -> VOIDED` (conditional on `AUTHORIZED`), and the outbox
+    /// record. [`Written::Duplicate`]: it is not `AUTHORIZED` any more (or the event exists), nothing was written.
+    fn record_void(
+        &self,
+        order_id: &str,
         outbox: &OutboxRecord,
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 }

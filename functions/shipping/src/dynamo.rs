@@ -1,21 +1,44 @@
 //! The DynamoDB adapter of the shipment store.
 //!
-//! Item (table SHIPMENTS_TABLE, key `pk`/`sk`): `SHIPMENT#<order>` / `SHIPMENT` with order_id, shipment_id,
-//! scheduled_at (RFC 3339). Scheduling is ONE `TransactWriteItems` request (the conditional put and the outbox put).
+//! Item (table SHIPMENTS_TABLE, key `pk`/`sk`): `SHIPMENT#<order>` / `SHIPMENT` with order_id, status (SCHEDULED or
+//! CANCELLED; items written before statuses existed have none and are SCHEDULED), shipment_id and scheduled_at
+//! (RFC 3339) once scheduled, cancelled_at once cancelled. Scheduling and cancelling are ONE `TransactWriteItems`
+//! request each (the conditional write and the outbox put); the tombstone is ONE conditional `PutItem`.
 
 use aws_sdk_dynamodb::Client;
-use orderflow_aws::dynamo::{RequestError, key, s};
-use orderflow_aws::outbox::put_new_with_event;
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use orderflow_aws::dynamo::{Item, RequestError, cancellation_codes, describe, get_s, key, s};
+use orderflow_aws::outbox::{outbox_put, put_new_with_event};
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{Shipment, ShipmentStore, StoreError};
+use crate::store::{Shipment, ShipmentStatus, ShipmentStore, StoreError};
+
+const SK: &str = "SHIPMENT";
+
+fn pk(order_id: &str) -> String {
+    format!("SHIPMENT#{order_id}")
+}
+
+fn timestamp(at: OffsetDateTime) -> Result<String, StoreError> {
+    at.format(&Rfc3339).map_err(|e| StoreError::Invalid(e.to_string()))
+}
 
 impl From<RequestError> for StoreError {
     fn from(err: RequestError) -> Self {
         err.into_store_error(Self::Invalid, Self::Unavailable)
     }
+}
+
+/// The status of a stored item; one without a status was scheduled before statuses existed.
+fn status_from_item(item: &Item) -> Result<ShipmentStatus, StoreError> {
+    if !item.contains_key("status") {
+        return Ok(ShipmentStatus::Scheduled);
+    }
+    let status = get_s(item, "status").map_err(|e| StoreError::Invalid(e.to_string()))?;
+    status.parse().map_err(StoreError::Invalid)
 }
 
 /// The DynamoDB shipment store.
@@ -34,12 +57,96 @@ impl DynamoShipments {
 
 impl ShipmentStore for DynamoShipments {
     async fn schedule(&self, shipment: &Shipment, outbox: &OutboxRecord) -> Result<Written, StoreError> {
-        let scheduled_at = shipment.scheduled_at.format(&Rfc3339).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut item = key(format!("SHIPMENT#{}", shipment.order_id), "SHIPMENT");
+        let mut item = key(pk(&shipment.order_id), SK);
         item.insert("order_id".into(), s(&shipment.order_id));
+        item.insert("status".into(), s(ShipmentStatus::Scheduled.as_str()));
         item.insert("shipment_id".into(), s(&shipment.shipment_id));
-        item.insert("scheduled_at".into(), s(scheduled_at));
-        // Duplicate: the shipment or its event exists, scheduled by an earlier delivery.
+        item.insert("scheduled_at".into(), s(timestamp(shipment.scheduled_at)?));
+        // Duplicate: the order's item or the event exists, written by an earlier delivery or a cancellation.
         Ok(put_new_with_event(&self.client, &self.table, item, &self.outbox_table, outbox).await?)
+    }
+
+    async fn status(&self, order_id: &str) -> Result<Option<ShipmentStatus>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk(order_id), SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(RequestError::from)?;
+        output.item().map(status_from_item).transpose()
+    }
+
+    async fn cancel(
+        &self,
+        order_id: &str,
+        cancelled_at: OffsetDateTime,
+        outbox: &OutboxRecord,
+    ) -> Result<Written, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk(order_id), SK)))
+            .update_expression("SET #status = :cancelled, cancelled_at = :at")
+            .condition_expression("attribute_exists(pk) AND (#status = :scheduled OR attribute_not_exists(#status))")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":cancelled", s(ShipmentStatus::Cancelled.as_str()))
+            .expression_attribute_values(":scheduled", s(ShipmentStatus::Scheduled.as_str()))
+            .expression_attribute_values(":at", s(timestamp(cancelled_at)?))
+            .build()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let items = vec![TransactWriteItem::builder().update(update).build(), outbox_put(&self.outbox_table, outbox)];
+        let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => return Ok(Written::Committed),
+            Err(err) => err,
+        };
+        match cancellation_codes(&err) {
+            // Not SCHEDULED (any more), or the event exists: nothing to cancel here.
+            Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Written::Duplicate),
+            Some(codes) => Err(StoreError::Unavailable(format!(
+                "transaction cancelled ({}): {}",
+                codes.join(", "),
+                describe(&err)
+            ))),
+            None => Err(RequestError::from(err).into()),
+        }
+    }
+
+    async fn tombstone(&self, order_id: &str, cancelled_at: OffsetDateTime) -> Result<Written, StoreError> {
+        let mut item = key(pk(order_id), SK);
+        item.insert("order_id".into(), s(order_id));
+        item.insert("status".into(), s(ShipmentStatus::Cancelled.as_str()));
+        item.insert("cancelled_at".into(), s(timestamp(cancelled_at)?));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Written::Committed),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(Written::Duplicate)
+            }
+            Err(err) => Err(RequestError::from(err).into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_without_a_status_was_scheduled_and_an_unknown_status_is_invalid() {
+        let mut item = key(pk("o-1"), SK);
+        assert_eq!(status_from_item(&item), Ok(ShipmentStatus::Scheduled));
+        item.insert("status".into(), s("CANCELLED"));
+        assert_eq!(status_from_item(&item), Ok(ShipmentStatus::Cancelled));
+        item.insert("status".into(), s("LOST"));
+        assert_eq!(status_from_item(&item), Err(StoreError::Invalid("unknown shipment status \"LOST\"".into())));
     }
 }

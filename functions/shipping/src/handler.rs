@@ -1,23 +1,37 @@
-//! The shipping function: schedules one shipment per confirmed order.
+//! The shipping function: schedules one shipment per confirmed order, and calls it off when the order is
+//! cancelled.
 //!
 //! - `OrderConfirmed`: ONE transaction: `SHIPMENT#<order>` (conditional on none existing: the idempotency) and
-//!   `ShipmentScheduled`. A redelivery finds the shipment and changes nothing, emits nothing.
+//!   `ShipmentScheduled`. A redelivery finds the shipment and changes nothing, emits nothing; so does an order
+//!   cancelled before it was confirmed (its item is a tombstone).
+//! - `OrderCancelled` (the compensation trigger, e.g. a deadline that passed): a `SCHEDULED` shipment becomes
+//!   `CANCELLED` with `ShipmentCancelled`, in one transaction; no shipment yet: a `CANCELLED` tombstone, so a late
+//!   `OrderConfirmed` schedules nothing. Both writes are conditional on the item, so against a concurrent
+//!   `OrderConfirmed` the loser reads again and acts on what it finds.
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
-use orderflow_domain::events::{self, OrderConfirmed, ShipmentScheduled};
+use orderflow_domain::events::{self, OrderCancelled, OrderConfirmed, ShipmentCancelled, ShipmentScheduled};
 use orderflow_toolkit::batch::log_effect;
 use orderflow_toolkit::outbox::Written;
 use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::{Shipment, ShipmentStore, StoreError};
+use crate::store::{Shipment, ShipmentStatus, ShipmentStore, StoreError};
+
+/// How many times a cancellation reads the order's item again after a concurrent write changed it. Each change is
+/// a step towards a final state (none -> scheduled -> cancelled), so few are ever needed.
+pub const CANCEL_ATTEMPTS: u32 = 4;
 
 /// What a record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     Scheduled,
-    /// The order's shipment was already scheduled: nothing changed.
+    /// The scheduled shipment was called off.
+    Cancelled,
+    /// The order was cancelled before a shipment was scheduled: its tombstone now stops any shipment.
+    Tombstoned,
+    /// The order's shipment was already scheduled (or cancelled): nothing changed.
     Duplicate,
 }
 
@@ -28,12 +42,16 @@ pub enum ShippingError {
     Event(#[from] EnvelopeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("order {order_id}: concurrent writes changed its shipment {attempts} times in a row")]
+    Contended { order_id: String, attempts: u32 },
 }
 
 impl From<ShippingError> for HandlerError {
     fn from(err: ShippingError) -> Self {
         match err {
-            ShippingError::Store(StoreError::Unavailable(_)) => HandlerError::transient(err),
+            ShippingError::Store(StoreError::Unavailable(_)) | ShippingError::Contended { .. } => {
+                HandlerError::transient(err)
+            }
             ShippingError::Event(_) | ShippingError::Store(StoreError::Invalid(_)) => HandlerError::permanent(err),
         }
     }
@@ -64,10 +82,14 @@ impl<S: ShipmentStore> Shipping<S> {
     /// Applies one bus event (an SQS body).
     pub async fn apply(&self, body: &str) -> Result<Effect, ShippingError> {
         let raw = self.registry.read_bus_event(body)?;
-        if raw.event_type != OrderConfirmed::TYPE {
-            return Err(EnvelopeError::NotHandled(raw.event_type).into());
+        match raw.event_type.as_str() {
+            OrderConfirmed::TYPE => self.schedule(raw.decode()?).await,
+            OrderCancelled::TYPE => self.cancel(raw.decode()?).await,
+            _ => Err(EnvelopeError::NotHandled(raw.event_type).into()),
         }
-        let confirmed: Envelope<OrderConfirmed> = raw.decode()?;
+    }
+
+    async fn schedule(&self, confirmed: Envelope<OrderConfirmed>) -> Result<Effect, ShippingError> {
         let order_id = &confirmed.data.order_id;
         let shipment = Shipment {
             order_id: order_id.clone(),
@@ -80,6 +102,28 @@ impl<S: ShipmentStore> Shipping<S> {
             Written::Duplicate => Ok(Effect::Duplicate),
         }
     }
+
+    /// Calls off the order's shipment, or makes sure it never gets one (see the module docs).
+    async fn cancel(&self, cancelled: Envelope<OrderCancelled>) -> Result<Effect, ShippingError> {
+        let order_id = &cancelled.data.order_id;
+        for attempt in 1..=CANCEL_ATTEMPTS {
+            let now = OffsetDateTime::now_utc();
+            let (written, effect) = match self.store.status(order_id).await? {
+                Some(ShipmentStatus::Cancelled) => return Ok(Effect::Duplicate),
+                Some(ShipmentStatus::Scheduled) => {
+                    let event = ShipmentCancelled { order_id: order_id.clone(), shipment_id: shipment_id(order_id) };
+                    let record = OutboxRecord::caused_by(&cancelled, event);
+                    (self.store.cancel(order_id, now, &record).await?, Effect::Cancelled)
+                }
+                None => (self.store.tombstone(order_id, now).await?, Effect::Tombstoned),
+            };
+            if written == Written::Committed {
+                return Ok(effect);
+            }
+            tracing::info!(order_id, attempt, "the shipment changed since the read, reading again");
+        }
+        Err(ShippingError::Contended { order_id: order_id.clone(), attempts: CANCEL_ATTEMPTS })
+    }
 }
 
 #[cfg(test)]
@@ -89,10 +133,12 @@ mod tests {
 
     use super::*;
     use crate::memory::MemoryShipments;
+    use crate::store::ShipmentStatus;
 
     const ORDER_CONFIRMED: &str = include_str!("../../../events/shipping/order-confirmed.json");
     const DUPLICATE_BATCH: &str = include_str!("../../../events/shipping/duplicate-batch.json");
     const MALFORMED: &str = include_str!("../../../events/shipping/malformed.json");
+    const ORDER_CANCELLED: &str = include_str!("../../../events/shipping/order-cancelled.json");
 
     const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
 
@@ -209,5 +255,107 @@ mod tests {
         world.process(event.unwrap()).await;
 
         assert_eq!(world.dead_letters.letters()[0].reason, "this consumer does not handle OrderShipped");
+    }
+
+    // ------------------------------------------------------------------ OrderCancelled: the compensation
+
+    fn body(sample: &str) -> String {
+        sqs_event(sample).records[0].body.clone().expect("record has a body")
+    }
+
+    #[tokio::test]
+    async fn order_cancelled_calls_off_the_scheduled_shipment_with_shipment_cancelled_in_one_write_once() {
+        let world = World::new();
+        world.process(sqs_event(ORDER_CONFIRMED)).await;
+        let writes = world.store.write_requests();
+
+        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+
+        assert_eq!(world.store.status_of(ORDER), Some(ShipmentStatus::Cancelled));
+        assert_eq!(world.store.write_requests() - writes, 1);
+        let cancelled = world.outbox()[1].decode::<ShipmentCancelled>().unwrap();
+        assert_eq!(cancelled.data.shipment_id, shipment_id(ORDER));
+        assert_eq!(cancelled.causation_id.unwrap().to_string(), "1c8a0d5f-8e5b-4a8f-8b4d-3e2f6a7b8c06");
+        assert_eq!(world.store.outbox()[1].source, "orderflow.shipping");
+
+        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty(), "a redelivery is acknowledged");
+        assert_eq!(world.store.outbox().len(), 2, "and emits nothing");
+    }
+
+    #[tokio::test]
+    async fn order_cancelled_before_the_confirmation_leaves_a_tombstone_so_a_late_confirmation_schedules_nothing() {
+        let world = World::new();
+
+        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+        assert_eq!(world.store.status_of(ORDER), Some(ShipmentStatus::Cancelled));
+        assert!(world.store.outbox().is_empty());
+
+        assert!(world.process(sqs_event(ORDER_CONFIRMED)).await.is_empty(), "the late confirmation is acknowledged");
+        assert_eq!(world.store.shipments(), 0, "and schedules nothing");
+        assert!(world.store.outbox().is_empty());
+        assert!(world.dead_letters.letters().is_empty());
+    }
+
+    /// A store where `rival` (an SQS body) is applied by another delivery right before the first write of `kind`.
+    struct RivalBefore {
+        inner: MemoryShipments,
+        kind: &'static str,
+        rival: tokio::sync::Mutex<Option<String>>,
+    }
+
+    impl RivalBefore {
+        async fn rival_goes_first(&self, kind: &str) {
+            if kind != self.kind {
+                return;
+            }
+            if let Some(body) = self.rival.lock().await.take() {
+                Shipping::new(self.inner.clone()).apply(&body).await.expect("the rival applies");
+            }
+        }
+    }
+
+    impl ShipmentStore for RivalBefore {
+        async fn schedule(&self, shipment: &Shipment, outbox: &OutboxRecord) -> Result<Written, StoreError> {
+            self.rival_goes_first("schedule").await;
+            self.inner.schedule(shipment, outbox).await
+        }
+        async fn status(&self, order_id: &str) -> Result<Option<ShipmentStatus>, StoreError> {
+            self.inner.status(order_id).await
+        }
+        async fn cancel(&self, o: &str, at: OffsetDateTime, outbox: &OutboxRecord) -> Result<Written, StoreError> {
+            self.inner.cancel(o, at, outbox).await
+        }
+        async fn tombstone(&self, order_id: &str, at: OffsetDateTime) -> Result<Written, StoreError> {
+            self.rival_goes_first("tombstone").await;
+            self.inner.tombstone(order_id, at).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_that_loses_the_race_to_the_schedule_reads_again_and_calls_the_shipment_off() {
+        let store = MemoryShipments::default();
+        let rival = tokio::sync::Mutex::new(Some(body(ORDER_CONFIRMED)));
+        let racing = RivalBefore { inner: store.clone(), kind: "tombstone", rival };
+
+        let effect = Shipping::new(racing).apply(&body(ORDER_CANCELLED)).await.unwrap();
+
+        assert_eq!(effect, Effect::Cancelled);
+        assert_eq!(store.status_of(ORDER), Some(ShipmentStatus::Cancelled));
+        let types: Vec<String> = store.outbox().into_iter().map(|r| r.detail_type).collect();
+        assert_eq!(types, ["ShipmentScheduled", "ShipmentCancelled"]);
+    }
+
+    #[tokio::test]
+    async fn a_schedule_that_loses_the_race_to_the_cancellation_schedules_nothing() {
+        let store = MemoryShipments::default();
+        let rival = tokio::sync::Mutex::new(Some(body(ORDER_CANCELLED)));
+        let racing = RivalBefore { inner: store.clone(), kind: "schedule", rival };
+
+        let effect = Shipping::new(racing).apply(&body(ORDER_CONFIRMED)).await.unwrap();
+
+        assert_eq!(effect, Effect::Duplicate);
+        assert_eq!(store.status_of(ORDER), Some(ShipmentStatus::Cancelled));
+        assert_eq!(store.shipments(), 0);
+        assert!(store.outbox().is_empty());
     }
 }

@@ -1,5 +1,5 @@
 //! Event sources, driven with Lambda's semantics: SQS event source mappings, DynamoDB stream
-//! event source mappings, and EventBridge rules invoking a function asynchronously.
+//! event source mappings, and EventBridge rules and schedules invoking a function asynchronously.
 //!
 //! Each source runs as tasks that poll the emulator through the AWS SDK, build the exact event
 //! JSON Lambda would send, invoke the function's [`FunctionPool`], act on the outcome as Lambda
@@ -8,6 +8,7 @@
 pub mod chaos;
 pub mod filter;
 pub mod rule;
+pub mod schedule;
 pub mod sqs;
 pub mod stream;
 
@@ -41,6 +42,13 @@ pub enum SourceRef {
         /// Event ids (keys under `Events`) of the function's rules.
         event_ids: Vec<String>,
     },
+    /// A schedule, invoking asynchronously.
+    Schedule {
+        /// The rule's or schedule's name.
+        name: String,
+        /// Its event id (key under `Events`).
+        event_id: String,
+    },
     /// An HTTP API route.
     Http {
         /// Route key, e.g. `GET /orders/{id}`.
@@ -58,6 +66,7 @@ impl std::fmt::Display for SourceRef {
                 write!(f, "stream:{table}/{shard_id}")
             }
             Self::Rule { bus, .. } => write!(f, "rule:{bus}"),
+            Self::Schedule { name, .. } => write!(f, "schedule:{name}"),
             Self::Http { route_key } => write!(f, "http:{route_key}"),
         }
     }

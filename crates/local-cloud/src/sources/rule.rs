@@ -11,7 +11,8 @@
 //! The runner then receives from the internal queue and invokes the function with the event
 //! (the message body is exactly the event Lambda would get), retrying a failed invocation up to
 //! `EventInvokeConfig.MaximumRetryAttempts` times with the same request id, and finally sends
-//! Lambda's asynchronous failure record to the on-failure SQS destination.
+//! Lambda's asynchronous failure record to the on-failure SQS destination ([`AsyncInvoker`], which
+//! the schedules invoke through too).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -204,104 +205,76 @@ pub fn spawn(
     destination_url: Option<String>,
     concurrency: usize,
 ) -> JoinHandle<()> {
+    let source = SourceRef::Rule {
+        bus: function
+            .rules
+            .iter()
+            .map(|r| r.bus_name.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(","),
+        event_ids: function.rules.iter().map(|r| r.event_id.clone()).collect(),
+    };
     let consumer = Arc::new(Consumer {
         ctx: ctx.clone(),
         sqs: sqs.clone(),
-        config: config.clone(),
         queue,
-        destination_url,
-        source: SourceRef::Rule {
-            bus: function
-                .rules
-                .iter()
-                .map(|r| r.bus_name.as_str())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(","),
-            event_ids: function.rules.iter().map(|r| r.event_id.clone()).collect(),
-        },
+        invoker: AsyncInvoker::new(ctx, sqs, config, destination_url, source),
     });
     tokio::spawn(consumer.run(concurrency.max(1)))
 }
 
-struct Consumer {
+/// How an asynchronous invocation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsyncOutcome {
+    /// It succeeded, or its retries were exhausted and the failure record sent (or dropped without a
+    /// destination): the event is done with.
+    Settled,
+    /// Shutdown came first: the event is neither done nor dead-lettered.
+    Interrupted,
+}
+
+/// Lambda's asynchronous invocation of one event: retried `EventInvokeConfig.MaximumRetryAttempts` times with the
+/// same request id, then Lambda's failure record to the on-failure destination. Every attempt is published as a
+/// [`Delivery`] from `source`. Rules (through their internal queue) and schedules invoke through it.
+#[derive(Clone)]
+pub struct AsyncInvoker {
     ctx: SourceContext,
     sqs: aws_sdk_sqs::Client,
     config: AsyncInvokeConfig,
-    queue: InternalQueue,
     destination_url: Option<String>,
     source: SourceRef,
 }
 
-impl Consumer {
-    async fn run(self: Arc<Self>, concurrency: usize) {
-        let mut shutdown = self.ctx.shutdown.clone();
-        let slots = Arc::new(Semaphore::new(concurrency));
-        let mut running = JoinSet::new();
-        while !shutdown.is_requested() {
-            while running.try_join_next().is_some() {}
-            let free = slots.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    _ = running.join_next() => {}
-                    () = shutdown.requested() => break,
-                }
-                continue;
-            }
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue.url)
-                .max_number_of_messages(free.min(10) as i32)
-                .wait_time_seconds(self.ctx.timing.sqs_wait.as_secs().min(20) as i32)
-                .send()
-                .await;
-            let messages = match received {
-                Ok(output) => output.messages.unwrap_or_default(),
-                Err(err) => {
-                    tracing::warn!(function = %self.ctx.function, error = %err, "receiving async events failed");
-                    shutdown.sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            for message in messages {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let consumer = self.clone();
-                running.spawn(async move {
-                    consumer.handle(message).await;
-                    drop(permit);
-                });
-            }
-        }
-        // Events being retried finish their attempts; the runner bounds this wait.
-        while running.join_next().await.is_some() {}
+impl AsyncInvoker {
+    /// An invoker of `ctx`'s function; `destination_url` is the URL of `config`'s on-failure destination.
+    pub fn new(
+        ctx: &SourceContext,
+        sqs: &aws_sdk_sqs::Client,
+        config: &AsyncInvokeConfig,
+        destination_url: Option<String>,
+        source: SourceRef,
+    ) -> Self {
+        Self { ctx: ctx.clone(), sqs: sqs.clone(), config: config.clone(), destination_url, source }
     }
 
-    /// Invokes with one event until it succeeds or its retries are exhausted, then deletes it.
-    async fn handle(&self, message: Message) {
-        let body = message.body().unwrap_or_default();
-        let event: Value = match serde_json::from_str(body) {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::error!(function = %self.ctx.function, error = %err, "an internal queue message is not JSON; dropped");
-                self.delete(&message).await;
-                return;
-            }
-        };
+    /// Invokes with `event` until it succeeds or its retries are exhausted.
+    pub async fn invoke(&self, event: Value) -> AsyncOutcome {
         let event_id = event.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         let record = DeliveredRecord::from_event(event_id, &event);
         // Retries of an asynchronous invocation keep its request id.
         let request_id = uuid::Uuid::new_v4().to_string();
         let max_attempts = self.config.max_retry_attempts + 1;
         let mut shutdown = self.ctx.shutdown.clone();
-        for attempt in 1..=max_attempts {
+        let mut attempt = 1;
+        loop {
             let invocation = match self.ctx.pool.invoke_with_request_id(request_id.clone(), event.clone()).await {
                 Ok(invocation) => invocation,
                 Err(err) => {
-                    // The pool is shut down: the message comes back after its visibility timeout.
+                    // The pool is shut down.
                     tracing::warn!(function = %self.ctx.function, error = %format!("{err:#}"), "invoke failed");
-                    return;
+                    return AsyncOutcome::Interrupted;
                 }
             };
             self.ctx.publish(Delivery {
@@ -313,17 +286,16 @@ impl Consumer {
                 outcome: DeliveryOutcome::of(&invocation.outcome),
             });
             let InvocationOutcome::FunctionError { error_type, error_message } = invocation.outcome else {
-                self.delete(&message).await;
-                return;
+                return AsyncOutcome::Settled;
             };
-            if attempt == max_attempts {
+            if attempt >= max_attempts {
                 self.dead_letter(&request_id, &event, attempt, &error_type, &error_message, &record).await;
-                self.delete(&message).await;
-                return;
+                return AsyncOutcome::Settled;
             }
             if !shutdown.sleep(self.ctx.timing.async_retry_delay).await {
-                return;
+                return AsyncOutcome::Interrupted;
             }
+            attempt += 1;
         }
     }
 
@@ -375,6 +347,75 @@ impl Consumer {
             attempt: attempts,
             outcome: DeliveryOutcome::DeadLettered { destination_arn: self.config.on_failure_destination_arn.clone() },
         });
+    }
+}
+
+struct Consumer {
+    ctx: SourceContext,
+    sqs: aws_sdk_sqs::Client,
+    queue: InternalQueue,
+    invoker: AsyncInvoker,
+}
+
+impl Consumer {
+    async fn run(self: Arc<Self>, concurrency: usize) {
+        let mut shutdown = self.ctx.shutdown.clone();
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut running = JoinSet::new();
+        while !shutdown.is_requested() {
+            while running.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = running.join_next() => {}
+                    () = shutdown.requested() => break,
+                }
+                continue;
+            }
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue.url)
+                .max_number_of_messages(free.min(10) as i32)
+                .wait_time_seconds(self.ctx.timing.sqs_wait.as_secs().min(20) as i32)
+                .send()
+                .await;
+            let messages = match received {
+                Ok(output) => output.messages.unwrap_or_default(),
+                Err(err) => {
+                    tracing::warn!(function = %self.ctx.function, error = %err, "receiving async events failed");
+                    shutdown.sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for message in messages {
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let consumer = self.clone();
+                running.spawn(async move {
+                    consumer.handle(message).await;
+                    drop(permit);
+                });
+            }
+        }
+        // Events being retried finish their attempts; the runner bounds this wait.
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Invokes with one event until it is settled, then deletes it; an interrupted one comes back after its
+    /// visibility timeout.
+    async fn handle(&self, message: Message) {
+        let body = message.body().unwrap_or_default();
+        let event: Value = match serde_json::from_str(body) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(function = %self.ctx.function, error = %err, "an internal queue message is not JSON; dropped");
+                self.delete(&message).await;
+                return;
+            }
+        };
+        if self.invoker.invoke(event).await == AsyncOutcome::Settled {
+            self.delete(&message).await;
+        }
     }
 
     async fn delete(&self, message: &Message) {

@@ -6,8 +6,10 @@
 //! one has succeeded or been given up. On batch item failures the shard is retried from the
 //! lowest failed sequence number; on a function error the batch is retried (split in two first
 //! when `BisectBatchOnFunctionError` is set, which does not count as a retry); once a record has
-//! failed `MaximumRetryAttempts + 1` times, Lambda's failure record for the batch goes to the
-//! on-failure destination and the shard moves on. Child shards start when their parent is done.
+//! failed `MaximumRetryAttempts + 1` times, or is older than `MaximumRecordAgeInSeconds`, Lambda's
+//! failure record for the batch goes to the on-failure destination and the shard moves on. With
+//! both at `-1` (Lambda's default) a failing record is retried until it leaves the stream, holding
+//! its shard. Child shards start when their parent is done.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -326,9 +328,19 @@ impl ShardReader {
         // Failed invocations of the record at the front of the buffer.
         let mut attempts: u32 = 0;
         let mut backoff = self.ctx.timing.retry_backoff;
+        // The last invocation's request id and function error, for a failure record.
+        let (mut request_id, mut last_error) = (String::new(), None);
         loop {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let expired = expired_prefix(buffer.iter().take(len), self.source.max_record_age, now);
+            if expired > 0 {
+                self.dead_letter(buffer, expired, attempts, "RecordAgeExceeded", &request_id, last_error).await;
+                buffer.drain(..expired);
+                return true;
+            }
             let batch: Vec<&Buffered> = buffer.iter().take(len).collect();
-            let (result, request_id, last_error) = self.invoke(&batch, attempts + 1).await;
+            let (result, id, error) = self.invoke(&batch, attempts.saturating_add(1)).await;
+            (request_id, last_error) = (id, error);
             match result {
                 None => return false,
                 Some(BatchResult::Done) => {
@@ -342,7 +354,7 @@ impl ShardReader {
                         attempts = 1;
                         backoff = self.ctx.timing.retry_backoff;
                     } else {
-                        attempts += 1;
+                        attempts = attempts.saturating_add(1);
                     }
                     len = buffer.len().min(batch_size);
                 }
@@ -352,11 +364,12 @@ impl ShardReader {
                         len = len.div_ceil(2);
                         continue;
                     }
-                    attempts += 1;
+                    attempts = attempts.saturating_add(1);
                 }
             }
+            // MaximumRetryAttempts -1 (`None`): retried until the record is too old or leaves the stream.
             if self.source.max_retry_attempts.is_some_and(|max| attempts > max) {
-                self.dead_letter(buffer, len, attempts, &request_id, last_error).await;
+                self.dead_letter(buffer, len, attempts, "RetryAttemptsExhausted", &request_id, last_error).await;
                 buffer.drain(..len);
                 return true;
             }
@@ -418,12 +431,14 @@ impl ShardReader {
         (Some(result), invocation.request_id, error)
     }
 
-    /// Sends Lambda's stream failure record for `buffer[..len]` to the on-failure destination.
+    /// Sends Lambda's stream failure record for `buffer[..len]` to the on-failure destination; `condition` says
+    /// why they are given up, `request_id` is the last invocation's (empty when there was none).
     async fn dead_letter(
         &self,
         buffer: &VecDeque<Buffered>,
         len: usize,
         attempts: u32,
+        condition: &str,
         request_id: &str,
         error: Option<(String, String)>,
     ) {
@@ -439,11 +454,13 @@ impl ShardReader {
         if error.is_some() {
             response_context["functionError"] = json!("Unhandled");
         }
+        // A record too old before its first invocation has no request of its own.
+        let request_id = if request_id.is_empty() { uuid::Uuid::new_v4().to_string() } else { request_id.to_owned() };
         let record = json!({
             "requestContext": {
                 "requestId": request_id,
                 "functionArn": self.ctx.pool.function_arn(),
-                "condition": "RetryAttemptsExhausted",
+                "condition": condition,
                 "approximateInvokeCount": attempts,
             },
             "responseContext": response_context,
@@ -470,12 +487,22 @@ impl ShardReader {
         self.ctx.publish(Delivery {
             function: self.ctx.function.clone(),
             source: self.source_ref(),
-            request_id: request_id.to_owned(),
+            request_id,
             records: batch.iter().map(|b| delivered_record(&b.sequence, &b.event)).collect(),
             attempt: attempts,
             outcome: DeliveryOutcome::DeadLettered { destination_arn: self.source.on_failure_destination_arn.clone() },
         });
     }
+}
+
+/// How many records at the front of `batch` are older than `max_age` at `now` (Unix seconds). Records come in
+/// order, so the expired ones are a prefix; a record without an arrival time never expires.
+fn expired_prefix<'a>(batch: impl Iterator<Item = &'a Buffered>, max_age: Option<Duration>, now: i64) -> usize {
+    let Some(max_age) = max_age else {
+        return 0;
+    };
+    let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+    batch.take_while(|record| record.arrival_secs.is_some_and(|arrival| now.saturating_sub(arrival) > max_age)).count()
 }
 
 /// The outbox attributes `detail_type` and `detail` (an envelope as JSON text) of a record.
@@ -562,6 +589,21 @@ mod tests {
     use super::*;
     use aws_sdk_dynamodbstreams::primitives::{Blob, DateTime};
     use aws_sdk_dynamodbstreams::types::{OperationType, StreamRecord, StreamViewType};
+
+    fn buffered(arrival_secs: Option<i64>) -> Buffered {
+        Buffered { sequence: "1".into(), event: Value::Null, arrival_secs }
+    }
+
+    #[test]
+    fn only_the_records_older_than_the_maximum_age_at_the_front_expire() {
+        let minute = Some(Duration::from_secs(60));
+        let batch = [buffered(Some(0)), buffered(Some(10)), buffered(Some(100)), buffered(Some(5))];
+        assert_eq!(expired_prefix(batch.iter(), minute, 100), 2, "0 and 10 are more than 60 s old at 100");
+        assert_eq!(expired_prefix(batch.iter(), minute, 60), 0, "exactly the maximum age is not older");
+        assert_eq!(expired_prefix(batch.iter(), None, i64::MAX), 0, "-1: no age limit");
+        assert_eq!(expired_prefix([buffered(None)].iter(), minute, i64::MAX), 0, "no arrival time: never expires");
+        assert_eq!(expired_prefix(batch.iter(), Some(Duration::MAX), i64::MAX), 0, "no overflow");
+    }
 
     #[test]
     fn records_have_lambdas_shape_and_parse_as_a_dynamodb_event() {

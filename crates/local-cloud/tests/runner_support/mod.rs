@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use orderflow_local_cloud::emulator::{Emulator, free_port};
+use orderflow_local_cloud::emulator::Emulator;
 use orderflow_local_cloud::iac::Resolver;
 use orderflow_local_cloud::runner::{Delivery, Runner, RunnerConfig};
 use orderflow_local_cloud::tools::Tools;
@@ -32,16 +32,7 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let tools = Tools::ensure(&workspace_dir()).expect("project tools (.local/venv)");
-        // Another process can take the chosen port before moto binds it (seen once in CI): try another port.
-        let mut attempts = 0;
-        let emulator = loop {
-            attempts += 1;
-            match Emulator::start_moto(&tools, free_port().expect("a free port")).await {
-                Ok(emulator) => break emulator,
-                Err(err) if attempts < 3 => eprintln!("moto did not start, trying another port: {err:#}"),
-                Err(err) => panic!("moto starts: {err:#}"),
-            }
-        };
+        let emulator = Emulator::start_moto(&tools, 0).await.expect("moto starts");
         let endpoint = emulator.endpoint().to_owned();
         Moto { _emulator: emulator, endpoint }
     }

@@ -1,0 +1,29 @@
+//! order-deadlines: the deadline sweeper, invoked every minute by an EventBridge schedule; it drives every overdue
+//! order to CANCELLED with its compensations. Wiring only; the logic is in [`handler`].
+#![forbid(unsafe_code)]
+
+mod handler;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use orderflow_aws::{ConfigError, load_sdk_config, required_env};
+use orderflow_orders_store::{DynamoOrders, deadlines_from_env};
+use serde_json::Value;
+
+use crate::handler::Sweeper;
+
+// One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
+// would only add start-up time and malloc arenas (memory that grows as each thread warms its own).
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    orderflow_toolkit::logging::init();
+    let env =
+        || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?, deadlines_from_env()?));
+    let (orders_table, outbox_table, deadlines) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+
+    let config = load_sdk_config().await;
+    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table);
+    let sweeper = Sweeper::new(store, deadlines);
+    let sweeper = &sweeper;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move { sweeper.handle(event.payload).await }))
+        .await
+}
