@@ -18,8 +18,9 @@
 //! instance that made it is killed before it sees the answer: the write happened, the invocation never returns).
 //! A rule without `operation` applies to every operation of its target (`crash_after_write`: to its writes); without
 //! `functions` to every function; without `for_seconds` until the rules are replaced. `fired` counts every fault
-//! injected since the cloud started. Every draw comes from one generator seeded at start, so a seed repeats a run's
-//! choices as far as the order of calls repeats.
+//! injected since the cloud started. A rule hits exactly its `rate` of the matching calls, evenly spread from a
+//! starting point drawn from a generator seeded at start: a seed repeats a run's choices as far as the order of
+//! calls repeats.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -215,6 +216,10 @@ pub struct Verdict {
 struct ActiveRule {
     rule: FaultRule,
     until: Option<Instant>,
+    /// Grows by `rate` with every matching call; the rule fires each time it reaches 1. So a rule hits exactly
+    /// its share of the calls, spread evenly, and a test that makes `1 / rate` calls sees it fire: random draws
+    /// would leave a rare target unhit now and then, and such a test could flake.
+    credit: f64,
 }
 
 #[derive(Debug)]
@@ -246,15 +251,19 @@ impl FaultController {
     /// Replaces the rules; timed rules start now.
     pub fn set(&self, rules: FaultRules) {
         let now = Instant::now();
+        let mut inner = self.lock();
+        let rng = &mut inner.rng;
         let rules = rules
             .rules
             .into_iter()
             .map(|rule| {
                 let until = rule.for_seconds.map(|seconds| now + Duration::from_secs_f64(seconds));
-                ActiveRule { rule, until }
+                // A seeded starting point, so which calls are hit depends on the seed.
+                let credit = next_unit(rng);
+                ActiveRule { rule, until, credit }
             })
             .collect();
-        self.lock().rules = rules;
+        inner.rules = rules;
     }
 
     /// Removes every rule.
@@ -280,13 +289,18 @@ impl FaultController {
     pub fn decide(&self, call: &Call<'_>) -> Verdict {
         let now = Instant::now();
         let mut inner = self.lock();
-        let Inner { rules, fired, rng } = &mut *inner;
+        let Inner { rules, fired, .. } = &mut *inner;
         let mut verdict = Verdict::default();
-        for active in rules.iter().filter(|active| active.until.is_none_or(|until| until > now)) {
-            let rule = &active.rule;
-            if !rule.matches(call) || next_unit(rng) >= rule.rate {
+        for active in rules.iter_mut().filter(|active| active.until.is_none_or(|until| until > now)) {
+            if !active.rule.matches(call) {
                 continue;
             }
+            active.credit += active.rule.rate;
+            if active.credit < 1.0 {
+                continue;
+            }
+            active.credit -= 1.0;
+            let rule = &active.rule;
             match rule.fault {
                 FaultKind::Latency => {
                     verdict.latency += Duration::from_millis(rule.latency_ms.unwrap_or_default());
@@ -415,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_fires_about_that_often_and_the_same_seed_repeats_the_draws() {
+    fn a_rate_fires_exactly_that_often_and_the_same_seed_repeats_the_choices() {
         let draws = |seed| {
             let controller = FaultController::new(seed);
             controller.set(rules(json!({"rules": [{"target": "sqs", "fault": "reset", "rate": 0.05}]})).unwrap());
@@ -424,7 +438,9 @@ mod tests {
         let first: Vec<bool> = draws(42);
         assert_eq!(first, draws(42));
         let fired = first.iter().filter(|&&f| f).count();
-        assert!((800..1200).contains(&fired), "{fired} of 20000 at 5%");
+        assert!((999..=1001).contains(&fired), "{fired} of 20000 at 5%");
+        assert!(first[..20].iter().any(|&f| f), "a 5% rule fires within its first 20 calls");
+        assert_ne!(first, draws(43), "another seed hits other calls");
     }
 
     #[test]
