@@ -24,7 +24,7 @@ use orderflow_local_cloud::runner::{Chaos, DeliveryOutcome};
 use orderflow_local_cloud::sources::SourceRef;
 use serde_json::{Value, json};
 use support::Api;
-use support::outcome::{self, final_order, stock_settled, wait_until_drained};
+use support::outcome::{self, final_order, stock_settled};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -176,14 +176,14 @@ async fn under_duplicates_reordering_poison_crashes_and_throttling_every_order_e
     let (placed, poisons) = tokio::join!(placing, poisoning);
     let placed_in = started.elapsed();
 
-    // 1. Every order reaches a final state. First wait for the consumers to drain (cheap: queue attributes), then
-    // read every order; an overloaded emulator may time the API out (5xx), which only means "ask again".
+    // 1. Every order reaches a final state. First wait until the system is quiet (queue attributes, an outbox
+    // count), then read every order; an overloaded emulator may time the API out (5xx), which only means "ask again".
     let deadline = Instant::now() + Duration::from_secs(120) + Duration::from_secs(2) * orders_wanted as u32;
-    wait_until_drained(&cloud, deadline).await;
+    support::wait_until_quiet(&cloud, deadline).await;
     let finals: Vec<Value> =
         stream::iter(&placed).map(|(id, _, _)| final_order(&api, id, deadline)).buffered(4).collect::<Vec<_>>().await;
     let final_in = started.elapsed();
-    wait_until_drained(&cloud, deadline).await;
+    support::wait_until_quiet(&cloud, deadline).await;
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     let status_of: HashMap<String, String> = placed
         .iter()
@@ -233,7 +233,12 @@ async fn under_duplicates_reordering_poison_crashes_and_throttling_every_order_e
         for message in &messages {
             let body: Value = serde_json::from_str(message.body().unwrap_or_default()).unwrap_or(Value::Null);
             let marker = body["detail"]["correlation_id"].as_str().unwrap_or_default();
-            assert!(marker.starts_with("poison-"), "{dlq} holds a message that is not poison: {body}");
+            assert!(
+                marker.starts_with("poison-"),
+                "{dlq} holds a message that is not poison: {body}\n  attributes: {:?}\n  system attributes: {:?}",
+                message.message_attributes(),
+                message.attributes()
+            );
             let attributes = message.message_attributes().unwrap_or_else(|| panic!("{dlq}: no attributes: {body}"));
             let reason = attributes.get("orderflow-error-reason").and_then(|a| a.string_value()).unwrap_or_default();
             assert!(!reason.is_empty(), "{dlq}: no reason for {marker}");

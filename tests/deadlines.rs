@@ -65,7 +65,7 @@ async fn an_order_whose_order_placed_was_dead_lettered_is_cancelled_by_its_deadl
     sqs.send_message().queue_url(queue).message_body(dead.body().unwrap()).send().await.unwrap();
     let dlq = cloud.output("InventoryDlqUrl").unwrap();
     sqs.delete_message().queue_url(dlq).receipt_handle(dead.receipt_handle().unwrap()).send().await.unwrap();
-    support::wait_until_quiet(&cloud).await;
+    support::wait_until_quiet(&cloud, support::settle_deadline()).await;
 
     assert_eq!(api.stock(SKU).await, (10, 0, 0), "the redriven OrderPlaced reserved nothing");
     assert_eq!(api.order(&order_id).await.unwrap()["status"], "CANCELLED");

@@ -40,7 +40,7 @@ async fn redelivering_every_event_of_a_shipped_and_a_cancelled_order_changes_not
     let cancelled = api.place("c-2", "SKU-TV", 2).await;
     assert_eq!(api.final_order(&shipped).await["status"], "SHIPPED");
     assert_eq!(api.final_order(&cancelled).await["status"], "CANCELLED");
-    support::wait_until_quiet(&cloud).await;
+    support::wait_until_quiet(&cloud, support::settle_deadline()).await;
     let before = snapshot(&cloud).await;
 
     // Every event that flowed is in the outbox: put each on the bus again, so every consumer (inventory, payment,
@@ -54,7 +54,7 @@ async fn redelivering_every_event_of_a_shipped_and_a_cancelled_order_changes_not
     }
     // Let the redeliveries reach the consumers, then wait for them to drain.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    support::wait_until_quiet(&cloud).await;
+    support::wait_until_quiet(&cloud, support::settle_deadline()).await;
     let after = snapshot(&cloud).await;
 
     for (table, items) in &before {

@@ -18,7 +18,7 @@ use futures::{StreamExt, stream};
 use orderflow_local_cloud::cloud::CloudOptions;
 use serde_json::{Value, json};
 use support::Api;
-use support::outcome::{self, final_order, stock_settled, wait_until_drained};
+use support::outcome::{self, final_order, stock_settled};
 
 /// Orders per test: a third each shipped, rejected (a SKU not in the catalogue) and cancelled (over the limit).
 const ORDERS: usize = 24;
@@ -27,7 +27,7 @@ const PLENTY: (&str, u32, &str) = ("SKU-PLENTY", 10_000, "12.50");
 const DEAR: (&str, u32, &str) = ("SKU-DEAR", 10_000, "6000.00");
 const MISSING_SKU: &str = "SKU-NOT-IN-CATALOGUE";
 /// Receives before a DLQ in these stages: with the backoff below, a message keeps retrying for well over the
-/// longest outage here (the local stack's visibility timeout is 2 s; RETRY_BACKOFF_* set the rest).
+/// longest outage here (the local stack's visibility timeout is 12 s; RETRY_BACKOFF_* set the rest).
 const MAX_RECEIVE_COUNT: u32 = 30;
 
 fn outage(default_seconds: u64) -> u64 {
@@ -96,7 +96,7 @@ async fn orders_survive(name: &str, rules: Value, must_fire: &[&str], settle: Du
         );
         status_of.insert(id.clone(), status);
     }
-    wait_until_drained(&cloud, deadline).await;
+    support::wait_until_quiet(&cloud, deadline).await;
     let recovered_in = started.elapsed();
 
     let shipped_units: u64 = placed.iter().filter(|p| p.3 == "SHIPPED").map(|p| u64::from(p.2)).sum();

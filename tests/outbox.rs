@@ -24,7 +24,7 @@ async fn an_order_whose_transaction_fails_publishes_nothing() {
 
     let order_id = placed["order_id"].as_str().unwrap();
     assert_eq!(api.final_order(order_id).await["status"], "SHIPPED");
-    support::wait_until_quiet(&cloud).await;
+    support::wait_until_quiet(&cloud, support::settle_deadline()).await;
     let placed_events: Vec<_> = scan(&cloud, "OutboxTableName")
         .await
         .into_iter()

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
 use orderflow_local_cloud::cloud::{CloudOptions, LocalCloud};
+use orderflow_local_cloud::sources::rule::INTERNAL_PREFIX;
 use serde_json::{Value, json};
 
 pub mod outcome;
@@ -158,38 +159,93 @@ where
     }
 }
 
-/// Messages in a queue, visible or in flight.
+/// Messages in a queue: visible, in flight or delayed.
 pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
-    use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible};
+    use aws_sdk_sqs::types::QueueAttributeName::{
+        ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed, ApproximateNumberOfMessagesNotVisible,
+    };
     let attributes = sqs
         .get_queue_attributes()
         .queue_url(url)
         .attribute_names(ApproximateNumberOfMessages)
         .attribute_names(ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(ApproximateNumberOfMessagesDelayed)
         .send()
         .await
         .with_context(|| format!("attributes of {url}"))?;
     let count =
         |name| attributes.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(count(ApproximateNumberOfMessages) + count(ApproximateNumberOfMessagesNotVisible))
+    Ok(count(ApproximateNumberOfMessages)
+        + count(ApproximateNumberOfMessagesNotVisible)
+        + count(ApproximateNumberOfMessagesDelayed))
 }
 
-/// Waits until every consumer queue is empty (nothing visible, nothing in flight) twice in a row, a second
-/// apart: the system has nothing left to do.
-pub async fn wait_until_quiet(cloud: &LocalCloud) {
+/// The deadline for [`wait_until_quiet`] in a test of a few orders.
+pub fn settle_deadline() -> Instant {
+    Instant::now() + settle_timeout()
+}
+
+/// Waits until the system has nothing left to do, failing the test at `deadline`. Quiet is a condition, not a
+/// pause: every consumer, retry and async-invoke queue is empty (nothing visible, in flight or delayed), the
+/// runner is done with as many outbox stream records as the outbox holds (so every event is on the bus and in
+/// its queues), and a second look finds the queues empty and the outbox unchanged. A handler deletes its
+/// message only after its writes, so an empty queue means its outbox records are counted by the scan after it.
+/// Scheduled invocations are not queued: a test of deadlines waits for what it expects.
+pub async fn wait_until_quiet(cloud: &LocalCloud, deadline: Instant) {
     let sqs = aws_sdk_sqs::Client::new(cloud.sdk_config());
-    let urls: Vec<String> =
+    let mut urls: Vec<String> =
         CONSUMER_QUEUES.iter().map(|q| cloud.output(&format!("{q}QueueUrl")).expect("queue url").to_owned()).collect();
-    let deadline = Instant::now() + settle_timeout();
-    let mut quiet_checks = 0;
-    while quiet_checks < 3 {
-        assert!(Instant::now() < deadline, "timed out waiting for every consumer queue to be empty");
-        let mut total = 0;
+    let async_invokes = sqs.list_queues().queue_name_prefix(INTERNAL_PREFIX).send().await.expect("list queues");
+    urls.extend(async_invokes.queue_urls().iter().filter(|url| url.contains(cloud.stage())).cloned());
+    let mut outbox_seen = None;
+    loop {
+        let mut queued = 0;
         for url in &urls {
-            total += queue_depth(&sqs, url).await.unwrap_or(1);
+            queued += queue_depth(&sqs, url).await.unwrap_or(1);
         }
-        quiet_checks = if total == 0 { quiet_checks + 1 } else { 0 };
-        tokio::time::sleep(Duration::from_millis(750)).await;
+        let (outbox, relayed) = if queued == 0 {
+            (count_items(cloud, "OutboxTableName").await, cloud.runner().stream_records_finished())
+        } else {
+            (0, 0)
+        };
+        if queued == 0 && relayed >= outbox {
+            if outbox_seen == Some(outbox) {
+                return;
+            }
+            outbox_seen = Some(outbox);
+            continue;
+        }
+        outbox_seen = None;
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the system to be quiet: {queued} messages queued, {relayed} of {outbox} outbox \
+             records relayed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The number of items of a table (a consistent count, all pages).
+pub async fn count_items(cloud: &LocalCloud, table_output: &str) -> u64 {
+    let dynamodb = aws_sdk_dynamodb::Client::new(cloud.sdk_config());
+    let table = cloud.output(table_output).expect("table output");
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        count += page.count() as u64;
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return count;
+        }
     }
 }
 

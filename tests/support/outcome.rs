@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use orderflow_local_cloud::cloud::LocalCloud;
-use orderflow_local_cloud::sources::rule::INTERNAL_PREFIX;
 use serde_json::Value;
 
 use super::{Api, attr, scan};
@@ -58,28 +57,6 @@ pub fn per_order(items: &[Item], prefix: &str, field: &str) -> HashMap<String, B
         }
     }
     counts
-}
-
-/// Waits until every consumer queue, and the runner's queue of async invokes (notifications), has been empty
-/// (nothing visible, nothing in flight) three times in a row, two seconds apart.
-pub async fn wait_until_drained(cloud: &orderflow_local_cloud::cloud::LocalCloud, deadline: Instant) {
-    let sqs = aws_sdk_sqs::Client::new(cloud.sdk_config());
-    let mut urls: Vec<String> = super::CONSUMER_QUEUES
-        .iter()
-        .map(|q| cloud.output(&format!("{q}QueueUrl")).expect("queue url").to_owned())
-        .collect();
-    let async_invokes = sqs.list_queues().queue_name_prefix(INTERNAL_PREFIX).send().await.expect("list queues");
-    urls.extend(async_invokes.queue_urls().iter().filter(|url| url.contains(cloud.stage())).cloned());
-    let mut quiet = 0;
-    while quiet < 3 {
-        assert!(Instant::now() < deadline, "timed out waiting for the consumer queues to drain");
-        let mut total = 0;
-        for url in &urls {
-            total += super::queue_depth(&sqs, url).await.unwrap_or(1);
-        }
-        quiet = if total == 0 { quiet + 1 } else { 0 };
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }
 
 /// The order once it is final; a 5xx from an overloaded API is asked again.

@@ -35,9 +35,11 @@ pub const FUNCTIONS: [&str; 9] = [
 /// The simulated payment provider's crate and binary: the local cloud runs it as a process.
 const PAYMENT_PROVIDER: &str = "payment-provider";
 
-/// The visibility timeout the local stacks are deployed with: a failed record is redelivered after this, so
-/// a poison message reaches its DLQ in seconds instead of minutes.
-pub const LOCAL_VISIBILITY_TIMEOUT_SECONDS: u32 = 2;
+/// The visibility timeout the local stacks are deployed with (the template's default is 120 s): a record of a
+/// crashed or timed-out invocation is received again after this. Longer than every consumer's timeout (10 s), so
+/// a slow batch is never received again while its instance still works on it; a record that fails is redelivered
+/// after the handler's backoff, not after this.
+pub const LOCAL_VISIBILITY_TIMEOUT_SECONDS: u32 = 12;
 /// Receives before SQS moves a message to its DLQ (the template's default).
 pub const MAX_RECEIVE_COUNT: u32 = 3;
 
@@ -79,7 +81,8 @@ impl CloudOptions {
             endpoint: std::env::var("AWS_ENDPOINT_URL").ok().filter(|url| !url.is_empty()),
             moto_port: 0,
             function_env: BTreeMap::new(),
-            pass_through_logs: false,
+            // Debugging a test: `ORDERFLOW_FUNCTION_LOGS=1` copies every function's log lines to stderr.
+            pass_through_logs: std::env::var_os("ORDERFLOW_FUNCTION_LOGS").is_some_and(|v| v == "1"),
             chaos: None,
             max_receive_count: MAX_RECEIVE_COUNT,
             fault_seed: 0,

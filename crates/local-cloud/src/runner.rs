@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -119,6 +120,7 @@ pub struct Runner {
     shutdown_grace: Duration,
     chaos: Option<Arc<ChaosState>>,
     proxy: Arc<FaultProxy>,
+    stream_records_finished: Arc<AtomicU64>,
 }
 
 impl Runner {
@@ -173,6 +175,7 @@ impl Runner {
             shutdown_grace: config.shutdown_grace,
             chaos: config.chaos.clone().map(|chaos| Arc::new(ChaosState::new(chaos))),
             proxy: FaultProxy::new(FaultController::new(config.fault_seed), config.proxied_variables.clone())?,
+            stream_records_finished: Arc::default(),
         };
         match runner.start_all(&config, &functions, &region, extra_env, shutdown).await {
             Ok(()) => Ok(runner),
@@ -251,7 +254,12 @@ impl Runner {
                         })?),
                         None => None,
                     };
-                let clients = StreamClients { streams: streams.clone(), sqs: sqs.clone(), destination_url };
+                let clients = StreamClients {
+                    streams: streams.clone(),
+                    sqs: sqs.clone(),
+                    destination_url,
+                    finished: self.stream_records_finished.clone(),
+                };
                 let task = sources::stream::spawn(&ctx, clients, source)
                     .await
                     .with_context(|| context(&format!("event {}", source.event_id)))?;
@@ -313,6 +321,13 @@ impl Runner {
     /// loses the oldest ones (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
         self.deliveries.subscribe()
+    }
+
+    /// The stream records every stream source is done with so far (the function succeeded with them, or they went
+    /// to the on-failure destination), not counting those its filter drops. A test that knows how many records a
+    /// stream holds waits on this, not on a sleep, for the stream's hop to be over.
+    pub fn stream_records_finished(&self) -> u64 {
+        self.stream_records_finished.load(Ordering::Relaxed)
     }
 
     /// What the delivery chaos did so far, when it is on.

@@ -4,6 +4,9 @@
 
 mod runner_support;
 
+use std::time::Duration;
+
+use orderflow_local_cloud::cloud::LOCAL_VISIBILITY_TIMEOUT_SECONDS;
 use orderflow_local_cloud::iac::{Resolver, load_functions};
 use runner_support::{Moto, crate_dir};
 
@@ -37,6 +40,15 @@ async fn the_project_template_resolves_against_the_deployed_stateful_stack() {
         for source in &function.sqs {
             assert!(exported.contains(&&source.queue_arn), "{}: {}", function.name, source.queue_arn);
         }
+        // A message must stay invisible while an instance can still be working on it, or it is received again
+        // (and its receive count burnt) while in flight.
+        let local_visibility = Duration::from_secs(LOCAL_VISIBILITY_TIMEOUT_SECONDS.into());
+        assert!(
+            function.sqs.is_empty() || function.timeout < local_visibility,
+            "{} times out after {:?}, not before the local stages' visibility timeout {local_visibility:?}",
+            function.name,
+            function.timeout
+        );
         for source in &function.streams {
             assert!(exported.contains(&&source.stream_arn), "{}: {}", function.name, source.stream_arn);
         }

@@ -12,6 +12,8 @@
 //! its shard. Child shards start when their parent is done.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -41,6 +43,9 @@ pub struct StreamClients {
     pub sqs: aws_sdk_sqs::Client,
     /// URL of the on-failure destination queue, if any.
     pub destination_url: Option<String>,
+    /// Counts the records this source is done with: handed to the function with success, or given up to the
+    /// on-failure destination (records the filter drops are not counted).
+    pub finished: Arc<AtomicU64>,
 }
 
 /// Lists the stream's shards and takes the `LATEST` iterators (so that records written after
@@ -335,7 +340,7 @@ impl ShardReader {
             let expired = expired_prefix(buffer.iter().take(len), self.source.max_record_age, now);
             if expired > 0 {
                 self.dead_letter(buffer, expired, attempts, "RecordAgeExceeded", &request_id, last_error).await;
-                buffer.drain(..expired);
+                self.finish(buffer, expired);
                 return true;
             }
             let batch: Vec<&Buffered> = buffer.iter().take(len).collect();
@@ -344,13 +349,13 @@ impl ShardReader {
             match result {
                 None => return false,
                 Some(BatchResult::Done) => {
-                    buffer.drain(..len);
+                    self.finish(buffer, len);
                     return true;
                 }
                 Some(BatchResult::RetryFrom(index)) => {
                     if index > 0 {
                         // Records before the lowest failure are checkpointed.
-                        buffer.drain(..index);
+                        self.finish(buffer, index);
                         attempts = 1;
                         backoff = self.ctx.timing.retry_backoff;
                     } else {
@@ -370,7 +375,7 @@ impl ShardReader {
             // MaximumRetryAttempts -1 (`None`): retried until the record is too old or leaves the stream.
             if self.source.max_retry_attempts.is_some_and(|max| attempts > max) {
                 self.dead_letter(buffer, len, attempts, "RetryAttemptsExhausted", &request_id, last_error).await;
-                buffer.drain(..len);
+                self.finish(buffer, len);
                 return true;
             }
             if !shutdown.sleep(backoff).await {
@@ -378,6 +383,12 @@ impl ShardReader {
             }
             backoff = (backoff * 2).min(self.ctx.timing.max_retry_backoff);
         }
+    }
+
+    /// Checkpoints the first `count` records of the buffer: the shard moves past them.
+    fn finish(&self, buffer: &mut VecDeque<Buffered>, count: usize) {
+        buffer.drain(..count);
+        self.clients.finished.fetch_add(count as u64, Ordering::Relaxed);
     }
 
     /// Invokes with `batch`; `None` when the pool is gone. Also returns the request id and the
