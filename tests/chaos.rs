@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
-use orderflow_local_cloud::runner::{Chaos, DeliveryOutcome};
-use orderflow_local_cloud::sources::SourceRef;
+use local_lambda::runner::{Chaos, DeliveryOutcome};
+use local_lambda::sources::SourceRef;
 use serde_json::{Value, json};
 use support::Api;
 use support::outcome::{self, final_order, stock_settled};

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
+use local_lambda::sources::rule::INTERNAL_PREFIX;
 use orderflow_local_cloud::cloud::{CloudOptions, LocalCloud};
-use orderflow_local_cloud::sources::rule::INTERNAL_PREFIX;
 use serde_json::{Value, json};
 
 pub mod outcome;

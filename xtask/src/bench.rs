@@ -13,7 +13,7 @@
 //!   deployed stateful stack), Lambda's variables and credentials, and `AWS_ENDPOINT_URL` pointing at a listener
 //!   of the bench; 100 ms after the first poll (left unanswered) the bench asserts that nothing connected to that
 //!   listener and that the process has no socket other than its connection to the Runtime API.
-//! - Memory: the release inventory binary, run by `orderflow_local_cloud::runtime_api::FunctionPool` (one
+//! - Memory: the release inventory binary, run by `local_lambda::runtime_api::FunctionPool` (one
 //!   instance) with its environment from the template, is invoked with SQS batches (the template's batch size) of
 //!   distinct `OrderPlaced` events that each reserve two SKUs: the hot path, one consistent `BatchGetItem` and one
 //!   `TransactWriteItems`. Its `AWS_ENDPOINT_URL` is a DynamoDB stub of the bench that keeps the stock and the
@@ -40,12 +40,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, FromArgMatches, ValueEnum};
-use orderflow_local_cloud::aws::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, sdk_config};
+use local_lambda::aws::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, sdk_config};
+use local_lambda::deploy::deploy_stack;
+use local_lambda::iac::{FunctionSpec, Resolver, load_functions};
+use local_lambda::runtime_api::{FunctionPool, InvocationOutcome, PoolConfig, RuntimeApiServer};
 use orderflow_local_cloud::cloud::{FUNCTIONS, stateful_stack_name};
-use orderflow_local_cloud::deploy::deploy_stack;
 use orderflow_local_cloud::emulator::Emulator;
-use orderflow_local_cloud::iac::{FunctionSpec, Resolver, load_functions};
-use orderflow_local_cloud::runtime_api::{FunctionPool, InvocationOutcome, PoolConfig, RuntimeApiServer};
 use orderflow_local_cloud::tools::Tools;
 use serde_json::{Value, json};
 
@@ -736,27 +736,46 @@ fn attribute<'a>(item: &'a Value, name: &str, kind: &str) -> &'a str {
     item[name][kind].as_str().unwrap_or_default()
 }
 
+/// The stock item of `sku` at 1.00, encoded by the Inventory table's owner in DynamoDB's JSON (strings and
+/// numbers are all a stock item has); `None` when the units do not fit the item's counters.
+fn stock_item(sku: &str, available: u64, reserved: u64) -> Option<Value> {
+    let stock = orderflow_domain::inventory::Stock {
+        sku: sku.to_owned(),
+        available: available.try_into().ok()?,
+        reserved: reserved.try_into().ok()?,
+        shipped: 0,
+        price: orderflow_domain::Decimal::new(100, 2),
+    };
+    let item = orderflow_inventory_store::item::stock_item(&stock);
+    let wire = |value: &aws_sdk_dynamodb::types::AttributeValue| match (value.as_s(), value.as_n()) {
+        (Ok(text), _) => json!({ "S": text }),
+        (_, Ok(number)) => json!({ "N": number }),
+        _ => Value::Null,
+    };
+    Some(item.iter().map(|(name, value)| (name.clone(), wire(value))).collect())
+}
+
 fn batch_get(state: &mut DynamoState, request: &Value) -> Value {
+    use orderflow_inventory_store::item::{RESERVATION_SK, STOCK_PK_PREFIX, STOCK_SK, attr};
     state.batch_gets += 1;
     let mut responses = serde_json::Map::new();
     for (table, keys) in request["RequestItems"].as_object().into_iter().flatten() {
         let mut items = Vec::new();
         for key in keys["Keys"].as_array().into_iter().flatten() {
             let pk = attribute(key, "pk", "S");
-            match attribute(key, "sk", "S") {
-                "STOCK" => {
-                    let sku = pk.trim_start_matches("SKU#");
+            match attribute(key, attr::SORT_KEY, "S") {
+                STOCK_SK => {
+                    let sku = pk.trim_start_matches(STOCK_PK_PREFIX);
                     let (available, reserved) = *state.stock.entry(sku.to_owned()).or_insert((SEED_UNITS, 0));
-                    items.push(json!({
-                        "pk": {"S": pk}, "sk": {"S": "STOCK"}, "sku": {"S": sku}, "price": {"S": "1.00"},
-                        "available": {"N": available.to_string()}, "reserved": {"N": reserved.to_string()},
-                        "shipped": {"N": "0"},
-                    }));
+                    match stock_item(sku, available, reserved) {
+                        Some(item) => items.push(item),
+                        None => state.unexpected.push(format!("stock of {sku} beyond an item's counters")),
+                    }
                 }
-                "RESERVATION" if state.reservations.contains(pk) => {
+                RESERVATION_SK if state.reservations.contains(pk) => {
                     state.unexpected.push(format!("a second read of the reservation {pk}"));
                 }
-                "RESERVATION" => {}
+                RESERVATION_SK => {}
                 other => state.unexpected.push(format!("BatchGetItem of a key with sk {other:?}")),
             }
         }
@@ -767,6 +786,8 @@ fn batch_get(state: &mut DynamoState, request: &Value) -> Value {
 
 /// Applies a reservation transaction; `None` (a 400) for anything else.
 fn transact(state: &mut DynamoState, request: &Value) -> Option<Value> {
+    use orderflow_inventory_store::ReservationStatus;
+    use orderflow_inventory_store::item::{RESERVATION_SK, STOCK_PK_PREFIX, attr};
     state.transactions += 1;
     let items = request["TransactItems"].as_array().cloned().unwrap_or_default();
     let mut stock = Vec::new();
@@ -774,15 +795,15 @@ fn transact(state: &mut DynamoState, request: &Value) -> Option<Value> {
     let mut outbox = 0;
     for item in &items {
         if let Some(update) = item.get("Update") {
-            let sku = attribute(&update["Key"], "pk", "S").trim_start_matches("SKU#").to_owned();
+            let sku = attribute(&update["Key"], "pk", "S").trim_start_matches(STOCK_PK_PREFIX).to_owned();
             let quantity: u64 = update["ExpressionAttributeValues"][":q"]["N"].as_str()?.parse().ok()?;
             if update["ConditionExpression"] != "available >= :q" {
                 return None;
             }
             stock.push((sku, quantity));
         } else if let Some(put) = item.get("Put") {
-            if attribute(&put["Item"], "sk", "S") == "RESERVATION"
-                && attribute(&put["Item"], "status", "S") == "RESERVED"
+            if attribute(&put["Item"], attr::SORT_KEY, "S") == RESERVATION_SK
+                && attribute(&put["Item"], attr::STATUS, "S") == ReservationStatus::Reserved.as_str()
             {
                 reservation = Some(attribute(&put["Item"], "pk", "S").to_owned());
             } else {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use local_lambda::runner::{Delivery, DeliveryOutcome};
 use orderflow_local_cloud::cloud::{CloudOptions, LocalCloud};
-use orderflow_local_cloud::runner::{Delivery, DeliveryOutcome};
 use orderflow_local_cloud::scenario::{self, ScenarioTarget};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -149,9 +149,9 @@ fn write_env_files(cloud: &LocalCloud) -> Result<std::path::PathBuf> {
     for function in cloud.runner().functions() {
         let mut lines = vec![
             format!("AWS_ENDPOINT_URL={}", cloud.endpoint()),
-            format!("AWS_REGION={}", orderflow_local_cloud::aws::REGION),
-            format!("AWS_ACCESS_KEY_ID={}", orderflow_local_cloud::aws::ACCESS_KEY_ID),
-            format!("AWS_SECRET_ACCESS_KEY={}", orderflow_local_cloud::aws::SECRET_ACCESS_KEY),
+            format!("AWS_REGION={}", local_lambda::aws::REGION),
+            format!("AWS_ACCESS_KEY_ID={}", local_lambda::aws::ACCESS_KEY_ID),
+            format!("AWS_SECRET_ACCESS_KEY={}", local_lambda::aws::SECRET_ACCESS_KEY),
         ];
         lines.extend(function.environment.iter().map(|(name, value)| format!("{name}={value}")));
         let path = dir.join(format!("{}.env", function.name));

@@ -57,9 +57,8 @@ use crate::dead_letter::SqsDeadLetters;
 ///         let event = OutboxRecord::caused_by(&confirmed, ShipmentScheduled { order_id: order_id.clone() });
 ///         // ONE TransactWriteItems: the shipment if absent, and its event into the outbox.
 ///         let item = key(format!("SHIPMENT#{order_id}"), "SHIPMENT");
-///         let written = put_new_with_event(&self.db, &self.table, item, &self.outbox_table, &event)
-///             .await
-///             .map_err(|e| e.into_store_error(HandlerError::permanent, HandlerError::transient))?;
+///         // A failure is a `StoreError`, transient (throttling, timeouts) or permanent (an invalid request).
+///         let written = put_new_with_event(&self.db, &self.table, item, &self.outbox_table, &event).await?;
 ///         tracing::info!(order_id, ?written, "applied"); // Committed, or Duplicate on a redelivery
 ///         Ok(())
 ///     }

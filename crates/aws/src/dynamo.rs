@@ -1,10 +1,14 @@
-//! DynamoDB item helpers shared by the stores.
+//! DynamoDB item helpers shared by the stores; their failures are a [`StoreError`].
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::StoreError;
 
 /// An item read from a table, keyed by attribute name.
 pub type Item = HashMap<String, AttributeValue>;
@@ -57,50 +61,20 @@ pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
 }
 
 /// A transaction's `Put` of `item` that fails its condition when an item with its key exists.
-pub fn put_if_absent(table: &str, item: Item) -> TransactWriteItem {
+pub fn put_if_absent(table: &str, item: Item) -> Result<TransactWriteItem, StoreError> {
     let put = Put::builder()
         .table_name(table)
         .set_item(Some(item))
         .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table, item and key are set");
-    TransactWriteItem::builder().put(put).build()
+        .build()?;
+    Ok(TransactWriteItem::builder().put(put).build())
 }
 
-/// A failed DynamoDB request, by whether retrying may succeed; each store turns it into its own error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// The service calls the request invalid: retrying cannot succeed.
-    #[error("{0}")]
-    Invalid(String),
-    /// Throttling, a timeout, the service unavailable, a cancelled transaction: retrying may succeed.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl RequestError {
-    /// A store's own error for this one: `invalid` or `unavailable` of the message.
-    pub fn into_store_error<T>(self, invalid: impl FnOnce(String) -> T, unavailable: impl FnOnce(String) -> T) -> T {
-        match self {
-            Self::Invalid(message) => invalid(message),
-            Self::Unavailable(message) => unavailable(message),
-        }
-    }
-}
-
-/// A request the service calls invalid (`ValidationException`, `SerializationException`) cannot succeed on retry;
-/// throttling, timeouts and everything else may.
-impl<E, R> From<SdkError<E, R>> for RequestError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    fn from(err: SdkError<E, R>) -> Self {
-        match err.code() {
-            Some("ValidationException" | "SerializationException") => Self::Invalid(describe(&err)),
-            _ => Self::Unavailable(describe(&err)),
-        }
-    }
+/// The RFC 3339 string attribute of `at`, as every store writes its timestamps.
+pub fn timestamp(at: OffsetDateTime) -> Result<AttributeValue, StoreError> {
+    at.format(&Rfc3339)
+        .map(AttributeValue::S)
+        .map_err(|e| StoreError::Permanent(format!("timestamp {at} does not format as RFC 3339: {e}")))
 }
 
 /// The whole error chain of an SDK error, e.g. the service's message, not just "service error".

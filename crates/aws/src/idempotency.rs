@@ -24,15 +24,14 @@
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
-use orderflow_toolkit::HandlerError;
 use orderflow_toolkit::idempotency::{
     IdempotencyRecord, IdempotencyStore, PutOutcome, RecordStatus, epoch_millis, epoch_seconds,
 };
 
-use crate::dynamo::{Item, describe, get_n, get_s, n, s};
+use crate::StoreError;
+use crate::dynamo::{Item, get_n, get_s, n, s};
 
 /// The partition key attribute.
 pub const KEY_ATTRIBUTE: &str = "pk";
@@ -47,36 +46,6 @@ pub const RESPONSE_ATTRIBUTE: &str = "response";
 /// The write condition of [`IdempotencyStore::put_in_progress`], as Powertools writes it.
 const PUT_CONDITION: &str = "attribute_not_exists(#pk) OR #expiration < :now OR \
                              (#status = :in_progress AND #in_progress_expiry < :now_ms)";
-
-/// A failed request to the idempotency table.
-#[derive(Debug, thiserror::Error)]
-pub enum DynamoIdempotencyError {
-    /// Throttling, a timeout, the service unreachable: a retry may succeed.
-    #[error("idempotency table {table}: {message}")]
-    Unavailable { table: String, message: String },
-    /// The request is invalid (e.g. the table's key is not `pk`): no retry can succeed.
-    #[error("idempotency table {table}: invalid request: {message}")]
-    Invalid { table: String, message: String },
-    /// An item of the table does not have the shape this store writes.
-    #[error("idempotency table {table}: record {key:?} is unreadable: {problem}")]
-    Corrupt { table: String, key: String, problem: String },
-    /// The write condition failed but the record was gone when read back (deleted in between): retry.
-    #[error("idempotency table {table}: record {key:?} changed while it was written; retry")]
-    Changed { table: String, key: String },
-}
-
-impl From<DynamoIdempotencyError> for HandlerError {
-    fn from(err: DynamoIdempotencyError) -> Self {
-        match err {
-            DynamoIdempotencyError::Unavailable { .. } | DynamoIdempotencyError::Changed { .. } => {
-                HandlerError::transient(err)
-            }
-            DynamoIdempotencyError::Invalid { .. } | DynamoIdempotencyError::Corrupt { .. } => {
-                HandlerError::permanent(err)
-            }
-        }
-    }
-}
 
 /// Idempotency records in a DynamoDB table whose partition key is `pk` (S).
 ///
@@ -128,48 +97,18 @@ impl DynamoIdempotencyStore {
         item
     }
 
-    fn sdk_error<E, R>(&self, err: &SdkError<E, R>) -> DynamoIdempotencyError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
-    {
-        let (table, message) = (self.table.clone(), describe(err));
-        match err.code() {
-            Some("ValidationException" | "SerializationException") => {
-                DynamoIdempotencyError::Invalid { table, message }
-            }
-            _ => DynamoIdempotencyError::Unavailable { table, message },
-        }
+    /// What a failure names: the table and the record's key.
+    fn record_context(&self, key: &str) -> String {
+        format!("idempotency table {}, record {key:?}", self.table)
     }
 
-    fn record_from_item(&self, key: &str, item: &Item) -> Result<IdempotencyRecord, DynamoIdempotencyError> {
-        let corrupt = |problem: String| DynamoIdempotencyError::Corrupt {
-            table: self.table.clone(),
-            key: key.to_owned(),
-            problem,
-        };
-        let status = get_s(item, STATUS_ATTRIBUTE).map_err(|e| corrupt(e.to_string()))?.parse().map_err(corrupt)?;
-        let in_progress_expiry = match item.get(IN_PROGRESS_EXPIRY_ATTRIBUTE) {
-            None => None,
-            Some(_) => Some(get_n(item, IN_PROGRESS_EXPIRY_ATTRIBUTE).map_err(|e| corrupt(e.to_string()))?),
-        };
-        let response = match item.get(RESPONSE_ATTRIBUTE) {
-            None => None,
-            Some(_) => Some(get_s(item, RESPONSE_ATTRIBUTE).map_err(|e| corrupt(e.to_string()))?.to_owned()),
-        };
-        Ok(IdempotencyRecord {
-            key: get_s(item, KEY_ATTRIBUTE).map_err(|e| corrupt(e.to_string()))?.to_owned(),
-            status,
-            payload_hash: get_s(item, PAYLOAD_HASH_ATTRIBUTE).map_err(|e| corrupt(e.to_string()))?.to_owned(),
-            expiration: get_n(item, EXPIRATION_ATTRIBUTE).map_err(|e| corrupt(e.to_string()))?,
-            in_progress_expiry,
-            response,
-        })
+    fn record_from_item(&self, key: &str, item: &Item) -> Result<IdempotencyRecord, StoreError> {
+        read_record(item).map_err(|e| e.context(self.record_context(key)))
     }
 
     /// The record of `key` by a consistent `GetItem`: only used when a failed condition returned no item (an
     /// emulator without `ReturnValuesOnConditionCheckFailure`).
-    async fn read(&self, key: &str) -> Result<Option<IdempotencyRecord>, DynamoIdempotencyError> {
+    async fn read(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -178,13 +117,33 @@ impl DynamoIdempotencyStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.sdk_error(&e))?;
+            .map_err(|e| StoreError::from(e).context(self.record_context(key)))?;
         output.item().map(|item| self.record_from_item(key, item)).transpose()
     }
 }
 
+/// A record from its item; an attribute without the shape this store writes makes it [`StoreError::Corrupt`].
+fn read_record(item: &Item) -> Result<IdempotencyRecord, StoreError> {
+    let in_progress_expiry = match item.get(IN_PROGRESS_EXPIRY_ATTRIBUTE) {
+        None => None,
+        Some(_) => Some(get_n(item, IN_PROGRESS_EXPIRY_ATTRIBUTE)?),
+    };
+    let response = match item.get(RESPONSE_ATTRIBUTE) {
+        None => None,
+        Some(_) => Some(get_s(item, RESPONSE_ATTRIBUTE)?.to_owned()),
+    };
+    Ok(IdempotencyRecord {
+        key: get_s(item, KEY_ATTRIBUTE)?.to_owned(),
+        status: get_s(item, STATUS_ATTRIBUTE)?.parse().map_err(StoreError::Corrupt)?,
+        payload_hash: get_s(item, PAYLOAD_HASH_ATTRIBUTE)?.to_owned(),
+        expiration: get_n(item, EXPIRATION_ATTRIBUTE)?,
+        in_progress_expiry,
+        response,
+    })
+}
+
 impl IdempotencyStore for DynamoIdempotencyStore {
-    type Error = DynamoIdempotencyError;
+    type Error = StoreError;
 
     async fn put_in_progress(&self, record: &IdempotencyRecord, now: SystemTime) -> Result<PutOutcome, Self::Error> {
         let mut item = self.key(&record.key);
@@ -215,14 +174,16 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             Err(err) => err,
         };
         let Some(PutItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() else {
-            return Err(self.sdk_error(&err));
+            return Err(StoreError::from(err).context(self.record_context(&record.key)));
         };
         let existing = match failed.item() {
             Some(item) => Some(self.record_from_item(&record.key, item)?),
             None => self.read(&record.key).await?,
         };
-        let existing = existing
-            .ok_or_else(|| DynamoIdempotencyError::Changed { table: self.table.clone(), key: record.key.clone() })?;
+        // The condition failed but the record was gone when read back (deleted in between): a retry writes it.
+        let existing = existing.ok_or_else(|| {
+            StoreError::Transient(format!("{}: changed while it was written; retry", self.record_context(&record.key)))
+        })?;
         Ok(PutOutcome::Exists(existing))
     }
 
@@ -247,7 +208,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.sdk_error(&e))
+            .map_err(|e| StoreError::from(e).context(self.record_context(&record.key)))
     }
 
     async fn delete(&self, key: &str) -> Result<(), Self::Error> {
@@ -258,12 +219,14 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.sdk_error(&e))
+            .map_err(|e| StoreError::from(e).context(self.record_context(key)))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use orderflow_toolkit::HandlerError;
+
     use super::*;
 
     fn store() -> DynamoIdempotencyStore {
@@ -320,10 +283,11 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_and_changed_are_transient() {
-        let unavailable = DynamoIdempotencyError::Unavailable { table: "t".into(), message: "throttled".into() };
-        assert_eq!(HandlerError::from(unavailable).class(), "Transient");
-        let changed = DynamoIdempotencyError::Changed { table: "t".into(), key: "k".into() };
-        assert_eq!(HandlerError::from(changed).class(), "Transient");
+    fn a_corrupt_record_names_the_table_and_the_key() {
+        let err = store().record_from_item("k", &Item::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "corrupt item: idempotency table idempotency, record \"k\": item attribute pk: is missing"
+        );
     }
 }

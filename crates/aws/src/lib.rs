@@ -1,7 +1,8 @@
 //! AWS adapters of the orderflow toolkit: the SDK configuration every function uses, the Lambda runtime of the SQS
 //! consumers (with exponential retry backoff by message visibility), the runtimes of functions an EventBridge
 //! rule invokes directly (alone, or with an SQS retry queue behind Lambda's asynchronous retries), the outbox write
-//! that joins a business transaction, the SQS dead-letter sink, the EventBridge bus, and DynamoDB item helpers.
+//! that joins a business transaction, the SQS dead-letter sink, the EventBridge bus, DynamoDB item helpers, and
+//! [`StoreError`], the one transient-or-permanent classification of every store's failures.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -14,6 +15,7 @@ pub mod event_bus;
 pub mod idempotency;
 pub mod outbox;
 pub mod retry_queue;
+pub mod store_error;
 
 pub use backoff::{BackoffPolicy, SqsRetryBackoff};
 pub use bus_function::run_bus_function;
@@ -23,3 +25,4 @@ pub use dead_letter::SqsDeadLetters;
 pub use event_bus::EventBridgeBus;
 pub use idempotency::DynamoIdempotencyStore;
 pub use retry_queue::run_bus_function_with_retry_queue;
+pub use store_error::StoreError;

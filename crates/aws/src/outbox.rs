@@ -6,7 +6,8 @@ use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
 
-use crate::dynamo::{Item, RequestError, cancellation_codes, describe, n, put_if_absent, s};
+use crate::StoreError;
+use crate::dynamo::{Item, cancellation_codes, n, put_if_absent, s};
 
 /// How long a published outbox record stays in the table before its TTL removes it.
 pub const OUTBOX_RETENTION_SECONDS: i64 = 7 * 24 * 3600;
@@ -34,16 +35,18 @@ pub mod attributes {
 ///     const SOURCE: &'static str = "orderflow.payment";
 /// }
 ///
+/// # fn main() -> Result<(), orderflow_aws::StoreError> {
 /// let record = OutboxRecord::new(&Envelope::new("o-1", PaymentCaptured { order_id: "o-1".into() }));
 /// // The items of ONE `client.transact_write_items().set_transact_items(Some(items))`.
-/// let items = vec![put_if_absent("Payments", key("PAYMENT#o-1", "PAYMENT")), outbox_put("Outbox", &record)];
+/// let items = vec![put_if_absent("Payments", key("PAYMENT#o-1", "PAYMENT"))?, outbox_put("Outbox", &record)?];
 /// let outbox = items[1].put().unwrap();
 /// assert_eq!(outbox.condition_expression(), Some("attribute_not_exists(pk)"));
 /// // The correlation id is the partition: the stream keeps an order's events in order.
 /// assert_eq!(outbox.item()["pk"].as_s().unwrap(), "o-1");
 /// assert_eq!(outbox.item()["detail_type"].as_s().unwrap(), "PaymentCaptured");
+/// # Ok(()) }
 /// ```
-pub fn outbox_put(table: &str, record: &OutboxRecord) -> TransactWriteItem {
+pub fn outbox_put(table: &str, record: &OutboxRecord) -> Result<TransactWriteItem, StoreError> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let put = Put::builder()
         .table_name(table)
@@ -55,9 +58,8 @@ pub fn outbox_put(table: &str, record: &OutboxRecord) -> TransactWriteItem {
         .item("created_at", n(now))
         .item("expires_at", n(now + OUTBOX_RETENTION_SECONDS))
         .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table, item and key are set");
-    TransactWriteItem::builder().put(put).build()
+        .build()?;
+    Ok(TransactWriteItem::builder().put(put).build())
 }
 
 /// ONE `TransactWriteItems`: `item` into `table` if no item has its key, and the outbox record of its event. When
@@ -69,17 +71,15 @@ pub async fn put_new_with_event(
     item: Item,
     outbox_table: &str,
     record: &OutboxRecord,
-) -> Result<Written, RequestError> {
-    let items = vec![put_if_absent(table, item), outbox_put(outbox_table, record)];
+) -> Result<Written, StoreError> {
+    let items = vec![put_if_absent(table, item)?, outbox_put(outbox_table, record)?];
     let err = match client.transact_write_items().set_transact_items(Some(items)).send().await {
         Ok(_) => return Ok(Written::Committed),
         Err(err) => err,
     };
     match cancellation_codes(&err) {
         Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Written::Duplicate),
-        Some(codes) => {
-            Err(RequestError::Unavailable(format!("transaction cancelled ({}): {}", codes.join(", "), describe(&err))))
-        }
-        None => Err(err.into()),
+        _ => Err(StoreError::from_transaction(&err)
+            .context(format_args!("{table} and {outbox_table}: new item with event {}", record.event_id))),
     }
 }

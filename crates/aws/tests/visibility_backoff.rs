@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use local_lambda::aws::sdk_config;
+use local_lambda::deploy::deploy_stack;
 use orderflow_aws::SqsRetryBackoff;
-use orderflow_local_cloud::aws::sdk_config;
-use orderflow_local_cloud::deploy::deploy_stack;
 use orderflow_local_cloud::emulator::Emulator;
 use orderflow_toolkit::{HandlerError, MemoryDeadLetters, SqsBatchProcessor};
 use serde_json::json;

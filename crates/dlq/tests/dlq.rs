@@ -12,12 +12,12 @@ use std::process::{Command, Output, Stdio};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
+use local_lambda::aws::sdk_config;
+use local_lambda::deploy::{delete_stack, deploy_stack};
 use orderflow_aws::SqsDeadLetters;
 use orderflow_dlq::{
     CLASS_ATTRIBUTE, DeadLetterQueues, Depth, QueueRef, REASON_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE, Selection, render,
 };
-use orderflow_local_cloud::aws::sdk_config;
-use orderflow_local_cloud::deploy::{delete_stack, deploy_stack};
 use orderflow_local_cloud::emulator::Emulator;
 use orderflow_toolkit::{DeadLetter, DeadLetterSink};
 
@@ -176,7 +176,7 @@ impl Fixture {
             .arg(self.emulator.endpoint())
             .args(args)
             .stdin(Stdio::null())
-            .env("AWS_REGION", orderflow_local_cloud::aws::REGION)
+            .env("AWS_REGION", local_lambda::aws::REGION)
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ACCESS_KEY_ID")
             .output()

@@ -3,7 +3,7 @@
 //! JSON Schemas of these types are generated into `events/schemas/` (see [`schemas`]); a test fails when the
 //! files are stale, so the published contract cannot drift from the code.
 
-use orderflow_toolkit::{Event, Registry};
+use orderflow_envelope::{Event, Registry};
 use rust_decimal::Decimal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -152,7 +152,7 @@ pub fn registry() -> Registry {
 /// the whole envelope with its `data`.
 pub fn schemas() -> Vec<(String, Value)> {
     fn envelope_schema<T: Event>() -> (String, Value) {
-        let schema = schemars::schema_for!(orderflow_toolkit::Envelope<T>);
+        let schema = schemars::schema_for!(orderflow_envelope::Envelope<T>);
         let mut value = serde_json::to_value(schema).expect("schema serialises");
         value["title"] = json!(format!("{} v{}", T::TYPE, T::VERSION));
         value["properties"]["type"]["const"] = json!(T::TYPE);

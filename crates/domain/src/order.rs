@@ -1,6 +1,6 @@
 //! Orders: the request that places one, and the state machine the saga drives it through.
 
-use orderflow_toolkit::{Envelope, Event};
+use orderflow_envelope::{Envelope, Event};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;

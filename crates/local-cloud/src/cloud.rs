@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use aws_config::SdkConfig;
+use local_lambda::aws::sdk_config;
+use local_lambda::deploy::{StackOutputs, deploy_stack};
+use local_lambda::iac::Resolver;
+use local_lambda::proxy::{ProxiedVariable, UpstreamKind};
+use local_lambda::runner::{Chaos, Runner, RunnerConfig};
 
-use crate::deploy::{StackOutputs, deploy_stack};
 use crate::emulator::{Emulator, EmulatorKind};
-use crate::faults::Target;
-use crate::iac::Resolver;
 use crate::provider::PaymentProvider;
-use crate::proxy::{ProxiedVariable, UpstreamKind};
-use crate::runner::{Chaos, Runner, RunnerConfig};
 use crate::tools::Tools;
 
 /// The Lambda functions, one crate (and binary) each under `functions/`.
@@ -32,7 +32,8 @@ pub const FUNCTIONS: [&str; 9] = [
     "analytics",
 ];
 
-/// The simulated payment provider's crate and binary: the local cloud runs it as a process.
+/// The simulated payment provider's crate and binary: the local cloud runs it as a process. Also the name of its
+/// upstream in fault rules (`"target": "payment-provider"`).
 const PAYMENT_PROVIDER: &str = "payment-provider";
 
 /// The visibility timeout the local stacks are deployed with (the template's default is 120 s): a record of a
@@ -63,7 +64,7 @@ pub struct CloudOptions {
     pub chaos: Option<Chaos>,
     /// Receives before SQS moves a message to its DLQ ([`MAX_RECEIVE_COUNT`] by default).
     pub max_receive_count: u32,
-    /// Seeds the fault rules' draws (see [`crate::faults`]).
+    /// Seeds the fault rules' draws (see [`local_lambda::faults`]).
     pub fault_seed: u64,
     /// Fires every schedule of the template at this interval instead of its own (`None`: as declared).
     pub schedule_interval: Option<Duration>,
@@ -112,7 +113,7 @@ impl LocalCloud {
             None => Emulator::start_moto(&Tools::ensure(&root)?, options.moto_port).await?,
         };
         let binaries_dir = build_functions(&root)?;
-        let sdk_config = crate::aws::sdk_config(emulator.endpoint());
+        let sdk_config = sdk_config(emulator.endpoint());
         let cloudformation = aws_sdk_cloudformation::Client::new(&sdk_config);
         let visibility = LOCAL_VISIBILITY_TIMEOUT_SECONDS.to_string();
         let receives = options.max_receive_count.to_string();
@@ -149,7 +150,7 @@ impl LocalCloud {
         config.schedule_interval = options.schedule_interval;
         config
             .proxied_variables
-            .push(ProxiedVariable::new("PAYMENT_PROVIDER_URL", UpstreamKind::Http(Target::PaymentProvider)));
+            .push(ProxiedVariable::new("PAYMENT_PROVIDER_URL", UpstreamKind::Http(PAYMENT_PROVIDER.to_owned())));
         let runner = Runner::start(config).await?;
         Ok(Self { emulator, provider, sdk_config, outputs, runner, stage: options.stage })
     }

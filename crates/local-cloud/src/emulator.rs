@@ -16,12 +16,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use local_lambda::aws::{describe_sdk_error, sdk_config};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
-use crate::tools::{Tools, display_command, tail};
+use crate::tools::{MOTO_SERVE, Tools, crate_file, display_command, tail};
 
 /// How long moto may take to answer (it usually does in ~0.4 s).
 const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,12 +84,12 @@ impl Emulator {
     /// Port 0 lets moto bind a port the kernel picks and report it back (`serve.py --port-file`), so no other
     /// process can take the port between its choice and the bind; any other port is used as given.
     ///
-    /// moto runs through `xtask/moto/serve.py`, which makes its DynamoDB transactions all-or-nothing for
+    /// moto runs through this crate's `python/moto/serve.py` ([`MOTO_SERVE`]), which makes its DynamoDB transactions all-or-nothing for
     /// streams too (moto 5.2.5 streams the writes of a cancelled transaction and then loses its open shard
     /// iterators; see that file).
     pub async fn start_moto(tools: &Tools, port: u16) -> Result<Emulator> {
         let mut cmd = Command::new(tools.python());
-        cmd.arg(tools.project_root().join("xtask/moto/serve.py")).args(["-H", "127.0.0.1"]);
+        cmd.arg(crate_file(MOTO_SERVE)).args(["-H", "127.0.0.1"]);
         let started = Instant::now();
         let deadline = started + MOTO_START_TIMEOUT;
         let mut emulator = if port == 0 {
@@ -184,7 +185,7 @@ impl Emulator {
         }
         // DynamoDB Local (java) starts on the first DynamoDB request and takes seconds; do it
         // now so the first table of a deploy does not pay for it.
-        let dynamodb = aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config(&emulator.endpoint));
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config(&emulator.endpoint));
         loop {
             emulator.ensure_running("LocalStack")?;
             match dynamodb.list_tables().send().await {
@@ -196,7 +197,7 @@ impl Emulator {
                     if Instant::now() > deadline {
                         return Err(emulator.fail(&format!(
                             "LocalStack's DynamoDB did not answer within {LOCALSTACK_START_TIMEOUT:?}: {}",
-                            crate::aws::describe_sdk_error(&err)
+                            describe_sdk_error(&err)
                         )));
                     }
                 }

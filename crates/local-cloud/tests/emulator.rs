@@ -11,11 +11,11 @@ use aws_sdk_dynamodb::types::{
     StreamSpecification, StreamViewType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
+use local_lambda::aws::sdk_config;
+use local_lambda::deploy::{delete_stack, deploy_stack};
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
-use orderflow_local_cloud::aws::sdk_config;
-use orderflow_local_cloud::deploy::{delete_stack, deploy_stack};
 use orderflow_local_cloud::emulator::{Emulator, EmulatorKind};
 use orderflow_local_cloud::tools::Tools;
 

@@ -1,18 +1,19 @@
 //! The DynamoDB adapter: every change is one `TransactWriteItems` of the conditional order write and its outbox
 //! record (and, when placing with an idempotency key, the key's claim).
 
+use std::fmt::Display;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-use orderflow_aws::dynamo::{Item, cancellation_codes, describe, get_n, get_s, key, n, s};
+use orderflow_aws::StoreError as TableError;
+use orderflow_aws::dynamo::{Item, ItemError, cancellation_codes, get_n, get_s, key, n, s, timestamp};
 use orderflow_aws::outbox::outbox_put;
 use orderflow_domain::order::Order;
 use orderflow_toolkit::OutboxRecord;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::{
     DEADLINE_INDEX, DEADLINE_SHARDS, IDEMPOTENCY_SK, IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, ORDER_SK, OrderStore,
@@ -54,9 +55,13 @@ impl DynamoOrders {
         Self { client, orders_table: orders_table.into(), outbox_table: outbox_table.into() }
     }
 
-    fn order_put(&self, order: &Order) -> Result<TransactWriteItem, StoreError> {
-        let json = serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339 formats any date");
+    /// What a failure names: the table and what was asked of it.
+    fn context(&self, what: impl Display) -> String {
+        format!("orders table {}, {what}", self.orders_table)
+    }
+
+    fn order_put(&self, order: &Order) -> Result<TransactWriteItem, TableError> {
+        let json = order_json(order)?;
         let mut put = Put::builder()
             .table_name(&self.orders_table)
             .item("pk", s(order_pk(&order.order_id)))
@@ -65,7 +70,7 @@ impl DynamoOrders {
             .item(attr::CUSTOMER_ID, s(&order.customer_id))
             .item(attr::STATUS, s(order.status.as_str()))
             .item(attr::VERSION, n(order.version))
-            .item(attr::CREATED_AT, s(now))
+            .item(attr::CREATED_AT, timestamp(OffsetDateTime::now_utc())?)
             .item(attr::ORDER, s(json))
             .condition_expression("attribute_not_exists(pk)");
         if let Some(total) = order.total {
@@ -76,14 +81,13 @@ impl DynamoOrders {
                 .item(attr::DEADLINE_AT, n(deadline_at))
                 .item(attr::DEADLINE_SHARD, s(deadline_shard(&order.order_id)));
         }
-        let put = put.build().expect("table, item and key are set");
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(TransactWriteItem::builder().put(put.build()?).build())
     }
 
     /// Replaces the order's attributes (keeping `created_at`) if it is still at `expected_version`. The deadline
     /// index keys go with the order's deadline: removed once it is final, so the sparse index holds open orders only.
-    fn order_update(&self, order: &Order, expected_version: u64) -> Result<TransactWriteItem, StoreError> {
-        let json = serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    fn order_update(&self, order: &Order, expected_version: u64) -> Result<TransactWriteItem, TableError> {
+        let json = order_json(order)?;
         let mut set = vec!["#order = :order", "#status = :status", "#version = :version"];
         let mut remove = Vec::new();
         let mut update = Update::builder()
@@ -120,12 +124,11 @@ impl DynamoOrders {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        let update = update.update_expression(expression).build().expect("table, key and expression are set");
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(TransactWriteItem::builder().update(update.update_expression(expression).build()?).build())
     }
 
     /// Ids of at most `limit` orders of one deadline shard due at or before `now` (epoch seconds), oldest first.
-    async fn overdue_in_shard(&self, shard: &str, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn overdue_in_shard(&self, shard: &str, now: i64, limit: usize) -> Result<Vec<String>, TableError> {
         let mut order_ids = Vec::new();
         let mut start_key = None;
         while order_ids.len() < limit {
@@ -144,9 +147,10 @@ impl DynamoOrders {
                 .set_exclusive_start_key(start_key)
                 .send()
                 .await
-                .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+                .map_err(|e| TableError::from(e).context(self.context(format_args!("overdue orders of {shard}"))))?;
             for item in output.items() {
-                let order_id = get_s(item, attr::ORDER_ID).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let order_id = get_s(item, attr::ORDER_ID)
+                    .map_err(|e| TableError::from(e).context(self.context(format_args!("{DEADLINE_INDEX} item"))))?;
                 order_ids.push(order_id.to_owned());
             }
             start_key = output.last_evaluated_key;
@@ -159,7 +163,7 @@ impl DynamoOrders {
     }
 
     /// Claims an idempotency key unless a live claim exists (an expired one may linger until TTL removes it).
-    fn idempotency_put(&self, order: &Order, idempotency: &IdempotencyKey) -> TransactWriteItem {
+    fn idempotency_put(&self, order: &Order, idempotency: &IdempotencyKey) -> Result<TransactWriteItem, TableError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let put = Put::builder()
             .table_name(&self.orders_table)
@@ -171,12 +175,12 @@ impl DynamoOrders {
             .condition_expression("attribute_not_exists(pk) OR #expires_at < :now")
             .expression_attribute_names("#expires_at", attr::EXPIRES_AT)
             .expression_attribute_values(":now", n(now))
-            .build()
-            .expect("table, item and key are set");
-        TransactWriteItem::builder().put(put).build()
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+    async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
+        let context = || self.context(format_args!("GetItem {pk} / {sk}"));
         let output = self
             .client
             .get_item()
@@ -185,18 +189,18 @@ impl DynamoOrders {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+            .map_err(|e| TableError::from(e).context(context()))?;
         Ok(output.item)
     }
 
     /// The outcome of a key already claimed: the same request gets its order back, another one is refused.
-    async fn claimed(&self, idempotency: &IdempotencyKey) -> Result<Placement, StoreError> {
-        let item = self.get_item(idempotency_pk(&idempotency.key), IDEMPOTENCY_SK).await?.ok_or_else(|| {
-            StoreError::Unavailable(format!("idempotency key {:?} was claimed then vanished", idempotency.key))
-        })?;
-        let corrupt = |e: orderflow_aws::dynamo::ItemError| StoreError::Corrupt(e.to_string());
+    async fn claimed(&self, idempotency: &IdempotencyKey) -> Result<Placement, TableError> {
+        let context = || self.context(format_args!("idempotency key {:?}", idempotency.key));
+        let item = self.get_item(&idempotency_pk(&idempotency.key), IDEMPOTENCY_SK).await?;
+        let item = item.ok_or_else(|| TableError::Transient(format!("{}: claimed then vanished", context())))?;
+        let corrupt = |e: ItemError| TableError::from(e).context(context());
         if get_s(&item, attr::REQUEST_HASH).map_err(corrupt)? != idempotency.request_hash {
-            return Err(StoreError::IdempotencyKeyReused { key: idempotency.key.clone() });
+            return Ok(Placement::KeyReused { key: idempotency.key.clone() });
         }
         Ok(Placement::Existing { order_id: get_s(&item, attr::ORDER_ID).map_err(corrupt)?.to_owned() })
     }
@@ -206,13 +210,18 @@ impl DynamoOrders {
     }
 }
 
+/// The order as the item's JSON.
+fn order_json(order: &Order) -> Result<String, TableError> {
+    serde_json::to_string(order)
+        .map_err(|e| TableError::Permanent(format!("order {} does not serialise as JSON: {e}", order.order_id)))
+}
+
 /// The order an item holds; its `version` attribute (the one conditions compare) is authoritative.
-fn order_from_item(item: &Item) -> Result<Order, StoreError> {
-    let corrupt = |e: orderflow_aws::dynamo::ItemError| StoreError::Corrupt(e.to_string());
-    let json = get_s(item, attr::ORDER).map_err(corrupt)?;
+fn order_from_item(item: &Item) -> Result<Order, TableError> {
+    let json = get_s(item, attr::ORDER)?;
     let mut order: Order =
-        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("item attribute order: {e}")))?;
-    order.version = get_n(item, attr::VERSION).map_err(corrupt)?;
+        serde_json::from_str(json).map_err(|e| TableError::Corrupt(format!("item attribute order: {e}")))?;
+    order.version = get_n(item, attr::VERSION)?;
     Ok(order)
 }
 
@@ -232,20 +241,20 @@ impl OrderStore for DynamoOrders {
             attempt += 1;
             let mut items = vec![self.order_put(order)?];
             if let Some(idempotency) = idempotency {
-                items.push(self.idempotency_put(order, idempotency));
+                items.push(self.idempotency_put(order, idempotency)?);
             }
-            items.push(outbox_put(&self.outbox_table, event));
+            items.push(outbox_put(&self.outbox_table, event)?);
             let err = match self.transact(items).await {
                 Ok(()) => return Ok(Placement::Placed),
                 Err(err) => err,
             };
-            let Some(codes) = cancellation_codes(&err) else {
-                return Err(StoreError::Unavailable(describe(&err)));
-            };
+            let failed =
+                || TableError::from_transaction(&err).context(self.context(format_args!("place {}", order.order_id)));
+            let Some(codes) = cancellation_codes(&err) else { return Err(failed().into()) };
             if let Some(idempotency) = idempotency
                 && code_at(&codes, 1) == "ConditionalCheckFailed"
             {
-                return self.claimed(idempotency).await;
+                return Ok(self.claimed(idempotency).await?);
             }
             if code_at(&codes, 0) == "ConditionalCheckFailed" {
                 return Err(StoreError::Conflict(format!("order {} already exists", order.order_id)));
@@ -255,12 +264,14 @@ impl OrderStore for DynamoOrders {
                 tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
                 continue;
             }
-            return Err(StoreError::Unavailable(format!("transaction cancelled: {codes:?}")));
+            return Err(failed().into());
         }
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
-        self.get_item(order_pk(order_id), ORDER_SK).await?.as_ref().map(order_from_item).transpose()
+        let Some(item) = self.get_item(&order_pk(order_id), ORDER_SK).await? else { return Ok(None) };
+        let order = order_from_item(&item).map_err(|e| e.context(self.context(format_args!("order {order_id}"))))?;
+        Ok(Some(order))
     }
 
     async fn save(&self, order: &Order, expected_version: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
@@ -268,7 +279,7 @@ impl OrderStore for DynamoOrders {
             None => self.order_put(order)?,
             Some(expected) => self.order_update(order, expected)?,
         };
-        let err = match self.transact(vec![write, outbox_put(&self.outbox_table, event)]).await {
+        let err = match self.transact(vec![write, outbox_put(&self.outbox_table, event)?]).await {
             Ok(()) => return Ok(()),
             Err(err) => err,
         };
@@ -283,8 +294,9 @@ impl OrderStore for DynamoOrders {
                     code_at(&codes, 0)
                 )))
             }
-            Some(codes) => Err(StoreError::Unavailable(format!("transaction cancelled: {codes:?}"))),
-            None => Err(StoreError::Unavailable(describe(&err))),
+            _ => Err(TableError::from_transaction(&err)
+                .context(self.context(format_args!("save {}", order.order_id)))
+                .into()),
         }
     }
 
@@ -308,7 +320,7 @@ mod tests {
     #[test]
     fn an_item_without_the_order_json_is_corrupt_naming_the_attribute() {
         let item = Item::from([("version".to_owned(), n(1))]);
-        assert_eq!(order_from_item(&item), Err(StoreError::Corrupt("item attribute order: is missing".into())));
+        assert_eq!(order_from_item(&item), Err(TableError::Corrupt("item attribute order: is missing".into())));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! [`InMemoryOrders`] for handler tests and [`DynamoOrders`] for the DynamoDB table. Every write that changes an
 //! order carries the event it causes (an [`OutboxRecord`]) in the same transaction, and is conditional:
 //! - [`OrderStore::place`] creates an order only if its id is new, and claims the request's idempotency key only
-//!   if it is new (or expired), so a retried `POST /orders` returns the order it created the first time;
+//!   if it is new (or expired), so a retried `POST /orders` returns the order it created the first time
+//!   ([`Placement::Existing`]), and the same key with another request is refused ([`Placement::KeyReused`]);
 //! - [`OrderStore::save`] writes an order only if it still has the version it was read at (optimistic
 //!   concurrency), so a duplicate or concurrent saga step fails with [`StoreError::Conflict`] instead of applying
 //!   twice.
@@ -17,6 +18,11 @@
 //! attributes, and, while the order is not final, `deadline_at` (N, epoch seconds) and `deadline_shard` (S,
 //! [`deadline_shard`]): the keys of the sparse index [`DEADLINE_INDEX`]. `IDEMPOTENCY#<key>` / `IDEMPOTENCY`
 //! holds `order_id`, `request_hash` and `expires_at` (TTL, 24 h).
+//!
+//! Failures: a reused idempotency key is an answer to the request, so it is a [`Placement`]; a failed version
+//! condition stays an error, [`StoreError::Conflict`], because no caller may take it for success and the saga's
+//! loop answers it by reloading; every other failure is the table's, classed transient or permanent once for every
+//! store by [`orderflow_aws::StoreError`] ([`StoreError::Table`]).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -24,7 +30,7 @@ use std::future::Future;
 use orderflow_aws::ConfigError;
 use orderflow_aws::config::env_or;
 use orderflow_domain::order::{Deadlines, Order};
-use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::{HandlerError, OutboxRecord};
 use time::OffsetDateTime;
 
 pub mod dynamo;
@@ -52,23 +58,35 @@ pub enum Placement {
     /// The idempotency key was already used with the same request: nothing was written, this is the order the
     /// first request created.
     Existing { order_id: String },
+    /// The idempotency key was already used with a different request body: nothing was written.
+    KeyReused { key: String },
 }
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The idempotency key was already used with a different request body.
-    #[error("idempotency key {key:?} was already used with a different request")]
-    IdempotencyKeyReused { key: String },
     /// A condition failed: the order changed since it was read (or already exists). Reload and decide again.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The table could not be reached or refused the request for now (network, throttling, contention).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// An item does not have the shape this store writes.
-    #[error("corrupt item: {0}")]
-    Corrupt(String),
+    /// The table failed the request or holds a corrupt item; its class says whether a retry may succeed.
+    #[error(transparent)]
+    Table(#[from] orderflow_aws::StoreError),
+}
+
+impl StoreError {
+    /// Whether retrying may succeed: after a conflict it may (reloaded, the input is decided again).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Conflict(_) => true,
+            Self::Table(err) => err.is_transient(),
+        }
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(err: StoreError) -> Self {
+        if err.is_transient() { HandlerError::transient(err) } else { HandlerError::permanent(err) }
+    }
 }
 
 /// The Orders table: orders, their events (through the outbox) and HTTP idempotency keys.

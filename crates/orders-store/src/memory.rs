@@ -1,7 +1,7 @@
 //! The in-memory adapter: the conditions and all-or-nothing transactions of the DynamoDB adapter, in a mutex.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use orderflow_domain::order::Order;
 use orderflow_toolkit::OutboxRecord;
@@ -47,7 +47,7 @@ pub struct InMemoryOrders {
 
 impl InMemoryOrders {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("orders lock")
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every outbox record written, in commit order.
@@ -87,7 +87,7 @@ impl OrderStore for InMemoryOrders {
             return if claim.request_hash == key.request_hash {
                 Ok(Placement::Existing { order_id: claim.order_id.clone() })
             } else {
-                Err(StoreError::IdempotencyKeyReused { key: key.key.clone() })
+                Ok(Placement::KeyReused { key: key.key.clone() })
             };
         }
         if state.orders.contains_key(&order.order_id) {
@@ -193,7 +193,7 @@ mod tests {
         store.place(&first, &event, Some(&key("k", "h"))).await.unwrap();
         let (second, event) = order("o-2");
         let again = store.place(&second, &event, Some(&key("k", "other"))).await;
-        assert_eq!(again, Err(StoreError::IdempotencyKeyReused { key: "k".into() }));
+        assert_eq!(again, Ok(Placement::KeyReused { key: "k".into() }));
     }
 
     #[tokio::test]

@@ -33,6 +33,16 @@ pub enum ApplyError {
     Store(#[from] StoreError),
 }
 
+impl ApplyError {
+    /// Whether a later delivery may apply the input: every failure but a permanent one of the table may.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::NotYet(_) | Self::Contended { .. } => true,
+            Self::Store(err) => err.is_transient(),
+        }
+    }
+}
+
 /// Applies one input to its order: load, decide, save conditionally; on a version conflict, load and decide again.
 pub async fn apply<S: OrderStore>(store: &S, input: &SagaInput, deadlines: &Deadlines) -> Result<Applied, ApplyError> {
     let order_id = input.order_id();

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use local_lambda::aws::sdk_config;
+use local_lambda::deploy::deploy_stack;
 use orderflow_domain::events::{OrderCancelled, OrderLine, OrderPlaced};
 use orderflow_domain::order::{Deadlines, Order, OrderStatus};
-use orderflow_local_cloud::aws::sdk_config;
-use orderflow_local_cloud::deploy::deploy_stack;
 use orderflow_local_cloud::emulator::Emulator;
 use orderflow_orders_store::{DynamoOrders, OrderStore, deadline_shard};
 use orderflow_toolkit::{Envelope, OutboxRecord};

@@ -3,6 +3,8 @@
 //! What Powertools for AWS Lambda gives Python, for Rust, and what it does not have:
 //! - [`envelope`]: the versioned event envelope, typed events and an event [`Registry`] that upcasts older
 //!   versions (including legacy, envelope-less shapes) on read and rejects unknown types and versions with a reason.
+//!   Both live in `orderflow-envelope`, which a crate of event types (the domain) can depend on without the rest
+//!   of this one; the [`envelope`] and [`registry`] modules and their names here are its re-exports.
 //! - [`batch`]: per-record processing of SQS batches with the partial batch response, error classes
 //!   ([`HandlerError`]) and poison records sent to a dead-letter sink with their reason.
 //! - [`stream`]: DynamoDB Streams batches in order, stopping at the first failure (Lambda's stream semantics);
@@ -85,15 +87,15 @@
 pub mod batch;
 pub mod circuit;
 pub mod dead_letter;
-pub mod envelope;
 pub mod error;
 pub mod eventbridge;
 pub mod idempotency;
 pub mod logging;
 pub mod outbox;
 pub mod publish;
-pub mod registry;
 pub mod stream;
+
+pub use orderflow_envelope::{envelope, registry};
 
 pub use batch::{SqsBatchProcessor, SqsRecord};
 pub use dead_letter::{DeadLetter, DeadLetterSink, MemoryDeadLetters};

@@ -3,10 +3,11 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-use orderflow_aws::dynamo::{cancellation_codes, describe, get_n, key, n, s};
+use orderflow_aws::StoreError;
+use orderflow_aws::dynamo::{cancellation_codes, get_n, key, n, s};
 use orderflow_aws::outbox::outbox_put;
 
-use crate::store::{AnalyticsStore, Count, CountOutcome, StoreError};
+use crate::store::{AnalyticsStore, Count, CountOutcome};
 
 /// The item keys of the Analytics table.
 pub fn event_key(event_id: &uuid::Uuid) -> (String, String) {
@@ -34,7 +35,7 @@ impl DynamoAnalytics {
         Self { client, table: table.into(), outbox_table: outbox_table.into() }
     }
 
-    fn event_put(&self, count: &Count) -> TransactWriteItem {
+    fn event_put(&self, count: &Count) -> Result<TransactWriteItem, StoreError> {
         let (pk, sk) = event_key(&count.event_id);
         let put = Put::builder()
             .table_name(&self.table)
@@ -45,12 +46,11 @@ impl DynamoAnalytics {
             .item("window_start", s(&count.window_start))
             .item("counted_at", s(&count.counted_at))
             .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("table, item and key are set");
-        TransactWriteItem::builder().put(put).build()
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn customer_update(&self, count: &Count) -> TransactWriteItem {
+    fn customer_update(&self, count: &Count) -> Result<TransactWriteItem, StoreError> {
         let (pk, sk) = customer_key(&count.customer_id, &count.window_start);
         let update = Update::builder()
             .table_name(&self.table)
@@ -68,10 +68,10 @@ impl DynamoAnalytics {
                 .condition_expression("orders = :expected")
                 .expression_attribute_values(":expected", n(count.expected_customer_orders))
         };
-        TransactWriteItem::builder().update(update.build().expect("table, key and expression are set")).build()
+        Ok(TransactWriteItem::builder().update(update.build()?).build())
     }
 
-    fn sales_update(&self, count: &Count, sku: &str, units: u64) -> TransactWriteItem {
+    fn sales_update(&self, count: &Count, sku: &str, units: u64) -> Result<TransactWriteItem, StoreError> {
         let (pk, sk) = sales_key(sku, &count.window_start);
         let update = Update::builder()
             .table_name(&self.table)
@@ -81,14 +81,19 @@ impl DynamoAnalytics {
             .expression_attribute_values(":window", s(&count.window_start))
             .expression_attribute_values(":units", n(units))
             .expression_attribute_values(":one", n(1))
-            .build()
-            .expect("table, key and expression are set");
-        TransactWriteItem::builder().update(update).build()
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// What a failure names: the table and what was asked of it.
+    fn context(&self, what: impl std::fmt::Display) -> String {
+        format!("analytics table {}, {what}", self.table)
     }
 }
 
 impl AnalyticsStore for DynamoAnalytics {
     async fn customer_orders(&self, customer_id: &str, window_start: &str) -> Result<u32, StoreError> {
+        let context = || self.context(format_args!("orders of customer {customer_id} in {window_start}"));
         let (pk, sk) = customer_key(customer_id, window_start);
         let output = self
             .client
@@ -99,18 +104,24 @@ impl AnalyticsStore for DynamoAnalytics {
             .projection_expression("orders")
             .send()
             .await
-            .map_err(|e| StoreError(describe(&e)))?;
+            .map_err(|e| StoreError::from(e).context(context()))?;
         match output.item() {
-            Some(item) if item.contains_key("orders") => get_n(item, "orders").map_err(|e| StoreError(e.to_string())),
+            Some(item) if item.contains_key("orders") => {
+                get_n(item, "orders").map_err(|e| StoreError::from(e).context(context()))
+            }
             _ => Ok(0),
         }
     }
 
     async fn count(&self, count: &Count) -> Result<CountOutcome, StoreError> {
         // Item 0 is the event marker and item 1 the customer's counter: the cancellation reasons say which failed.
-        let mut items = vec![self.event_put(count), self.customer_update(count)];
-        items.extend(count.sales.iter().map(|line| self.sales_update(count, &line.sku, line.units)));
-        items.extend(count.fraud_signal.iter().map(|record| outbox_put(&self.outbox_table, record)));
+        let mut items = vec![self.event_put(count)?, self.customer_update(count)?];
+        for line in &count.sales {
+            items.push(self.sales_update(count, &line.sku, line.units)?);
+        }
+        if let Some(record) = &count.fraud_signal {
+            items.push(outbox_put(&self.outbox_table, record)?);
+        }
         let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         let error = match result {
             Ok(_) => return Ok(CountOutcome::Counted),
@@ -126,7 +137,8 @@ impl AnalyticsStore for DynamoAnalytics {
             {
                 Ok(CountOutcome::Contended)
             }
-            _ => Err(StoreError(describe(&error))),
+            _ => Err(StoreError::from_transaction(&error)
+                .context(self.context(format_args!("count of event {}", count.event_id)))),
         }
     }
 }

@@ -11,13 +11,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use orderflow_aws::StoreError;
 use orderflow_domain::analytics::{raises_fraud_signal, window_start};
 use orderflow_domain::events::{FraudSuspected, OrderPlaced, registry};
 use orderflow_toolkit::{Envelope, EnvelopeError, HandlerError, OutboxRecord, Registry, SqsRecord};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{AnalyticsStore, Count, CountOutcome, SkuUnits, StoreError};
+use crate::store::{AnalyticsStore, Count, CountOutcome, SkuUnits};
 
 /// How often one event is read and written again when concurrent writes keep changing its customer's count, before
 /// it is left to the queue's redelivery.
@@ -57,7 +58,8 @@ impl From<AnalyticsError> for HandlerError {
     fn from(error: AnalyticsError) -> Self {
         match error {
             AnalyticsError::Envelope(_) | AnalyticsError::TooManySkus { .. } => Self::permanent(error),
-            AnalyticsError::Store(_) | AnalyticsError::Contended { .. } => Self::transient(error),
+            AnalyticsError::Store(error) => error.into(),
+            AnalyticsError::Contended { .. } => Self::transient(error),
         }
     }
 }
@@ -183,42 +185,37 @@ mod tests {
     use super::*;
     use crate::memory::{MemoryAnalytics, Sales};
     use aws_lambda_events::event::sqs::SqsEvent;
-    use orderflow_toolkit::{MemoryDeadLetters, SqsBatchProcessor};
+    use orderflow_test_support::{Samples, SqsHarness, failed_ids};
     use serde_json::{Value, json};
 
-    const ORDER_PLACED: &str = include_str!("../../../events/analytics/order-placed.json");
-    const LEGACY_ORDER_CREATED: &str = include_str!("../../../events/analytics/legacy-order-created.json");
-    const MALFORMED: &str = include_str!("../../../events/analytics/malformed.json");
+    const SAMPLES: Samples = Samples::of("analytics");
+    const ORDER_PLACED: &str = "order-placed.json";
+    const LEGACY_ORDER_CREATED: &str = "legacy-order-created.json";
+    const MALFORMED: &str = "malformed.json";
 
     /// The window of the samples (10:00:42 and 10:00:50 in one-minute windows).
     const WINDOW: &str = "2026-11-24T10:00:00Z";
 
     struct Harness {
         store: MemoryAnalytics,
-        dead_letters: MemoryDeadLetters,
         analytics: Analytics<MemoryAnalytics>,
+        sqs: SqsHarness,
     }
 
     impl Harness {
         fn new(config: Config) -> Self {
             let store = MemoryAnalytics::default();
-            Self { analytics: Analytics::new(store.clone(), config), store, dead_letters: MemoryDeadLetters::default() }
+            Self { analytics: Analytics::new(store.clone(), config), store, sqs: SqsHarness::default() }
         }
 
         async fn handle(&self, event: SqsEvent) -> Vec<String> {
-            let processor = SqsBatchProcessor::new(self.dead_letters.clone());
-            let response = processor.process(event, |record| self.analytics.handle_record(record)).await.unwrap();
-            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+            failed_ids(&self.sqs.process(event, |record| self.analytics.handle_record(record)).await)
         }
-    }
-
-    fn sqs(json: &str) -> SqsEvent {
-        serde_json::from_str(json).expect("sample event is an SQS event")
     }
 
     /// The order-placed sample as another order: event id, order, customer and time changed.
     fn order(event_id: &str, order_id: &str, customer_id: &str, occurred_at: &str) -> SqsEvent {
-        let mut event: Value = serde_json::from_str(ORDER_PLACED).unwrap();
+        let mut event: Value = SAMPLES.event(ORDER_PLACED);
         let record = &mut event["Records"][0];
         let mut body: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
         body["time"] = json!(occurred_at);
@@ -240,7 +237,7 @@ mod tests {
     async fn order_placed_counts_units_per_sku_and_the_customers_order_in_its_window() {
         let harness = Harness::new(Config::default());
 
-        let failed = harness.handle(sqs(ORDER_PLACED)).await;
+        let failed = harness.handle(SAMPLES.event(ORDER_PLACED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(harness.store.sales("SKU-1", WINDOW), Sales { units: 2, orders: 1 });
@@ -254,7 +251,7 @@ mod tests {
     async fn legacy_order_created_is_counted_as_order_placed() {
         let harness = Harness::new(Config::default());
 
-        let failed = harness.handle(sqs(LEGACY_ORDER_CREATED)).await;
+        let failed = harness.handle(SAMPLES.event(LEGACY_ORDER_CREATED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(harness.store.sales("SKU-1", WINDOW), Sales { units: 3, orders: 1 });
@@ -264,12 +261,12 @@ mod tests {
     #[tokio::test]
     async fn a_redelivered_event_is_acknowledged_and_counted_once() {
         let harness = Harness::new(Config::default());
-        harness.handle(sqs(ORDER_PLACED)).await;
+        harness.handle(SAMPLES.event(ORDER_PLACED)).await;
 
-        let failed = harness.handle(sqs(ORDER_PLACED)).await;
+        let failed = harness.handle(SAMPLES.event(ORDER_PLACED)).await;
 
         assert!(failed.is_empty(), "a duplicate is acknowledged");
-        assert!(harness.dead_letters.letters().is_empty(), "a duplicate is not poison");
+        assert!(harness.sqs.dead_letters().is_empty(), "a duplicate is not poison");
         assert_eq!(harness.store.sales("SKU-1", WINDOW), Sales { units: 2, orders: 1 });
         assert_eq!(harness.store.customer_orders_in("c-7", WINDOW), 1);
     }
@@ -278,10 +275,10 @@ mod tests {
     async fn a_malformed_event_goes_to_the_dead_letter_queue_with_its_reason() {
         let harness = Harness::new(Config::default());
 
-        let failed = harness.handle(sqs(MALFORMED)).await;
+        let failed = harness.handle(SAMPLES.event(MALFORMED)).await;
 
         assert!(failed.is_empty(), "poison is acknowledged, not retried");
-        let letters = harness.dead_letters.letters();
+        let letters = harness.sqs.dead_letters();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].message_id, "6e8b9a3c-4d5e-4f6a-8b1c-2d3e4f5a6b7c");
         assert!(letters[0].reason.starts_with("invalid data for OrderPlaced v1"), "{}", letters[0].reason);
@@ -291,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_other_than_order_placed_is_poison() {
         let harness = Harness::new(Config::default());
-        let mut event: Value = serde_json::from_str(ORDER_PLACED).unwrap();
+        let mut event: Value = SAMPLES.event(ORDER_PLACED);
         let mut body: Value = serde_json::from_str(event["Records"][0]["body"].as_str().unwrap()).unwrap();
         body["detail-type"] = json!("OrderCancelled");
         body["detail"]["type"] = json!("OrderCancelled");
@@ -300,7 +297,7 @@ mod tests {
 
         harness.handle(serde_json::from_value(event).unwrap()).await;
 
-        assert_eq!(harness.dead_letters.letters()[0].reason, "this consumer does not handle OrderCancelled");
+        assert_eq!(harness.sqs.dead_letters()[0].reason, "this consumer does not handle OrderCancelled");
     }
 
     #[tokio::test]
@@ -346,7 +343,7 @@ mod tests {
         harness.store.interleave_orders("c-7", WINDOW, 1, 1);
 
         // When the order is handled
-        let failed = harness.handle(sqs(ORDER_PLACED)).await;
+        let failed = harness.handle(SAMPLES.event(ORDER_PLACED)).await;
 
         // Then the stale write was refused and the retry counted it as the second order, raising the signal that a
         // blind increment of the stale count (1, below the threshold) would have missed
@@ -363,10 +360,10 @@ mod tests {
         let harness = Harness::new(Config::default());
         harness.store.interleave_orders("c-7", WINDOW, 1, MAX_ATTEMPTS);
 
-        let failed = harness.handle(sqs(ORDER_PLACED)).await;
+        let failed = harness.handle(SAMPLES.event(ORDER_PLACED)).await;
 
         assert_eq!(failed, ["4c6f7e1a-2b3c-4d5e-8f9a-0b1c2d3e4f5a"]);
-        assert!(harness.dead_letters.letters().is_empty());
+        assert!(harness.sqs.dead_letters().is_empty());
         assert_eq!(harness.store.counted_events(), 0);
     }
 
@@ -375,11 +372,11 @@ mod tests {
         let harness = Harness::new(Config::default());
         harness.store.fail_next(1);
 
-        let failed = harness.handle(sqs(ORDER_PLACED)).await;
+        let failed = harness.handle(SAMPLES.event(ORDER_PLACED)).await;
         assert_eq!(failed, ["4c6f7e1a-2b3c-4d5e-8f9a-0b1c2d3e4f5a"]);
         assert_eq!(harness.store.counted_events(), 0);
 
-        assert!(harness.handle(sqs(ORDER_PLACED)).await.is_empty(), "the redelivery is counted");
+        assert!(harness.handle(SAMPLES.event(ORDER_PLACED)).await.is_empty(), "the redelivery is counted");
         assert_eq!(harness.store.customer_orders_in("c-7", WINDOW), 1);
     }
 
@@ -397,5 +394,13 @@ mod tests {
             units_per_sku(&order),
             [SkuUnits { sku: "A".into(), units: 2 }, SkuUnits { sku: "B".into(), units: 5 }]
         );
+    }
+
+    #[test]
+    fn a_corrupt_counter_is_permanent_and_a_throttled_store_transient() {
+        let corrupt = AnalyticsError::Store(StoreError::Corrupt("item attribute orders: is not a number".into()));
+        assert_eq!(HandlerError::from(corrupt).class(), "Permanent");
+        let throttled = AnalyticsError::Store(StoreError::Transient("ThrottlingException".into()));
+        assert_eq!(HandlerError::from(throttled).class(), "Transient");
     }
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use orderflow_toolkit::OutboxRecord;
 use uuid::Uuid;
 
-use crate::store::{AnalyticsStore, Count, CountOutcome, StoreError};
+use orderflow_aws::StoreError;
+
+use crate::store::{AnalyticsStore, Count, CountOutcome};
 
 /// Per-SKU sales of one window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,7 +78,7 @@ impl AnalyticsStore for MemoryAnalytics {
         let mut state = self.state();
         if state.failures > 0 {
             state.failures -= 1;
-            return Err(StoreError("ProvisionedThroughputExceededException: injected".into()));
+            return Err(StoreError::Transient("ProvisionedThroughputExceededException: injected".into()));
         }
         if let Some((customer, window, orders, times)) = state.interleaved.take() {
             *state.customers.entry((customer.clone(), window.clone())).or_default() += orders;

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use orderflow_aws::StoreError;
 use orderflow_toolkit::OutboxRecord;
 use uuid::Uuid;
 
@@ -43,11 +44,6 @@ pub enum CountOutcome {
     /// read again and decide again.
     Contended,
 }
-
-/// The store failed; retrying may succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("analytics store: {0}")]
-pub struct StoreError(pub String);
 
 /// The analytics counters.
 pub trait AnalyticsStore: Send + Sync {

@@ -15,15 +15,15 @@
 //!   on what it finds. Already `REJECTED` or `RELEASED`: nothing is held, nothing to do.
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
+use orderflow_aws::StoreError;
 use orderflow_domain::events::{
     self, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderCancelled,
     OrderLine, OrderPlaced, OrderShipped,
 };
 use orderflow_domain::inventory::{self, Reservation as Decision};
+use orderflow_inventory_store::{InventoryStore, Outcome, Reservation, ReservationStatus};
 use orderflow_toolkit::batch::log_effect;
 use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
-
-use crate::store::{InventoryStore, Outcome, ReservationStatus, StoreError};
 
 /// How many times a reservation is read and decided again when concurrent reservations take its units between
 /// the read and the write. Each retry means another order made progress; when they run out the record is retried
@@ -66,11 +66,9 @@ pub enum InventoryError {
 impl From<InventoryError> for HandlerError {
     fn from(err: InventoryError) -> Self {
         match err {
-            InventoryError::Store(StoreError::Unavailable(_)) | InventoryError::Contended { .. } => {
-                HandlerError::transient(err)
-            }
+            InventoryError::Store(err) => err.into(),
+            InventoryError::Contended { .. } => HandlerError::transient(err),
             InventoryError::Event(_)
-            | InventoryError::Store(StoreError::Invalid(_))
             | InventoryError::NoReservation(_)
             | InventoryError::WrongState { .. }
             | InventoryError::Inconsistent { .. } => HandlerError::permanent(err),
@@ -240,7 +238,7 @@ impl<S: InventoryStore> Inventory<S> {
         order_id: &str,
         done: ReservationStatus,
         action: &'static str,
-    ) -> Result<Option<crate::store::Reservation>, InventoryError> {
+    ) -> Result<Option<Reservation>, InventoryError> {
         let reservation =
             self.store.reservation(order_id).await?.ok_or_else(|| InventoryError::NoReservation(order_id.into()))?;
         match reservation.status {
@@ -268,62 +266,34 @@ mod tests {
     use aws_lambda_events::event::sqs::SqsEvent;
     use orderflow_domain::Decimal;
     use orderflow_domain::events::PricedLine;
-    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope, SqsBatchProcessor};
-    use serde_json::{Value, json};
-    use uuid::Uuid;
+    use orderflow_test_support::{Samples, SqsHarness, bus_body, envelopes, failed_ids, sqs_batch};
+    use orderflow_toolkit::RawEnvelope;
 
     use super::*;
-    use crate::memory::MemoryInventory;
-    use crate::store::{Reservation, Snapshot};
+    use orderflow_inventory_store::{MemoryInventory, Snapshot};
 
-    const ORDER_PLACED: &str = include_str!("../../../events/inventory/order-placed.json");
-    const LEGACY_ORDER_CREATED: &str = include_str!("../../../events/inventory/legacy-order-created.json");
-    const RELEASE_REQUESTED: &str = include_str!("../../../events/inventory/release-requested.json");
-    const ORDER_SHIPPED: &str = include_str!("../../../events/inventory/order-shipped.json");
-    const MALFORMED: &str = include_str!("../../../events/inventory/malformed.json");
-    const ORDER_CANCELLED: &str = include_str!("../../../events/inventory/order-cancelled.json");
+    const SAMPLES: Samples = Samples::of("inventory");
+    const ORDER_PLACED: &str = "order-placed.json";
+    const LEGACY_ORDER_CREATED: &str = "legacy-order-created.json";
+    const RELEASE_REQUESTED: &str = "release-requested.json";
+    const ORDER_SHIPPED: &str = "order-shipped.json";
+    const MALFORMED: &str = "malformed.json";
+    const ORDER_CANCELLED: &str = "order-cancelled.json";
 
     /// The order of the order-placed, release-requested and order-shipped samples.
     const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
-
-    fn sqs_event(sample: &str) -> SqsEvent {
-        serde_json::from_str(sample).expect("sample is an SQS event")
-    }
-
-    /// The body of the sample's first record.
-    fn body(sample: &str) -> String {
-        sqs_event(sample).records[0].body.clone().expect("record has a body")
-    }
-
-    /// An SQS event with one record per body.
-    fn batch(bodies: &[String]) -> SqsEvent {
-        let records: Vec<Value> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "eventSource": "aws:sqs"}))
-            .collect();
-        serde_json::from_value(json!({ "Records": records })).unwrap()
-    }
 
     /// An OrderPlaced bus event (an SQS body) for `order_id`.
     fn order_placed(order_id: &str, lines: &[(&str, u32)]) -> String {
         let lines = lines.iter().map(|(sku, quantity)| OrderLine { sku: (*sku).into(), quantity: *quantity }).collect();
         let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines };
-        bus_event(&Envelope::new(order_id, placed))
-    }
-
-    fn bus_event<T: Event>(envelope: &Envelope<T>) -> String {
-        json!({"version": "0", "id": Uuid::new_v4(), "detail-type": T::TYPE, "source": T::SOURCE,
-               "account": "000000000000", "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [],
-               "detail": envelope})
-        .to_string()
+        bus_body(&Envelope::new(order_id, placed))
     }
 
     struct World {
         store: MemoryInventory,
-        dead_letters: MemoryDeadLetters,
         inventory: Inventory<MemoryInventory>,
-        processor: SqsBatchProcessor<MemoryDeadLetters>,
+        sqs: SqsHarness,
     }
 
     impl World {
@@ -332,19 +302,12 @@ mod tests {
             let store = MemoryInventory::default();
             store.put_stock("SKU-1", 10, "12.50");
             store.put_stock("SKU-2", 3, "0.99");
-            let dead_letters = MemoryDeadLetters::default();
-            Self {
-                inventory: Inventory::new(store.clone()),
-                processor: SqsBatchProcessor::new(dead_letters.clone()).with_concurrency(4),
-                store,
-                dead_letters,
-            }
+            Self { inventory: Inventory::new(store.clone()), store, sqs: SqsHarness::with_concurrency(4) }
         }
 
         /// Processes the batch and returns the ids of the records reported as failed.
         async fn process(&self, event: SqsEvent) -> Vec<String> {
-            let response = self.processor.process(event, |record| self.inventory.handle(record)).await.unwrap();
-            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+            failed_ids(&self.sqs.process(event, |record| self.inventory.handle(record)).await)
         }
 
         fn available(&self, sku: &str) -> (u32, u32, u32) {
@@ -353,7 +316,7 @@ mod tests {
         }
 
         fn outbox(&self) -> Vec<RawEnvelope> {
-            self.store.outbox().iter().map(|r| serde_json::from_str(&r.detail).unwrap()).collect()
+            envelopes(&self.store.outbox())
         }
     }
 
@@ -361,7 +324,7 @@ mod tests {
     async fn order_placed_reserves_every_line_prices_it_and_emits_inventory_reserved_in_one_write() {
         let world = World::stocked();
 
-        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_PLACED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.available("SKU-1"), (7, 3, 0), "SKU-1 is ordered twice in the sample: 2 + 1");
@@ -388,23 +351,23 @@ mod tests {
     #[tokio::test]
     async fn a_redelivered_order_placed_changes_nothing_emits_nothing_and_writes_nothing() {
         let world = World::stocked();
-        world.process(sqs_event(ORDER_PLACED)).await;
+        world.process(SAMPLES.event(ORDER_PLACED)).await;
 
-        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_PLACED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.available("SKU-1"), (7, 3, 0));
         assert_eq!(world.store.outbox().len(), 1);
         assert_eq!(world.store.write_requests(), 1, "the duplicate is recognised on the read");
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
     async fn the_same_order_placed_twice_in_one_batch_reserves_once() {
         let world = World::stocked();
-        let body = body(ORDER_PLACED);
+        let body = SAMPLES.sqs_body(ORDER_PLACED);
 
-        let failed = world.process(batch(&[body.clone(), body])).await;
+        let failed = world.process(sqs_batch(&[body.clone(), body])).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.available("SKU-1"), (7, 3, 0));
@@ -415,7 +378,7 @@ mod tests {
     async fn a_legacy_order_created_is_upcast_and_reserved() {
         let world = World::stocked();
 
-        let failed = world.process(sqs_event(LEGACY_ORDER_CREATED)).await;
+        let failed = world.process(SAMPLES.event(LEGACY_ORDER_CREATED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.available("SKU-1"), (8, 2, 0));
@@ -430,7 +393,7 @@ mod tests {
         let world = World::stocked();
         world.store.put_stock("SKU-2", 0, "0.99");
 
-        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_PLACED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.available("SKU-1"), (10, 0, 0), "nothing reserved");
@@ -445,10 +408,10 @@ mod tests {
     async fn a_redelivered_rejection_is_not_decided_again_after_a_restock() {
         let world = World::stocked();
         world.store.put_stock("SKU-2", 0, "0.99");
-        world.process(sqs_event(ORDER_PLACED)).await;
+        world.process(SAMPLES.event(ORDER_PLACED)).await;
         world.store.put_stock("SKU-2", 50, "0.99");
 
-        world.process(sqs_event(ORDER_PLACED)).await;
+        world.process(SAMPLES.event(ORDER_PLACED)).await;
 
         assert_eq!(world.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Rejected);
         assert_eq!(world.available("SKU-2"), (50, 0, 0));
@@ -459,7 +422,7 @@ mod tests {
     async fn an_order_for_a_sku_not_in_the_catalogue_is_rejected_naming_it() {
         let world = World::stocked();
 
-        world.process(batch(&[order_placed("o-x", &[("SKU-1", 1), ("NOPE", 1)])])).await;
+        world.process(sqs_batch(&[order_placed("o-x", &[("SKU-1", 1), ("NOPE", 1)])])).await;
 
         let rejected = world.outbox()[0].decode::<InventoryRejected>().unwrap();
         assert_eq!(rejected.data.unavailable, ["NOPE"]);
@@ -471,7 +434,7 @@ mod tests {
     async fn an_order_without_lines_or_with_zero_quantities_is_rejected_so_the_saga_ends() {
         let world = World::stocked();
 
-        world.process(batch(&[order_placed("o-empty", &[]), order_placed("o-zero", &[("SKU-1", 0)])])).await;
+        world.process(sqs_batch(&[order_placed("o-empty", &[]), order_placed("o-zero", &[("SKU-1", 0)])])).await;
 
         let mut reasons: Vec<String> =
             world.outbox().iter().map(|e| e.decode::<InventoryRejected>().unwrap().data.reason).collect();
@@ -482,10 +445,10 @@ mod tests {
     #[tokio::test]
     async fn release_requested_gives_the_units_back_and_emits_inventory_released_once() {
         let world = World::stocked();
-        world.process(sqs_event(ORDER_PLACED)).await;
+        world.process(SAMPLES.event(ORDER_PLACED)).await;
         let writes_before = world.store.write_requests();
 
-        let failed = world.process(sqs_event(RELEASE_REQUESTED)).await;
+        let failed = world.process(SAMPLES.event(RELEASE_REQUESTED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.store.write_requests() - writes_before, 1, "one write request per release");
@@ -495,7 +458,7 @@ mod tests {
         let released = world.outbox()[1].decode::<InventoryReleased>().unwrap();
         assert_eq!(released.data.order_id, ORDER);
 
-        let failed = world.process(sqs_event(RELEASE_REQUESTED)).await;
+        let failed = world.process(SAMPLES.event(RELEASE_REQUESTED)).await;
 
         assert!(failed.is_empty(), "the duplicate release is acknowledged");
         assert_eq!(world.available("SKU-1"), (10, 0, 0), "and changes nothing");
@@ -505,10 +468,10 @@ mod tests {
     #[tokio::test]
     async fn order_shipped_moves_the_units_from_reserved_to_shipped_without_an_event_once() {
         let world = World::stocked();
-        world.process(sqs_event(ORDER_PLACED)).await;
+        world.process(SAMPLES.event(ORDER_PLACED)).await;
         let writes_before = world.store.write_requests();
 
-        let failed = world.process(sqs_event(ORDER_SHIPPED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_SHIPPED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.store.write_requests() - writes_before, 1, "one write request per shipment");
@@ -517,23 +480,23 @@ mod tests {
         assert_eq!(world.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Shipped);
         assert_eq!(world.store.outbox().len(), 1, "only InventoryReserved");
 
-        world.process(sqs_event(ORDER_SHIPPED)).await;
+        world.process(SAMPLES.event(ORDER_SHIPPED)).await;
 
         assert_eq!(world.available("SKU-1"), (7, 0, 3), "a duplicate shipment changes nothing");
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
     async fn releasing_a_shipped_order_or_an_unknown_one_goes_to_the_dlq_with_the_reason() {
         let world = World::stocked();
-        world.process(sqs_event(ORDER_PLACED)).await;
-        world.process(sqs_event(ORDER_SHIPPED)).await;
+        world.process(SAMPLES.event(ORDER_PLACED)).await;
+        world.process(SAMPLES.event(ORDER_SHIPPED)).await;
 
-        world.process(sqs_event(RELEASE_REQUESTED)).await;
+        world.process(SAMPLES.event(RELEASE_REQUESTED)).await;
         let release = InventoryReleaseRequested { order_id: "o-unknown".into(), reason: "declined".into() };
-        world.process(batch(&[bus_event(&Envelope::new("o-unknown", release))])).await;
+        world.process(sqs_batch(&[bus_body(&Envelope::new("o-unknown", release))])).await;
 
-        let reasons: Vec<String> = world.dead_letters.letters().into_iter().map(|l| l.reason).collect();
+        let reasons: Vec<String> = world.sqs.dead_letters().into_iter().map(|l| l.reason).collect();
         assert_eq!(
             reasons,
             [
@@ -548,13 +511,13 @@ mod tests {
     async fn a_malformed_record_goes_to_the_dlq_with_the_reason_and_writes_nothing() {
         let world = World::stocked();
 
-        let failed = world.process(sqs_event(MALFORMED)).await;
+        let failed = world.process(SAMPLES.event(MALFORMED)).await;
 
         assert!(failed.is_empty(), "acknowledged: retrying cannot fix it");
-        let letters = world.dead_letters.letters();
+        let letters = world.sqs.dead_letters();
         assert_eq!(letters.len(), 1);
         assert!(letters[0].reason.starts_with("malformed event:"), "{}", letters[0].reason);
-        assert_eq!(letters[0].body, body(MALFORMED), "the original body is kept for redrive");
+        assert_eq!(letters[0].body, SAMPLES.sqs_body(MALFORMED), "the original body is kept for redrive");
         assert_eq!(world.store.write_requests(), 0);
     }
 
@@ -563,9 +526,9 @@ mod tests {
         let world = World::stocked();
         let released = InventoryReleased { order_id: ORDER.into() };
 
-        world.process(batch(&[bus_event(&Envelope::new(ORDER, released))])).await;
+        world.process(sqs_batch(&[bus_body(&Envelope::new(ORDER, released))])).await;
 
-        assert_eq!(world.dead_letters.letters()[0].reason, "this consumer does not handle InventoryReleased");
+        assert_eq!(world.sqs.dead_letters()[0].reason, "this consumer does not handle InventoryReleased");
     }
 
     #[tokio::test]
@@ -573,13 +536,13 @@ mod tests {
         let world = World::stocked();
         world.store.fail_next_writes(1);
 
-        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_PLACED)).await;
 
         assert_eq!(failed.len(), 1, "reported as a batch item failure");
         assert_eq!(world.available("SKU-1"), (10, 0, 0));
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
 
-        let failed = world.process(sqs_event(ORDER_PLACED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_PLACED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.available("SKU-1"), (7, 3, 0));
@@ -680,9 +643,9 @@ mod tests {
     #[tokio::test]
     async fn order_cancelled_releases_the_reservation_and_emits_inventory_released_once() {
         let world = World::stocked();
-        world.process(sqs_event(ORDER_PLACED)).await;
+        world.process(SAMPLES.event(ORDER_PLACED)).await;
 
-        let failed = world.process(sqs_event(ORDER_CANCELLED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_CANCELLED)).await;
 
         assert!(failed.is_empty());
         assert_eq!((world.available("SKU-1"), world.available("SKU-2")), ((10, 0, 0), (3, 0, 0)));
@@ -691,7 +654,7 @@ mod tests {
         assert_eq!(released.data.order_id, ORDER);
         assert_eq!(released.causation_id.unwrap().to_string(), "0b7f9c4e-7d4a-4f7e-9a3c-2d1e5f6a7b05");
 
-        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty(), "a redelivery is acknowledged");
+        assert!(world.process(SAMPLES.event(ORDER_CANCELLED)).await.is_empty(), "a redelivery is acknowledged");
         assert_eq!(world.available("SKU-1"), (10, 0, 0), "and changes nothing");
         assert_eq!(world.store.outbox().len(), 2, "and emits nothing");
     }
@@ -700,34 +663,34 @@ mod tests {
     async fn order_cancelled_before_any_reservation_leaves_a_tombstone_so_a_later_order_placed_reserves_nothing() {
         let world = World::stocked();
 
-        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+        assert!(world.process(SAMPLES.event(ORDER_CANCELLED)).await.is_empty());
         let tombstone = world.store.stored_reservation(ORDER).unwrap();
         assert_eq!((tombstone.status, tombstone.lines.len()), (ReservationStatus::Released, 0));
         assert!(world.store.outbox().is_empty(), "nothing was released: no event");
 
-        assert!(world.process(sqs_event(ORDER_PLACED)).await.is_empty(), "a late OrderPlaced is acknowledged");
+        assert!(world.process(SAMPLES.event(ORDER_PLACED)).await.is_empty(), "a late OrderPlaced is acknowledged");
         assert_eq!((world.available("SKU-1"), world.available("SKU-2")), ((10, 0, 0), (3, 0, 0)));
         assert!(world.store.outbox().is_empty(), "and neither reserves nor rejects");
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
     async fn order_cancelled_after_a_release_a_rejection_or_a_shipment_changes_nothing() {
         let released = World::stocked();
-        released.process(sqs_event(ORDER_PLACED)).await;
-        released.process(sqs_event(RELEASE_REQUESTED)).await;
+        released.process(SAMPLES.event(ORDER_PLACED)).await;
+        released.process(SAMPLES.event(RELEASE_REQUESTED)).await;
         let rejected = World::stocked();
         rejected.store.put_stock("SKU-2", 0, "0.99");
-        rejected.process(sqs_event(ORDER_PLACED)).await;
+        rejected.process(SAMPLES.event(ORDER_PLACED)).await;
         let shipped = World::stocked();
-        shipped.process(sqs_event(ORDER_PLACED)).await;
-        shipped.process(sqs_event(ORDER_SHIPPED)).await;
+        shipped.process(SAMPLES.event(ORDER_PLACED)).await;
+        shipped.process(SAMPLES.event(ORDER_SHIPPED)).await;
 
         for world in [&released, &rejected, &shipped] {
             let (stock, events) = (world.available("SKU-1"), world.store.outbox().len());
-            assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+            assert!(world.process(SAMPLES.event(ORDER_CANCELLED)).await.is_empty());
             assert_eq!((world.available("SKU-1"), world.store.outbox().len()), (stock, events));
-            assert!(world.dead_letters.letters().is_empty());
+            assert!(world.sqs.dead_letters().is_empty());
         }
         assert_eq!(shipped.store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Shipped);
     }
@@ -789,10 +752,10 @@ mod tests {
         let racing = RivalBefore {
             inner: store.clone(),
             kind: "tombstone",
-            rival: tokio::sync::Mutex::new(Some(body(ORDER_PLACED))),
+            rival: tokio::sync::Mutex::new(Some(SAMPLES.sqs_body(ORDER_PLACED))),
         };
 
-        let effect = Inventory::new(racing).apply(&body(ORDER_CANCELLED)).await.unwrap();
+        let effect = Inventory::new(racing).apply(&SAMPLES.sqs_body(ORDER_CANCELLED)).await.unwrap();
 
         assert_eq!(effect, Effect::Released);
         assert_eq!(store.stored_reservation(ORDER).unwrap().status, ReservationStatus::Released);
@@ -808,10 +771,10 @@ mod tests {
         let racing = RivalBefore {
             inner: store.clone(),
             kind: "reserve",
-            rival: tokio::sync::Mutex::new(Some(body(ORDER_CANCELLED))),
+            rival: tokio::sync::Mutex::new(Some(SAMPLES.sqs_body(ORDER_CANCELLED))),
         };
 
-        let effect = Inventory::new(racing).apply(&body(ORDER_PLACED)).await.unwrap();
+        let effect = Inventory::new(racing).apply(&SAMPLES.sqs_body(ORDER_PLACED)).await.unwrap();
 
         assert_eq!(effect, Effect::Duplicate);
         assert_eq!(store.stored_reservation(ORDER).unwrap().lines, Vec::<OrderLine>::new(), "the tombstone stays");

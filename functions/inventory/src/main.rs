@@ -1,15 +1,11 @@
 //! The inventory Lambda (SQS InventoryQueue): reserves, releases and ships stock. See [`handler`].
 #![forbid(unsafe_code)]
 
-mod dynamo;
 mod handler;
-#[cfg(test)]
-mod memory;
-mod store;
 
 use orderflow_aws::{load_sdk_config, required_env, run_sqs_consumer};
+use orderflow_inventory_store::DynamoInventory;
 
-use crate::dynamo::DynamoInventory;
 use crate::handler::Inventory;
 
 /// Records of one batch in flight at once (a standard queue keeps no order; reservations of the same SKU that

@@ -1,9 +1,10 @@
 //! The DynamoDB adapter of [`NotificationStore`]: one conditional `PutItem` per notification.
 
 use aws_sdk_dynamodb::Client;
-use orderflow_aws::dynamo::{describe, s};
+use orderflow_aws::StoreError;
+use orderflow_aws::dynamo::s;
 
-use crate::store::{Notification, NotificationStore, Recorded, StoreError};
+use crate::store::{Notification, NotificationStore, Recorded};
 
 /// Notifications in the Notifications table (`NOTIFICATIONS_TABLE`).
 #[derive(Debug, Clone)]
@@ -40,7 +41,10 @@ impl NotificationStore for DynamoNotifications {
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(Recorded::AlreadyRecorded)
             }
-            Err(error) => Err(StoreError(describe(&error))),
+            Err(error) => Err(StoreError::from(error).context(format_args!(
+                "notifications table {}, notification of event {}",
+                self.table, notification.event_id
+            ))),
         }
     }
 }

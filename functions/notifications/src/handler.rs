@@ -112,21 +112,18 @@ mod tests {
     use aws_sdk_sqs::config::{BehaviorVersion, Region};
     use orderflow_aws::SqsRetryBackoff;
     use orderflow_aws::retry_queue::{Response, handle_invocation};
-    use orderflow_toolkit::{MemoryDeadLetters, SqsBatchProcessor};
+    use orderflow_test_support::{Samples, SqsHarness};
     use serde_json::json;
 
-    const ORDER_SHIPPED: &str = include_str!("../../../events/notifications/order-shipped.json");
-    const ORDER_CANCELLED: &str = include_str!("../../../events/notifications/order-cancelled.json");
-    const UNKNOWN_TYPE: &str = include_str!("../../../events/notifications/unknown-type.json");
-    const RETRY_RECORD: &str = include_str!("../../../events/notifications/retry-record.json");
-
-    fn sample(json: &str) -> Value {
-        serde_json::from_str(json).expect("sample event is JSON")
-    }
+    const SAMPLES: Samples = Samples::of("notifications");
+    const ORDER_SHIPPED: &str = "order-shipped.json";
+    const ORDER_CANCELLED: &str = "order-cancelled.json";
+    const UNKNOWN_TYPE: &str = "unknown-type.json";
+    const RETRY_RECORD: &str = "retry-record.json";
 
     /// A sample with its detail-type and envelope type changed to `event_type` and its data replaced.
-    fn retyped(json: &str, event_type: &str, data: Value) -> Value {
-        let mut event = sample(json);
+    fn retyped(sample: &str, event_type: &str, data: Value) -> Value {
+        let mut event: Value = SAMPLES.event(sample);
         event["detail-type"] = json!(event_type);
         event["detail"]["type"] = json!(event_type);
         event["detail"]["data"] = data;
@@ -137,7 +134,7 @@ mod tests {
     async fn order_shipped_records_the_shipping_notification() {
         let store = MemoryNotifications::default();
 
-        let recorded = Notifier::new(store.clone()).handle(sample(ORDER_SHIPPED)).await.unwrap();
+        let recorded = Notifier::new(store.clone()).handle(SAMPLES.event(ORDER_SHIPPED)).await.unwrap();
 
         assert_eq!(recorded, Recorded::New);
         let notifications = store.notifications();
@@ -155,7 +152,7 @@ mod tests {
     async fn order_cancelled_tells_the_customer_why() {
         let store = MemoryNotifications::default();
 
-        Notifier::new(store.clone()).handle(sample(ORDER_CANCELLED)).await.unwrap();
+        Notifier::new(store.clone()).handle(SAMPLES.event(ORDER_CANCELLED)).await.unwrap();
 
         let notification = &store.notifications()[0];
         assert_eq!(notification.pk(), "ORDER#o-3");
@@ -197,10 +194,10 @@ mod tests {
     async fn a_redelivered_event_records_nothing_twice_and_succeeds() {
         let store = MemoryNotifications::default();
         let notifier = Notifier::new(store.clone());
-        notifier.handle(sample(ORDER_SHIPPED)).await.unwrap();
+        notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await.unwrap();
         let first = store.notifications();
 
-        let again = notifier.handle(sample(ORDER_SHIPPED)).await;
+        let again = notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await;
 
         assert_eq!(again, Ok(Recorded::AlreadyRecorded));
         assert_eq!(store.notifications(), first, "the first notification is kept unchanged");
@@ -210,7 +207,7 @@ mod tests {
     async fn an_unknown_event_type_fails_the_invocation_permanently_naming_the_type() {
         let store = MemoryNotifications::default();
 
-        let error = Notifier::new(store.clone()).handle(sample(UNKNOWN_TYPE)).await.unwrap_err();
+        let error = Notifier::new(store.clone()).handle(SAMPLES.event(UNKNOWN_TYPE)).await.unwrap_err();
 
         assert_eq!(error, HandlerError::permanent("unknown event type \"OrderTeleported\""));
         let diagnostic = orderflow_aws::bus_function::diagnostic(&error);
@@ -234,9 +231,9 @@ mod tests {
     #[tokio::test]
     async fn malformed_events_fail_permanently_and_never_panic() {
         let notifier = Notifier::new(MemoryNotifications::default());
-        let mut missing_field = sample(ORDER_SHIPPED);
+        let mut missing_field: Value = SAMPLES.event(ORDER_SHIPPED);
         missing_field["detail"]["data"].as_object_mut().unwrap().remove("shipment_id");
-        let mut no_envelope = sample(ORDER_SHIPPED);
+        let mut no_envelope: Value = SAMPLES.event(ORDER_SHIPPED);
         no_envelope["detail"] = json!({"order_id": "o-1"});
 
         for event in [missing_field, no_envelope, json!("not an event"), json!({})] {
@@ -251,25 +248,24 @@ mod tests {
         store.fail_next(1);
         let notifier = Notifier::new(store.clone());
 
-        let error = notifier.handle(sample(ORDER_SHIPPED)).await.unwrap_err();
+        let error = notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await.unwrap_err();
         assert_eq!(error.error_type(), "HandlerError::Transient");
         assert!(store.notifications().is_empty());
 
-        assert_eq!(notifier.handle(sample(ORDER_SHIPPED)).await, Ok(Recorded::New));
+        assert_eq!(notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await, Ok(Recorded::New));
     }
 
     /// The retry queue's runtime with in-memory dead letters. Its SQS client is never called: the tests' records
     /// have no receipt handle, so there is no visibility to change.
-    fn retry_runtime() -> (SqsBatchProcessor<MemoryDeadLetters>, MemoryDeadLetters, SqsRetryBackoff) {
+    fn retry_runtime() -> (SqsHarness, SqsRetryBackoff) {
         let config = aws_sdk_sqs::Config::builder().behavior_version(BehaviorVersion::latest());
         let sqs = aws_sdk_sqs::Client::from_conf(config.region(Region::new("us-east-1")).build());
-        let letters = MemoryDeadLetters::default();
-        (SqsBatchProcessor::new(letters.clone()), letters, SqsRetryBackoff::new(sqs))
+        (SqsHarness::default(), SqsRetryBackoff::new(sqs))
     }
 
     /// The sample batch of the retry queue, its destination record's `requestPayload` replaced when given.
     fn retry_batch(request_payload: Option<Value>) -> Value {
-        let mut batch = sample(RETRY_RECORD);
+        let mut batch: Value = SAMPLES.event(RETRY_RECORD);
         let record = &mut batch["Records"][0];
         record.as_object_mut().unwrap().remove("receiptHandle");
         if let Some(event) = request_payload {
@@ -282,43 +278,43 @@ mod tests {
 
     fn failed_ids(response: &Response<Recorded>) -> Vec<String> {
         let Response::RetryBatch(batch) = response else { panic!("a batch gets a batch response: {response:?}") };
-        batch.batch_item_failures.iter().map(|failure| failure.item_identifier.clone()).collect()
+        orderflow_test_support::failed_ids(batch)
     }
 
     #[tokio::test]
     async fn the_event_and_its_retry_record_are_both_handled_and_notify_once() {
         let store = MemoryNotifications::default();
         let notifier = Notifier::new(store.clone());
-        let (processor, letters, backoff) = retry_runtime();
+        let (sqs, backoff) = retry_runtime();
         let handle = |event| notifier.handle(event);
 
-        let direct = handle_invocation(&processor, &backoff, sample(ORDER_SHIPPED), handle).await.unwrap();
-        let retried = handle_invocation(&processor, &backoff, retry_batch(None), handle).await.unwrap();
+        let direct = handle_invocation(sqs.processor(), &backoff, SAMPLES.event(ORDER_SHIPPED), handle).await.unwrap();
+        let retried = handle_invocation(sqs.processor(), &backoff, retry_batch(None), handle).await.unwrap();
 
         assert_eq!(direct, Response::Event(Recorded::New));
         assert!(failed_ids(&retried).is_empty());
         assert_eq!(store.notifications().len(), 1, "the retry record carries the same event: no second notification");
-        assert!(letters.letters().is_empty());
+        assert!(sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
     async fn a_retry_record_is_what_a_long_store_outage_leaves_and_it_records_the_notification() {
         let store = MemoryNotifications::default();
         let notifier = Notifier::new(store.clone());
-        let (processor, letters, backoff) = retry_runtime();
+        let (sqs, backoff) = retry_runtime();
         // Lambda's three attempts failed while the store was down; the event waited in the retry queue.
         store.fail_next(3);
         for _ in 0..3 {
-            assert!(notifier.handle(sample(ORDER_SHIPPED)).await.is_err());
+            assert!(notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await.is_err());
         }
 
         let response =
-            handle_invocation(&processor, &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
+            handle_invocation(sqs.processor(), &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
 
         assert!(failed_ids(&response).is_empty());
         let notification = &store.notifications()[0];
         assert_eq!(notification.message, "Your order o-1 has shipped (shipment s-9).");
-        assert!(letters.letters().is_empty());
+        assert!(sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
@@ -326,28 +322,28 @@ mod tests {
         let store = MemoryNotifications::default();
         store.fail_next(1);
         let notifier = Notifier::new(store.clone());
-        let (processor, letters, backoff) = retry_runtime();
+        let (sqs, backoff) = retry_runtime();
 
         let response =
-            handle_invocation(&processor, &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
+            handle_invocation(sqs.processor(), &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
 
         assert_eq!(failed_ids(&response), ["7d3c2b1a-0001-4e5f-8a9b-0c1d2e3f4a01"]);
         assert!(store.notifications().is_empty());
-        assert!(letters.letters().is_empty(), "a transient failure is not dead-lettered");
+        assert!(sqs.dead_letters().is_empty(), "a transient failure is not dead-lettered");
     }
 
     #[tokio::test]
     async fn a_retry_record_that_can_never_succeed_goes_to_the_dead_letter_queue_with_its_reason() {
         let store = MemoryNotifications::default();
         let notifier = Notifier::new(store.clone());
-        let (processor, letters, backoff) = retry_runtime();
-        let batch = retry_batch(Some(sample(UNKNOWN_TYPE)));
+        let (sqs, backoff) = retry_runtime();
+        let batch = retry_batch(Some(SAMPLES.event(UNKNOWN_TYPE)));
         let body = batch["Records"][0]["body"].as_str().unwrap().to_owned();
 
-        let response = handle_invocation(&processor, &backoff, batch, |e| notifier.handle(e)).await.unwrap();
+        let response = handle_invocation(sqs.processor(), &backoff, batch, |e| notifier.handle(e)).await.unwrap();
 
         assert!(failed_ids(&response).is_empty(), "acknowledged: it is in the DLQ");
-        let letter = &letters.letters()[0];
+        let letter = &sqs.dead_letters()[0];
         assert_eq!(letter.reason, "unknown event type \"OrderTeleported\"");
         assert_eq!(letter.error_class, "Permanent");
         assert_eq!(letter.body, body, "the destination record as it came, for redrive");

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{Notification, NotificationStore, Recorded, StoreError};
+use orderflow_aws::StoreError;
+
+use crate::store::{Notification, NotificationStore, Recorded};
 
 /// Notifications in memory, keyed like the table; can be told to fail the next writes.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +32,7 @@ impl NotificationStore for MemoryNotifications {
             let mut failures = self.failures.lock().expect("failures lock");
             if *failures > 0 {
                 *failures -= 1;
-                return Err(StoreError("ProvisionedThroughputExceededException: injected".into()));
+                return Err(StoreError::Transient("ProvisionedThroughputExceededException: injected".into()));
             }
         }
         let mut items = self.items.lock().expect("notifications lock");

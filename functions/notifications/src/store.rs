@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use orderflow_toolkit::HandlerError;
+use orderflow_aws::StoreError;
 use uuid::Uuid;
 
 /// The notification a customer would receive (no real e-mail is sent): item `ORDER#<order>` / `<event id>`.
@@ -35,17 +35,6 @@ pub enum Recorded {
     New,
     /// The event was delivered before: the notification exists and nothing was written.
     AlreadyRecorded,
-}
-
-/// The store could not be reached or refused the write; retrying may succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("notification store: {0}")]
-pub struct StoreError(pub String);
-
-impl From<StoreError> for HandlerError {
-    fn from(error: StoreError) -> Self {
-        Self::transient(error)
-    }
 }
 
 /// Records notifications, each at most once (a conditional put on its key).

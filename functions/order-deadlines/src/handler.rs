@@ -16,8 +16,8 @@ use futures::{StreamExt, stream};
 use lambda_runtime::Diagnostic;
 use orderflow_aws::bus_function::diagnostic;
 use orderflow_domain::order::{Deadlines, SagaInput};
+use orderflow_orders_store::OrderStore;
 use orderflow_orders_store::saga::{self, Applied, ApplyError};
-use orderflow_orders_store::{OrderStore, StoreError};
 use orderflow_toolkit::HandlerError;
 use serde::Serialize;
 use serde_json::Value;
@@ -65,7 +65,7 @@ impl<S: OrderStore> Sweeper<S> {
 
     /// Applies the deadline to the orders overdue at `now`. `Err` when any of them failed, after trying them all.
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<Summary, HandlerError> {
-        let overdue = self.store.overdue(now, MAX_ORDERS_PER_RUN).await.map_err(HandlerError::transient)?;
+        let overdue = self.store.overdue(now, MAX_ORDERS_PER_RUN).await?;
         let outcomes: Vec<(String, Result<Applied, ApplyError>)> = stream::iter(overdue)
             .map(|order_id| async move {
                 let input = SagaInput::DeadlinePassed { order_id: order_id.clone(), now };
@@ -113,27 +113,27 @@ impl<S: OrderStore> Sweeper<S> {
     }
 }
 
-/// A corrupt order cannot be fixed by a retry; anything else (the table unavailable, contention) can.
+/// A permanent failure of the table (a corrupt order, an invalid request) cannot be fixed by a retry; anything else
+/// (the table unavailable, contention) can.
 fn classify(order_id: &str, err: &ApplyError) -> HandlerError {
     let reason = format!("order {order_id}: {err}");
-    match err {
-        ApplyError::Store(StoreError::Corrupt(_)) => HandlerError::permanent(reason),
-        ApplyError::Store(_) | ApplyError::NotYet(_) | ApplyError::Contended { .. } => HandlerError::transient(reason),
-    }
+    if err.is_transient() { HandlerError::transient(reason) } else { HandlerError::permanent(reason) }
 }
 
 #[cfg(test)]
 mod tests {
     use orderflow_domain::events::{OrderLine, OrderPlaced};
     use orderflow_domain::order::{Order, OrderStatus};
-    use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement};
+    use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement, StoreError};
+    use orderflow_test_support::Samples;
     use orderflow_toolkit::{Envelope, OutboxRecord};
     use serde_json::json;
     use time::Duration;
 
     use super::*;
 
-    const SCHEDULED_EVENT: &str = include_str!("../../../events/order-deadlines/scheduled-event.json");
+    const SAMPLES: Samples = Samples::of("order-deadlines");
+    const SCHEDULED_EVENT: &str = "scheduled-event.json";
 
     fn deadlines() -> Deadlines {
         Deadlines::from_seconds(60).unwrap()
@@ -165,7 +165,7 @@ mod tests {
         place(&store, "o-in-time", 0).await;
         let sweeper = Sweeper::new(store.clone(), deadlines());
 
-        let summary = sweeper.handle(serde_json::from_str(SCHEDULED_EVENT).unwrap()).await.unwrap();
+        let summary = sweeper.handle(SAMPLES.event(SCHEDULED_EVENT)).await.unwrap();
 
         assert_eq!(summary, Summary { overdue: 2, cancelled: 2, ignored: 0, failed: 0 });
         assert_eq!(
@@ -257,7 +257,8 @@ mod tests {
         for order_id in ["o-1", "o-2", "o-3"] {
             place(&store, order_id, 5).await;
         }
-        let throttled = StoreError::Unavailable("ProvisionedThroughputExceededException".into());
+        let throttled =
+            StoreError::Table(orderflow_aws::StoreError::Transient("ProvisionedThroughputExceededException".into()));
         let faulty = Faulty { inner: store.clone(), extra: vec![], failing: Some(("o-2".into(), throttled)) };
 
         let error = Sweeper::new(faulty, deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap_err();
@@ -276,7 +277,7 @@ mod tests {
     async fn a_corrupt_order_fails_the_run_as_permanent() {
         let store = InMemoryOrders::default();
         place(&store, "o-1", 5).await;
-        let corrupt = StoreError::Corrupt("item attribute order: is missing".into());
+        let corrupt = StoreError::Table(orderflow_aws::StoreError::Corrupt("item attribute order: is missing".into()));
         let faulty = Faulty { inner: store, extra: vec![], failing: Some(("o-1".into(), corrupt)) };
 
         let error = Sweeper::new(faulty, deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap_err();

@@ -14,8 +14,8 @@ use orderflow_domain::events::{
     InventoryRejected, InventoryReleased, InventoryReserved, PaymentAuthorized, PaymentDeclined, ShipmentScheduled,
 };
 use orderflow_domain::order::{Deadlines, SagaInput};
+use orderflow_orders_store::OrderStore;
 use orderflow_orders_store::saga::{self, Applied, ApplyError};
-use orderflow_orders_store::{OrderStore, StoreError};
 use orderflow_toolkit::{EnvelopeError, Event, HandlerError, Registry, SqsRecord};
 
 /// How many records of one batch are processed at once (records of one order serialise on its version).
@@ -35,11 +35,10 @@ pub enum SagaError {
 impl From<SagaError> for HandlerError {
     fn from(err: SagaError) -> Self {
         match &err {
-            SagaError::Envelope(_)
-            | SagaError::NoOrderId { .. }
-            | SagaError::Apply(ApplyError::Store(StoreError::Corrupt(_))) => HandlerError::permanent(err),
+            SagaError::Envelope(_) | SagaError::NoOrderId { .. } => HandlerError::permanent(err),
             // Not yet applicable (an early event), contended, or the store unavailable: a later delivery may apply.
-            SagaError::Apply(_) => HandlerError::transient(err),
+            SagaError::Apply(apply) if apply.is_transient() => HandlerError::transient(err),
+            SagaError::Apply(_) => HandlerError::permanent(err),
         }
     }
 }
@@ -109,48 +108,34 @@ mod tests {
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
     use orderflow_domain::events::{OrderLine, OrderPlaced, PricedLine};
     use orderflow_domain::order::{Order, OrderStatus};
-    use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement};
-    use orderflow_toolkit::batch::BatchError;
-    use orderflow_toolkit::{Envelope, MemoryDeadLetters, OutboxRecord, SqsBatchProcessor};
+    use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement, StoreError};
+    use orderflow_test_support::{Samples, SqsHarness, bus_body, failed_ids, sqs_batch};
+    use orderflow_toolkit::{Envelope, OutboxRecord};
     use serde_json::{Value, json};
     use time::OffsetDateTime;
 
     use super::*;
 
-    const INVENTORY_RESERVED: &str = include_str!("../../../events/order-saga/inventory-reserved.json");
-    const PAYMENT_AUTHORIZED: &str = include_str!("../../../events/order-saga/payment-authorized.json");
-    const PAYMENT_DECLINED: &str = include_str!("../../../events/order-saga/payment-declined.json");
-    const SHIPMENT_SCHEDULED: &str = include_str!("../../../events/order-saga/shipment-scheduled.json");
-    const UNKNOWN_TYPE: &str = include_str!("../../../events/order-saga/unknown-type.json");
+    const SAMPLES: Samples = Samples::of("order-saga");
+    const INVENTORY_RESERVED: &str = "inventory-reserved.json";
+    const PAYMENT_AUTHORIZED: &str = "payment-authorized.json";
+    const PAYMENT_DECLINED: &str = "payment-declined.json";
+    const SHIPMENT_SCHEDULED: &str = "shipment-scheduled.json";
+    const UNKNOWN_TYPE: &str = "unknown-type.json";
     /// The order the sample events are about.
     const SAMPLE_ORDER: &str = "5d8c2a1e-7b4f-4c3a-9e21-0f6b8d4a7c13";
 
-    /// Handles an SQS batch as the function does: the response lists the records to deliver again.
-    async fn handle_batch(
-        saga: &Saga<InMemoryOrders>,
-        processor: &SqsBatchProcessor<MemoryDeadLetters>,
-        event: SqsEvent,
-    ) -> Result<SqsBatchResponse, BatchError> {
-        processor.process(event, |record| saga.handle_record(record)).await
-    }
-
     struct World {
         store: InMemoryOrders,
-        dead_letters: MemoryDeadLetters,
         saga: Saga<InMemoryOrders>,
-        processor: SqsBatchProcessor<MemoryDeadLetters>,
+        sqs: SqsHarness,
     }
 
     impl World {
         fn new() -> Self {
             let store = InMemoryOrders::default();
-            let dead_letters = MemoryDeadLetters::default();
-            Self {
-                saga: Saga::new(store.clone(), Deadlines::default()),
-                processor: SqsBatchProcessor::new(dead_letters.clone()).with_concurrency(CONCURRENCY),
-                store,
-                dead_letters,
-            }
+            let saga = Saga::new(store.clone(), Deadlines::default());
+            Self { saga, store, sqs: SqsHarness::with_concurrency(CONCURRENCY) }
         }
 
         /// The order as the orders API places it.
@@ -167,11 +152,14 @@ mod tests {
             self
         }
 
+        /// Handles an SQS batch as the function does: the response lists the records to deliver again.
+        async fn process(&self, event: SqsEvent) -> SqsBatchResponse {
+            self.sqs.process(event, |record| self.saga.handle_record(record)).await
+        }
+
         /// Delivers a sample SQS event; returns the ids of the records reported as failed.
         async fn deliver(&self, sample: &str) -> Vec<String> {
-            let event: SqsEvent = serde_json::from_str(sample).expect("sample is an SQS event");
-            let response = handle_batch(&self.saga, &self.processor, event).await.expect("batch response");
-            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+            failed_ids(&self.process(SAMPLES.event(sample)).await)
         }
 
         async fn order(&self, order_id: &str) -> Order {
@@ -220,7 +208,7 @@ mod tests {
         assert!(failed.is_empty(), "a duplicate is acknowledged: {failed:?}");
         assert_eq!(world.store.writes(), writes, "a duplicate writes nothing");
         assert_eq!(world.emitted(), ["PaymentRequested"]);
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
@@ -264,7 +252,7 @@ mod tests {
         let failed = world.deliver(PAYMENT_AUTHORIZED).await;
 
         assert_eq!(failed, ["7a2e2e3d-9a4f-4c8b-8e1f-3b7d6c5f4a32"], "reported for redelivery");
-        assert!(world.dead_letters.letters().is_empty(), "not poison: it only came early");
+        assert!(world.sqs.dead_letters().is_empty(), "not poison: it only came early");
         assert_eq!(world.store.writes(), writes);
         assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Pending);
     }
@@ -288,7 +276,7 @@ mod tests {
         let failed = world.deliver(UNKNOWN_TYPE).await;
 
         assert!(failed.is_empty(), "poison is acknowledged, not retried");
-        let letters = world.dead_letters.letters();
+        let letters = world.sqs.dead_letters();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].message_id, "ad5b5b6a-cd7c-4fbd-9b4c-6eaa9f8c7d65");
         assert_eq!(letters[0].reason, r#"unknown event type "OrderTeleported""#);
@@ -300,17 +288,17 @@ mod tests {
         let world = World::new();
         let placed =
             Envelope::new("o-1", OrderPlaced { order_id: "o-1".into(), customer_id: "c".into(), lines: vec![] });
-        let not_ours = bus_body(&OutboxRecord::new(&placed));
-        let mut bad_data: Value = serde_json::from_str(&sqs_body(INVENTORY_RESERVED)).unwrap();
+        let not_ours = bus_body(&placed);
+        let mut bad_data: Value = serde_json::from_str(&SAMPLES.sqs_body(INVENTORY_RESERVED)).unwrap();
         bad_data["detail"]["data"]["total"] = json!(25.5);
-        let mut no_order: Value = serde_json::from_str(&sqs_body(SHIPMENT_SCHEDULED)).unwrap();
+        let mut no_order: Value = serde_json::from_str(&SAMPLES.sqs_body(SHIPMENT_SCHEDULED)).unwrap();
         no_order["detail"]["data"]["order_id"] = json!("");
-        let event = sqs_event(&["not json".into(), not_ours, bad_data.to_string(), no_order.to_string()]);
+        let event = sqs_batch(&["not json".into(), not_ours, bad_data.to_string(), no_order.to_string()]);
 
-        let response = handle_batch(&world.saga, &world.processor, event).await.unwrap();
+        let response = world.process(event).await;
 
         assert!(response.batch_item_failures.is_empty());
-        let mut reasons: Vec<_> = world.dead_letters.letters().into_iter().map(|l| l.reason).collect();
+        let mut reasons: Vec<_> = world.sqs.dead_letters().into_iter().map(|l| l.reason).collect();
         reasons.sort();
         assert_eq!(reasons.len(), 4);
         assert_eq!(reasons[0], "ShipmentScheduled has an empty order_id");
@@ -341,18 +329,20 @@ mod tests {
         assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Cancelled);
         assert_eq!(world.emitted(), ["PaymentRequested", "OrderCancelled"]);
         assert_eq!(outbox_detail(&world.store, "OrderCancelled")["data"]["reason"], "deadline");
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
     async fn a_store_outage_is_retried_not_dead_lettered() {
         let world = World::new().with_placed_order(SAMPLE_ORDER).await;
-        world.store.fail_next(StoreError::Unavailable("ProvisionedThroughputExceededException".into()));
+        world.store.fail_next(StoreError::Table(orderflow_aws::StoreError::Transient(
+            "ProvisionedThroughputExceededException".into(),
+        )));
 
         let failed = world.deliver(INVENTORY_RESERVED).await;
 
         assert_eq!(failed, ["6f1d1d2c-8f3e-4b7a-9d0e-2a6c5b4e3f21"]);
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
         assert!(world.deliver(INVENTORY_RESERVED).await.is_empty(), "the redelivery succeeds");
         assert_eq!(world.emitted(), ["PaymentRequested"]);
     }
@@ -395,7 +385,7 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_applied_concurrently_loses_the_version_race_and_is_then_ignored() {
         let world = World::new().with_placed_order(SAMPLE_ORDER).await;
-        let body = sqs_body(INVENTORY_RESERVED);
+        let body = SAMPLES.sqs_body(INVENTORY_RESERVED);
         let input = world.saga.decode(&body).unwrap();
         let racing = Racing {
             inner: world.store.clone(),
@@ -417,9 +407,9 @@ mod tests {
         let racing = Racing {
             inner: world.store.clone(),
             rival: Saga::new(world.store.clone(), Deadlines::default()),
-            rival_input: std::sync::Mutex::new(Some(world.saga.decode(&sqs_body(PAYMENT_AUTHORIZED)).unwrap())),
+            rival_input: std::sync::Mutex::new(Some(world.saga.decode(&SAMPLES.sqs_body(PAYMENT_AUTHORIZED)).unwrap())),
         };
-        let declined = world.saga.decode(&sqs_body(PAYMENT_DECLINED)).unwrap();
+        let declined = world.saga.decode(&SAMPLES.sqs_body(PAYMENT_DECLINED)).unwrap();
 
         let outcome = Saga::new(racing, Deadlines::default()).apply(&declined).await.unwrap();
 
@@ -452,7 +442,7 @@ mod tests {
         }
         let world = World::new().with_placed_order(SAMPLE_ORDER).await;
         let saga = Saga::new(AlwaysConflict(world.store.clone()), Deadlines::default());
-        let input = saga.decode(&sqs_body(INVENTORY_RESERVED)).unwrap();
+        let input = saga.decode(&SAMPLES.sqs_body(INVENTORY_RESERVED)).unwrap();
 
         let err = saga.apply(&input).await.unwrap_err();
 
@@ -514,38 +504,15 @@ mod tests {
 
     /// The SQS body (EventBridge event) that carries an input, as the relay and the rule deliver it.
     fn input_body(input: &SagaInput) -> String {
-        let record = match input {
-            SagaInput::InventoryReserved(e) => OutboxRecord::new(e),
-            SagaInput::InventoryRejected(e) => OutboxRecord::new(e),
-            SagaInput::PaymentAuthorized(e) => OutboxRecord::new(e),
-            SagaInput::PaymentDeclined(e) => OutboxRecord::new(e),
-            SagaInput::InventoryReleased(e) => OutboxRecord::new(e),
-            SagaInput::ShipmentScheduled(e) => OutboxRecord::new(e),
+        match input {
+            SagaInput::InventoryReserved(e) => bus_body(e),
+            SagaInput::InventoryRejected(e) => bus_body(e),
+            SagaInput::PaymentAuthorized(e) => bus_body(e),
+            SagaInput::PaymentDeclined(e) => bus_body(e),
+            SagaInput::InventoryReleased(e) => bus_body(e),
+            SagaInput::ShipmentScheduled(e) => bus_body(e),
             SagaInput::DeadlinePassed { .. } => unreachable!("the sweeper's check never travels on the bus"),
-        };
-        bus_body(&record)
-    }
-
-    fn bus_body(record: &OutboxRecord) -> String {
-        let detail: Value = serde_json::from_str(&record.detail).unwrap();
-        json!({"version": "0", "id": uuid::Uuid::new_v4(), "detail-type": record.detail_type, "source": record.source,
-               "account": "000000000000", "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [],
-               "detail": detail})
-        .to_string()
-    }
-
-    fn sqs_body(sample: &str) -> String {
-        let event: Value = serde_json::from_str(sample).unwrap();
-        event["Records"][0]["body"].as_str().unwrap().to_owned()
-    }
-
-    fn sqs_event(bodies: &[String]) -> SqsEvent {
-        let records: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "eventSource": "aws:sqs"}))
-            .collect();
-        serde_json::from_value(json!({ "Records": records })).unwrap()
+        }
     }
 
     /// Every ordering of `items` (Heap's algorithm).
@@ -652,11 +619,11 @@ mod tests {
     #[tokio::test]
     async fn a_whole_batch_of_duplicates_processed_concurrently_applies_each_event_once() {
         let world = World::new().with_placed_order("o-batch").await;
-        world.deliver(&serde_json::to_string(&sqs_event(&[input_body(&reserved("o-batch"))])).unwrap()).await;
+        world.process(sqs_batch(&[input_body(&reserved("o-batch"))])).await;
         let authorized = input_body(&authorized("o-batch"));
-        let event = sqs_event(&vec![authorized; 10]);
+        let event = sqs_batch(&vec![authorized; 10]);
 
-        let response = handle_batch(&world.saga, &world.processor, event).await.unwrap();
+        let response = world.process(event).await;
 
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(world.order("o-batch").await.status, OrderStatus::Confirmed);

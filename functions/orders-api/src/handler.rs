@@ -20,6 +20,7 @@ use orderflow_domain::Decimal;
 use orderflow_domain::events::{OrderLine, OrderPlaced};
 use orderflow_domain::inventory::Restock;
 use orderflow_domain::order::{Deadlines, HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
+use orderflow_inventory_store::StockStore;
 use orderflow_orders_store::{IdempotencyKey, OrderStore, Placement, StoreError};
 use orderflow_toolkit::{Envelope, OutboxRecord};
 use serde::Serialize;
@@ -27,8 +28,6 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-
-use crate::store::{StockError, StockStore};
 
 /// The request header that makes `POST /orders` safe to retry.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -50,10 +49,10 @@ pub enum ApiError {
     MethodNotAllowed { method: Method, path: String, allowed: &'static str },
     #[error("Idempotency-Key {key:?} was already used with a different request body")]
     IdempotencyKeyReused { key: String },
-    /// The tables refused for now (throttling, network); details are logged, not returned.
+    /// The tables refused for now (a transient failure: throttling, network); details are logged, not returned.
     #[error("{0}")]
     Unavailable(String),
-    /// A bug or corrupt data; details are logged, not returned.
+    /// A bug, an invalid request to a table, or corrupt data; details are logged, not returned.
     #[error("{0}")]
     Internal(String),
 }
@@ -108,20 +107,16 @@ fn validation(field: &str, message: &str) -> ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::IdempotencyKeyReused { key } => Self::IdempotencyKeyReused { key },
-            StoreError::Unavailable(reason) => Self::Unavailable(reason),
             StoreError::Conflict(reason) => Self::Internal(format!("orders store conflict: {reason}")),
-            StoreError::Corrupt(reason) => Self::Internal(format!("orders store: {reason}")),
+            StoreError::Table(err) => err.into(),
         }
     }
 }
 
-impl From<StockError> for ApiError {
-    fn from(err: StockError) -> Self {
-        match err {
-            StockError::Unavailable(reason) => Self::Unavailable(reason),
-            StockError::Corrupt(reason) => Self::Internal(reason),
-        }
+/// A table's failure, by its class: a transient one is a 503 the client may retry, a permanent one a 500.
+impl From<orderflow_aws::StoreError> for ApiError {
+    fn from(err: orderflow_aws::StoreError) -> Self {
+        if err.is_transient() { Self::Unavailable(err.to_string()) } else { Self::Internal(err.to_string()) }
     }
 }
 
@@ -320,6 +315,7 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
                     tracing::info!(order_id, "idempotent replay of a placed order");
                     (order_id, status)
                 }
+                Placement::KeyReused { key } => return Err(ApiError::IdempotencyKeyReused { key }),
             };
         let mut response = json_response(StatusCode::ACCEPTED, &Accepted { order_id: &order_id, status });
         let location = format!("/orders/{order_id}").parse().expect("order ids are valid header values");
@@ -369,36 +365,42 @@ fn request_hash(place: &PlaceOrder) -> String {
 mod tests {
     use orderflow_domain::inventory::Stock;
     use orderflow_orders_store::InMemoryOrders;
+    use orderflow_test_support::Samples;
     use serde_json::Value;
     use time::format_description::well_known::Rfc3339;
 
     use super::*;
-    use crate::store::InMemoryStock;
+    use orderflow_inventory_store::MemoryInventory;
 
-    const PLACE_ORDER: &str = include_str!("../../../events/orders-api/place-order.json");
-    const PLACE_ORDER_INVALID: &str = include_str!("../../../events/orders-api/place-order-invalid.json");
-    const GET_ORDER: &str = include_str!("../../../events/orders-api/get-order.json");
-    const PUT_INVENTORY: &str = include_str!("../../../events/orders-api/put-inventory.json");
-    const GET_INVENTORY: &str = include_str!("../../../events/orders-api/get-inventory.json");
-    const UNKNOWN_ROUTE: &str = include_str!("../../../events/orders-api/unknown-route.json");
+    const SAMPLES: Samples = Samples::of("orders-api");
+    const PLACE_ORDER: &str = "place-order.json";
+    const PLACE_ORDER_INVALID: &str = "place-order-invalid.json";
+    const GET_ORDER: &str = "get-order.json";
+    const PUT_INVENTORY: &str = "put-inventory.json";
+    const GET_INVENTORY: &str = "get-inventory.json";
+    const UNKNOWN_ROUTE: &str = "unknown-route.json";
     /// The order get-order.json asks for.
     const SAMPLE_ORDER: &str = "5d8c2a1e-7b4f-4c3a-9e21-0f6b8d4a7c13";
 
     struct World {
         orders: InMemoryOrders,
-        stock: InMemoryStock,
-        api: Api<InMemoryOrders, InMemoryStock>,
+        stock: MemoryInventory,
+        api: Api<InMemoryOrders, MemoryInventory>,
     }
 
     impl World {
         fn new() -> Self {
             let orders = InMemoryOrders::default();
-            let stock = InMemoryStock::default();
+            let stock = MemoryInventory::default();
             Self { api: Api::new(orders.clone(), stock.clone(), Deadlines::from_seconds(60).unwrap()), orders, stock }
         }
 
         async fn call(&self, sample: &str) -> (StatusCode, Value) {
-            let request = lambda_http::request::from_str(sample).expect("sample is an HTTP API v2 event");
+            self.send(SAMPLES.event(sample)).await
+        }
+
+        async fn send(&self, event: Value) -> (StatusCode, Value) {
+            let request = lambda_http::request::from_str(&event.to_string()).expect("an HTTP API v2 event");
             let response = self.api.handle(request).await;
             assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
             let body = serde_json::from_slice(response.body()).expect("the response body is JSON");
@@ -407,7 +409,7 @@ mod tests {
 
         /// A sample with its body and/or Idempotency-Key replaced.
         async fn call_with(&self, sample: &str, body: Option<&str>, key: Option<&str>) -> (StatusCode, Value) {
-            let mut event: Value = serde_json::from_str(sample).unwrap();
+            let mut event: Value = SAMPLES.event(sample);
             if let Some(body) = body {
                 event["body"] = json!(body);
             }
@@ -417,21 +419,21 @@ mod tests {
                     event["headers"].as_object_mut().unwrap().remove("idempotency-key");
                 }
             }
-            self.call(&event.to_string()).await
+            self.send(event).await
         }
 
         /// A sample with another method and path.
         async fn call_at(&self, sample: &str, method: &str, path: &str) -> (StatusCode, Value) {
-            let mut event: Value = serde_json::from_str(sample).unwrap();
+            let mut event: Value = SAMPLES.event(sample);
             event["rawPath"] = json!(path);
             event["requestContext"]["http"]["method"] = json!(method);
             event["requestContext"]["http"]["path"] = json!(path);
-            self.call(&event.to_string()).await
+            self.send(event).await
         }
     }
 
     fn body_of(sample: &str) -> String {
-        let event: Value = serde_json::from_str(sample).unwrap();
+        let event: Value = SAMPLES.event(sample);
         event["body"].as_str().unwrap().to_owned()
     }
 
@@ -622,7 +624,7 @@ mod tests {
         assert_eq!(body, json!({"sku": "SKU-1", "available": 10, "reserved": 0, "shipped": 0, "price": "12.50"}));
 
         let price = "12.50".parse().unwrap();
-        world.stock.insert(Stock { sku: "SKU-1".into(), available: 1, reserved: 4, shipped: 2, price });
+        world.stock.insert_stock(Stock { sku: "SKU-1".into(), available: 1, reserved: 4, shipped: 2, price });
         let (_, body) = world.call_with(PUT_INVENTORY, Some(r#"{"available": 7, "price": "9.99"}"#), None).await;
         assert_eq!(body, json!({"sku": "SKU-1", "available": 7, "reserved": 4, "shipped": 2, "price": "9.99"}));
 
@@ -676,7 +678,7 @@ mod tests {
     #[tokio::test]
     async fn a_405_names_the_allowed_methods() {
         let world = World::new();
-        let mut event: Value = serde_json::from_str(GET_INVENTORY).unwrap();
+        let mut event: Value = SAMPLES.event(GET_INVENTORY);
         event["requestContext"]["http"]["method"] = json!("POST");
         let response = world.api.handle(lambda_http::request::from_str(&event.to_string()).unwrap()).await;
         assert_eq!(response.headers()[ALLOW], "GET, PUT");
@@ -689,25 +691,39 @@ mod tests {
         let (status, _) = world.call_at(GET_INVENTORY, "GET", "/inventory/SKU%2D1").await;
         assert_eq!(status, StatusCode::OK);
 
-        let mut event: Value = serde_json::from_str(GET_INVENTORY).unwrap();
+        let mut event: Value = SAMPLES.event(GET_INVENTORY);
         event["rawPath"] = json!("/dev/inventory/SKU-1");
         event["requestContext"]["stage"] = json!("dev");
-        let (status, body) = world.call(&event.to_string()).await;
+        let (status, body) = world.send(event).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
     #[tokio::test]
     async fn a_store_failure_is_a_generic_5xx_whose_details_stay_in_the_logs() {
         let world = World::new();
-        world.orders.fail_next(StoreError::Corrupt("item attribute order: is missing".into()));
+        world.orders.fail_next(StoreError::Table(orderflow_aws::StoreError::Corrupt(
+            "item attribute order: is missing".into(),
+        )));
         let (status, body) = world.call(GET_ORDER).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, json!({"error": "internal_error", "message": "internal server error"}));
 
-        world.orders.fail_next(StoreError::Unavailable("ProvisionedThroughputExceededException: slow down".into()));
+        world.orders.fail_next(StoreError::Table(orderflow_aws::StoreError::Transient(
+            "ProvisionedThroughputExceededException: slow down".into(),
+        )));
         let (status, body) = world.call(PLACE_ORDER).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, json!({"error": "service_unavailable", "message": "the service is busy, retry later"}));
         assert_eq!(world.orders.writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_the_table_calls_invalid_is_a_500_not_a_503() {
+        let world = World::new();
+        let invalid = orderflow_aws::StoreError::Permanent("ValidationException: one or more parameters".into());
+        world.orders.fail_next(StoreError::Table(invalid));
+        let (status, body) = world.call(GET_ORDER).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, json!({"error": "internal_error", "message": "internal server error"}));
     }
 }

@@ -2,17 +2,15 @@
 //! in [`handler`].
 #![forbid(unsafe_code)]
 
-mod dynamo;
 mod handler;
-mod store;
 
 use std::convert::Infallible;
 
 use lambda_http::{Error, Request, service_fn};
 use orderflow_aws::{ConfigError, required_env};
+use orderflow_inventory_store::DynamoInventory;
 use orderflow_orders_store::{DynamoOrders, deadlines_from_env};
 
-use crate::dynamo::DynamoStock;
 use crate::handler::Api;
 
 // One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
@@ -34,8 +32,8 @@ async fn main() -> Result<(), Error> {
     let config = orderflow_aws::load_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let api = Api::new(
-        DynamoOrders::new(dynamodb.clone(), orders_table, outbox_table),
-        DynamoStock::new(dynamodb, inventory_table),
+        DynamoOrders::new(dynamodb.clone(), orders_table, outbox_table.clone()),
+        DynamoInventory::new(dynamodb, inventory_table, outbox_table),
         deadlines,
     );
 

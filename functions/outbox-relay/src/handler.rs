@@ -159,14 +159,16 @@ fn keys(record: &EventRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orderflow_test_support::Samples;
     use std::collections::HashMap;
     use std::sync::Mutex;
     use std::time::Duration;
 
-    const INSERT_ORDER_PLACED: &str = include_str!("../../../events/outbox-relay/insert-order-placed.json");
-    const INSERT_TWO_ORDERS: &str = include_str!("../../../events/outbox-relay/insert-two-orders.json");
-    const REMOVE_IGNORED: &str = include_str!("../../../events/outbox-relay/remove-ignored.json");
-    const INSERT_MALFORMED: &str = include_str!("../../../events/outbox-relay/insert-malformed.json");
+    const SAMPLES: Samples = Samples::of("outbox-relay");
+    const INSERT_ORDER_PLACED: &str = "insert-order-placed.json";
+    const INSERT_TWO_ORDERS: &str = "insert-two-orders.json";
+    const REMOVE_IGNORED: &str = "remove-ignored.json";
+    const INSERT_MALFORMED: &str = "insert-malformed.json";
 
     /// An in-memory bus: records what it accepted, and rejects the entries of chosen event types a chosen number
     /// of times (`u32::MAX`: always).
@@ -209,10 +211,6 @@ mod tests {
         }
     }
 
-    fn event(json: &str) -> Event {
-        serde_json::from_str(json).expect("sample event is a DynamoDB Streams event")
-    }
-
     fn relay(bus: &MemoryBus) -> Relay<&MemoryBus> {
         Relay::new(bus).with_retry(RetryPolicy {
             attempts: 3,
@@ -236,7 +234,7 @@ mod tests {
     async fn an_inserted_outbox_record_is_published_as_it_was_written() {
         let bus = MemoryBus::default();
 
-        let response = relay(&bus).handle(event(INSERT_ORDER_PLACED)).await.unwrap();
+        let response = relay(&bus).handle(SAMPLES.event(INSERT_ORDER_PLACED)).await.unwrap();
 
         assert!(response.batch_item_failures.is_empty());
         let accepted = bus.accepted.lock().unwrap().clone();
@@ -253,7 +251,7 @@ mod tests {
     async fn events_are_published_in_stream_order_and_one_order_never_twice_in_one_call() {
         let bus = MemoryBus::default();
 
-        let response = relay(&bus).handle(event(INSERT_TWO_ORDERS)).await.unwrap();
+        let response = relay(&bus).handle(SAMPLES.event(INSERT_TWO_ORDERS)).await.unwrap();
 
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(
@@ -272,7 +270,7 @@ mod tests {
     async fn a_failed_entry_that_succeeds_on_retry_reports_nothing() {
         let bus = MemoryBus::failing("OrderPlaced", 2);
 
-        let response = relay(&bus).handle(event(INSERT_ORDER_PLACED)).await.unwrap();
+        let response = relay(&bus).handle(SAMPLES.event(INSERT_ORDER_PLACED)).await.unwrap();
 
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(bus.accepted().len(), 1);
@@ -303,7 +301,7 @@ mod tests {
         let bus = MemoryBus::default();
         bus.failures.lock().unwrap().insert("OrderPlaced".into(), u32::MAX);
 
-        let response = relay(&bus).handle(event(INSERT_TWO_ORDERS)).await.unwrap();
+        let response = relay(&bus).handle(SAMPLES.event(INSERT_TWO_ORDERS)).await.unwrap();
 
         assert_eq!(failed_sequence_numbers(&response).len(), 4);
         assert_eq!(failed_sequence_numbers(&response)[0], "100000000000000000011");
@@ -314,7 +312,7 @@ mod tests {
     async fn ttl_removals_are_ignored() {
         let bus = MemoryBus::default();
 
-        let response = relay(&bus).handle(event(REMOVE_IGNORED)).await.unwrap();
+        let response = relay(&bus).handle(SAMPLES.event(REMOVE_IGNORED)).await.unwrap();
 
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(*bus.calls.lock().unwrap(), 0, "nothing to publish, no call");
@@ -324,7 +322,7 @@ mod tests {
     async fn a_malformed_record_is_skipped_and_the_rest_is_published() {
         let bus = MemoryBus::default();
 
-        let response = relay(&bus).handle(event(INSERT_MALFORMED)).await.unwrap();
+        let response = relay(&bus).handle(SAMPLES.event(INSERT_MALFORMED)).await.unwrap();
 
         assert!(response.batch_item_failures.is_empty(), "retrying cannot repair a malformed image");
         assert_eq!(bus.accepted(), [("o-2".into(), "OrderPlaced".into())]);
@@ -332,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_malformed_image_names_what_is_wrong() {
-        let records = event(INSERT_MALFORMED).records;
+        let records = SAMPLES.event::<Event>(INSERT_MALFORMED).records;
         assert_eq!(bus_entry(&records[0].change), Err(ImageError::Missing("detail")));
 
         let not_a_string = event_with(INSERT_ORDER_PLACED, |json| {
@@ -349,7 +347,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_record_without_a_sequence_number_fails_the_whole_batch() {
         let bus = MemoryBus::failing("OrderPlaced", u32::MAX);
-        let mut batch = event(INSERT_ORDER_PLACED);
+        let mut batch: Event = SAMPLES.event(INSERT_ORDER_PLACED);
         batch.records[0].change.sequence_number = None;
 
         let result = relay(&bus).handle(batch).await;
@@ -358,8 +356,8 @@ mod tests {
     }
 
     /// The sample event with `edit` applied to its JSON first.
-    fn event_with(json: &str, edit: impl FnOnce(&mut Value)) -> Event {
-        let mut value: Value = serde_json::from_str(json).unwrap();
+    fn event_with(sample: &str, edit: impl FnOnce(&mut Value)) -> Event {
+        let mut value: Value = SAMPLES.event(sample);
         edit(&mut value);
         serde_json::from_value(value).unwrap()
     }

@@ -6,16 +6,18 @@
 //! voiding it, is ONE `TransactWriteItems` request each (the conditional change and the outbox put); a tombstone
 //! is one conditional `PutItem`.
 
+use std::fmt::Display;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
-use orderflow_aws::dynamo::{Item, RequestError, cancellation_codes, describe, get_s, key, s};
+use orderflow_aws::StoreError;
+use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, key, s, timestamp};
 use orderflow_aws::outbox::{outbox_put, put_new_with_event};
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::store::{PaymentRecord, PaymentStatus, PaymentStore, StoreError};
+use crate::store::{PaymentRecord, PaymentStatus, PaymentStore};
 
 const SK: &str = "PAYMENT";
 
@@ -23,27 +25,13 @@ fn pk(order_id: &str) -> String {
     format!("PAYMENT#{order_id}")
 }
 
-fn invalid(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Invalid(what.to_string())
-}
-
-impl From<RequestError> for StoreError {
-    fn from(err: RequestError) -> Self {
-        err.into_store_error(Self::Invalid, Self::Unavailable)
-    }
-}
-
-fn now() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).expect("the current time formats as RFC 3339")
-}
-
 fn payment_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
-    let field = |name: &str| get_s(item, name).map(str::to_owned).map_err(invalid);
-    let status: PaymentStatus = field("status")?.parse().map_err(invalid)?;
+    let field = |name: &str| get_s(item, name).map(str::to_owned).map_err(StoreError::from);
+    let status: PaymentStatus = field("status")?.parse().map_err(StoreError::Corrupt)?;
     // Only a tombstone (VOIDED, never charged) has no amount.
     let amount = match (status, item.contains_key("amount")) {
         (PaymentStatus::Voided, false) => None,
-        _ => Some(field("amount")?.parse().map_err(|e| invalid(format!("payment amount: {e}")))?),
+        _ => Some(field("amount")?.parse().map_err(|e| StoreError::Corrupt(format!("payment amount: {e}")))?),
     };
     Ok(PaymentRecord {
         order_id: field("order_id")?,
@@ -55,7 +43,7 @@ fn payment_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
     })
 }
 
-fn payment_item(payment: &PaymentRecord) -> Item {
+fn payment_item(payment: &PaymentRecord) -> Result<Item, StoreError> {
     let mut item = key(pk(&payment.order_id), SK);
     item.insert("order_id".into(), s(&payment.order_id));
     item.insert("customer_id".into(), s(&payment.customer_id));
@@ -67,8 +55,8 @@ fn payment_item(payment: &PaymentRecord) -> Item {
     if let Some(reason) = &payment.reason {
         item.insert("reason".into(), s(reason));
     }
-    item.insert("created_at".into(), s(now()));
-    item
+    item.insert("created_at".into(), timestamp(OffsetDateTime::now_utc())?);
+    Ok(item)
 }
 
 /// The DynamoDB payment store.
@@ -83,6 +71,11 @@ impl DynamoPayments {
     pub fn new(client: Client, table: impl Into<String>, outbox_table: impl Into<String>) -> Self {
         Self { client, table: table.into(), outbox_table: outbox_table.into() }
     }
+
+    /// What a failure names: the table and what was asked of it.
+    fn context(&self, what: impl Display) -> String {
+        format!("payments table {}, {what}", self.table)
+    }
 }
 
 impl PaymentStore for DynamoPayments {
@@ -95,18 +88,19 @@ impl PaymentStore for DynamoPayments {
             .consistent_read(true)
             .send()
             .await
-            .map_err(RequestError::from)?;
-        output.item().map(payment_from_item).transpose()
+            .map_err(|e| StoreError::from(e).context(self.context(format_args!("payment of {order_id}"))))?;
+        let payment = output.item().map(payment_from_item).transpose();
+        payment.map_err(|e| e.context(self.context(format_args!("payment of {order_id}"))))
     }
 
     async fn record(&self, payment: &PaymentRecord, outbox: &OutboxRecord) -> Result<Written, StoreError> {
         // Duplicate: the payment or its event exists, recorded by an earlier delivery.
-        Ok(put_new_with_event(&self.client, &self.table, payment_item(payment), &self.outbox_table, outbox).await?)
+        put_new_with_event(&self.client, &self.table, payment_item(payment)?, &self.outbox_table, outbox).await
     }
 
     async fn record_tombstone(&self, tombstone: &PaymentRecord) -> Result<Written, StoreError> {
-        let mut item = payment_item(tombstone);
-        item.insert("voided_at".into(), s(now()));
+        let mut item = payment_item(tombstone)?;
+        item.insert("voided_at".into(), timestamp(OffsetDateTime::now_utc())?);
         let result = self
             .client
             .put_item()
@@ -120,7 +114,9 @@ impl PaymentStore for DynamoPayments {
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(Written::Duplicate)
             }
-            Err(err) => Err(RequestError::from(err).into()),
+            Err(err) => {
+                Err(StoreError::from(err).context(self.context(format_args!("tombstone of {}", tombstone.order_id))))
+            }
         }
     }
 
@@ -133,10 +129,9 @@ impl PaymentStore for DynamoPayments {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":voided", s(PaymentStatus::Voided.as_str()))
             .expression_attribute_values(":authorized", s(PaymentStatus::Authorized.as_str()))
-            .expression_attribute_values(":now", s(now()))
-            .build()
-            .expect("table, key and expressions are set");
-        let items = vec![TransactWriteItem::builder().update(update).build(), outbox_put(&self.outbox_table, outbox)];
+            .expression_attribute_values(":now", timestamp(OffsetDateTime::now_utc())?)
+            .build()?;
+        let items = vec![TransactWriteItem::builder().update(update).build(), outbox_put(&self.outbox_table, outbox)?];
         let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => return Ok(Written::Committed),
             Err(err) => err,
@@ -144,12 +139,7 @@ impl PaymentStore for DynamoPayments {
         match cancellation_codes(&err) {
             // Not AUTHORIZED any more, or the event exists: an earlier delivery voided it.
             Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Written::Duplicate),
-            Some(codes) => Err(StoreError::Unavailable(format!(
-                "transaction cancelled ({}): {}",
-                codes.join(", "),
-                describe(&err)
-            ))),
-            None => Err(RequestError::from(err).into()),
+            _ => Err(StoreError::from_transaction(&err).context(self.context(format_args!("void of {order_id}")))),
         }
     }
 }
@@ -185,13 +175,13 @@ mod tests {
             status: PaymentStatus::Voided,
             reason: Some("customer requested".into()),
         };
-        let item = payment_item(&tombstone);
+        let item = payment_item(&tombstone).unwrap();
         assert!(!item.contains_key("amount"));
         assert_eq!(payment_from_item(&item).unwrap(), tombstone);
 
         let mut authorized = item;
         authorized.insert("status".into(), s("AUTHORIZED"));
         let err = payment_from_item(&authorized).unwrap_err();
-        assert_eq!(err.to_string(), "payments store rejected the request: item attribute amount: is missing");
+        assert_eq!(err.to_string(), "corrupt item: item attribute amount: is missing");
     }
 }

@@ -21,6 +21,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use orderflow_aws::StoreError;
 use orderflow_domain::Decimal;
 use orderflow_domain::events::{
     self, OrderCancelled, PaymentAuthorized, PaymentDeclined, PaymentRequested, PaymentVoided,
@@ -34,7 +35,7 @@ use uuid::Uuid;
 use crate::provider::{
     Charge, ChargeOutcome, PaymentProvider, ProviderError, ProviderRefused, ProviderUnavailable, VoidOutcome,
 };
-use crate::store::{PaymentRecord, PaymentStatus, PaymentStore, StoreError};
+use crate::store::{PaymentRecord, PaymentStatus, PaymentStore};
 
 /// Consecutive provider failures that open the circuit.
 pub const FAILURE_THRESHOLD: u32 = 5;
@@ -81,11 +82,11 @@ impl From<PaymentError> for HandlerError {
             // The record waits out the circuit's cool-down instead of spending its receives while it is open; a
             // zero wait (a trial call in flight) leaves it the usual backoff.
             PaymentError::CircuitOpen(open) => HandlerError::transient_after(err, open.retry_in),
-            PaymentError::Provider(_) | PaymentError::Store(StoreError::Unavailable(_)) => HandlerError::transient(err),
-            PaymentError::Event(_)
-            | PaymentError::ProviderRefused(_)
-            | PaymentError::InvalidAmount { .. }
-            | PaymentError::Store(StoreError::Invalid(_)) => HandlerError::permanent(err),
+            PaymentError::Store(err) => err.into(),
+            PaymentError::Provider(_) => HandlerError::transient(err),
+            PaymentError::Event(_) | PaymentError::ProviderRefused(_) | PaymentError::InvalidAmount { .. } => {
+                HandlerError::permanent(err)
+            }
         }
     }
 }
@@ -238,7 +239,7 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
                 }
                 // A charge was recorded since the read: void it as recorded.
                 self.store.payment(order_id).await?.ok_or_else(|| {
-                    StoreError::Unavailable(format!(
+                    StoreError::Transient(format!(
                         "order {order_id}: the tombstone write found a payment, the read after it none"
                     ))
                 })?
@@ -249,7 +250,7 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
             PaymentStatus::Declined => Ok(Effect::NothingToVoid),
             PaymentStatus::Authorized => {
                 let amount = payment.amount.ok_or_else(|| {
-                    StoreError::Invalid(format!("order {order_id}: an AUTHORIZED payment without an amount"))
+                    StoreError::Corrupt(format!("order {order_id}: an AUTHORIZED payment without an amount"))
                 })?;
                 self.void_at_provider(order_id, &payment.payment_id).await?;
                 let event = PaymentVoided { order_id: order_id.clone(), payment_id: payment.payment_id, amount };
@@ -271,51 +272,31 @@ mod tests {
 
     use aws_lambda_events::event::sqs::SqsEvent;
     use orderflow_domain::payment::{PaymentDecision, decide, default_customer_limit};
-    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope, SqsBatchProcessor};
-    use serde_json::{Value, json};
+    use orderflow_test_support::{Samples, SqsHarness, bus_body, envelopes, failed_ids, sqs_batch};
+    use orderflow_toolkit::RawEnvelope;
     use tokio::sync::oneshot;
 
     use super::*;
     use crate::memory::MemoryPayments;
 
-    const PAYMENT_REQUESTED: &str = include_str!("../../../events/payment/payment-requested.json");
-    const PAYMENT_OVER_LIMIT: &str = include_str!("../../../events/payment/payment-over-limit.json");
-    const ORDER_CANCELLED: &str = include_str!("../../../events/payment/order-cancelled.json");
-    const UNKNOWN_VERSION: &str = include_str!("../../../events/payment/unknown-version.json");
+    const SAMPLES: Samples = Samples::of("payment");
+    const PAYMENT_REQUESTED: &str = "payment-requested.json";
+    const PAYMENT_OVER_LIMIT: &str = "payment-over-limit.json";
+    const ORDER_CANCELLED: &str = "order-cancelled.json";
+    const UNKNOWN_VERSION: &str = "unknown-version.json";
 
     const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
     const OVER_LIMIT_ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e02";
 
-    fn sqs_event(sample: &str) -> SqsEvent {
-        serde_json::from_str(sample).expect("sample is an SQS event")
-    }
-
-    /// An SQS event with one record per body.
-    fn batch(bodies: &[String]) -> SqsEvent {
-        let records: Vec<Value> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "eventSource": "aws:sqs"}))
-            .collect();
-        serde_json::from_value(json!({ "Records": records })).unwrap()
-    }
-
-    fn bus_event<T: Event + serde::Serialize>(order_id: &str, data: T) -> String {
-        json!({"version": "0", "id": Uuid::new_v4(), "detail-type": T::TYPE, "source": T::SOURCE,
-               "account": "000000000000", "time": "2026-11-24T10:00:00Z", "region": "us-east-1", "resources": [],
-               "detail": Envelope::new(order_id, data)})
-        .to_string()
-    }
-
     fn payment_requested(order_id: &str, amount: &str) -> String {
         let data =
             PaymentRequested { order_id: order_id.into(), customer_id: "c-1".into(), amount: amount.parse().unwrap() };
-        bus_event(order_id, data)
+        bus_body(&Envelope::new(order_id, data))
     }
 
     fn order_cancelled(order_id: &str) -> String {
         let data = OrderCancelled { order_id: order_id.into(), customer_id: "c-1".into(), reason: "customer".into() };
-        bus_event(order_id, data)
+        bus_body(&Envelope::new(order_id, data))
     }
 
     /// The provider's state of one payment id, as the real provider keeps it.
@@ -430,9 +411,8 @@ mod tests {
 
     struct World<'p> {
         store: MemoryPayments,
-        dead_letters: MemoryDeadLetters,
         payment: Payment<MemoryPayments, &'p FakeProvider>,
-        processor: SqsBatchProcessor<MemoryDeadLetters>,
+        sqs: SqsHarness,
     }
 
     impl<'p> World<'p> {
@@ -442,22 +422,15 @@ mod tests {
 
         fn with_breaker(provider: &'p FakeProvider, breaker: CircuitBreaker) -> Self {
             let store = MemoryPayments::default();
-            let dead_letters = MemoryDeadLetters::default();
-            Self {
-                payment: Payment::with_breaker(store.clone(), provider, breaker),
-                processor: SqsBatchProcessor::new(dead_letters.clone()),
-                store,
-                dead_letters,
-            }
+            Self { payment: Payment::with_breaker(store.clone(), provider, breaker), store, sqs: SqsHarness::default() }
         }
 
         async fn process(&self, event: SqsEvent) -> Vec<String> {
-            let response = self.processor.process(event, |record| self.payment.handle(record)).await.unwrap();
-            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+            failed_ids(&self.sqs.process(event, |record| self.payment.handle(record)).await)
         }
 
         fn outbox(&self) -> Vec<RawEnvelope> {
-            self.store.outbox().iter().map(|r| serde_json::from_str(&r.detail).unwrap()).collect()
+            envelopes(&self.store.outbox())
         }
 
         fn event_types(&self) -> Vec<String> {
@@ -470,7 +443,7 @@ mod tests {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
 
-        let failed = world.process(sqs_event(PAYMENT_REQUESTED)).await;
+        let failed = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
 
         assert!(failed.is_empty());
         let payment = world.store.stored(ORDER).unwrap();
@@ -491,7 +464,7 @@ mod tests {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
 
-        let failed = world.process(sqs_event(PAYMENT_OVER_LIMIT)).await;
+        let failed = world.process(SAMPLES.event(PAYMENT_OVER_LIMIT)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.store.stored(OVER_LIMIT_ORDER).unwrap().status, PaymentStatus::Declined);
@@ -504,9 +477,9 @@ mod tests {
     async fn a_redelivered_request_does_not_charge_again_and_emits_nothing() {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
-        world.process(sqs_event(PAYMENT_REQUESTED)).await;
+        world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
 
-        let failed = world.process(sqs_event(PAYMENT_REQUESTED)).await;
+        let failed = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(provider.calls("authorize"), 1, "charged once");
@@ -519,10 +492,10 @@ mod tests {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
 
-        let failed = world.process(sqs_event(UNKNOWN_VERSION)).await;
+        let failed = world.process(SAMPLES.event(UNKNOWN_VERSION)).await;
 
         assert!(failed.is_empty());
-        let letters = world.dead_letters.letters();
+        let letters = world.sqs.dead_letters();
         assert_eq!(letters[0].reason, "unsupported version 2 of PaymentRequested (this consumer reads versions 1..=1)");
         assert_eq!(world.store.write_requests(), 0);
     }
@@ -532,9 +505,9 @@ mod tests {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
 
-        world.process(batch(&[payment_requested("o-neg", "-1.00")])).await;
+        world.process(sqs_batch(&[payment_requested("o-neg", "-1.00")])).await;
 
-        assert_eq!(world.dead_letters.letters()[0].reason, "order o-neg: invalid amount -1.00: must be positive");
+        assert_eq!(world.sqs.dead_letters()[0].reason, "order o-neg: invalid amount -1.00: must be positive");
         assert_eq!(provider.calls("authorize"), 0);
     }
 
@@ -545,14 +518,14 @@ mod tests {
         let world = World::new(&provider);
         let body = payment_requested("o-1", "20.00");
 
-        let failed = world.process(batch(std::slice::from_ref(&body))).await;
+        let failed = world.process(sqs_batch(std::slice::from_ref(&body))).await;
 
         assert_eq!(failed, ["m-0"], "reported for retry");
         assert!(world.store.stored("o-1").is_none());
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
 
         provider.down.store(false, Ordering::SeqCst);
-        let failed = world.process(batch(&[body])).await;
+        let failed = world.process(sqs_batch(&[body])).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.store.stored("o-1").unwrap().status, PaymentStatus::Authorized);
@@ -565,10 +538,11 @@ mod tests {
         provider.refuse.store(true, Ordering::SeqCst);
         let world = World::with_breaker(&provider, CircuitBreaker::new(1, Duration::from_secs(60)));
 
-        let failed = world.process(batch(&[payment_requested("o-1", "5.00"), payment_requested("o-2", "5.00")])).await;
+        let failed =
+            world.process(sqs_batch(&[payment_requested("o-1", "5.00"), payment_requested("o-2", "5.00")])).await;
 
         assert!(failed.is_empty(), "not retried");
-        let letters = world.dead_letters.letters();
+        let letters = world.sqs.dead_letters();
         assert_eq!(letters.len(), 2);
         assert_eq!(letters[0].reason, "payment provider refused the request: HTTP 400: amount: invalid");
         assert_eq!(provider.calls("authorize"), 2, "the circuit stayed closed after a refusal");
@@ -581,11 +555,11 @@ mod tests {
         let world = World::with_breaker(&provider, CircuitBreaker::new(3, Duration::from_secs(60)));
         let bodies: Vec<String> = (0..5).map(|i| payment_requested(&format!("o-{i}"), "5.00")).collect();
 
-        let failed = world.process(batch(&bodies)).await;
+        let failed = world.process(sqs_batch(&bodies)).await;
 
         assert_eq!(failed.len(), 5, "every record is retried later");
         assert_eq!(provider.calls("authorize"), 3, "the circuit opened after 3 failures");
-        assert!(world.dead_letters.letters().is_empty(), "an open circuit is transient, not poison");
+        assert!(world.sqs.dead_letters().is_empty(), "an open circuit is transient, not poison");
         assert!(world.store.outbox().is_empty());
     }
 
@@ -594,9 +568,9 @@ mod tests {
         let provider = FakeProvider::default();
         provider.down.store(true, Ordering::SeqCst);
         let world = World::with_breaker(&provider, CircuitBreaker::new(1, Duration::from_secs(60)));
-        world.process(batch(&[payment_requested("o-1", "5.00")])).await;
+        world.process(sqs_batch(&[payment_requested("o-1", "5.00")])).await;
 
-        let failed = world.process(batch(&[order_cancelled("o-1")])).await;
+        let failed = world.process(sqs_batch(&[order_cancelled("o-1")])).await;
 
         assert_eq!(failed, ["m-0"]);
         assert_eq!(provider.calls("void"), 0);
@@ -608,13 +582,13 @@ mod tests {
         let provider = FakeProvider::default();
         provider.down.store(true, Ordering::SeqCst);
         let world = World::with_breaker(&provider, CircuitBreaker::new(1, Duration::from_millis(50)));
-        world.process(batch(&[payment_requested("o-1", "5.00")])).await;
+        world.process(sqs_batch(&[payment_requested("o-1", "5.00")])).await;
         provider.down.store(false, Ordering::SeqCst);
 
-        let refused = world.process(batch(&[payment_requested("o-1", "5.00")])).await;
+        let refused = world.process(sqs_batch(&[payment_requested("o-1", "5.00")])).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
         let bodies: Vec<String> = (1..4).map(|i| payment_requested(&format!("o-{i}"), "5.00")).collect();
-        let failed = world.process(batch(&bodies)).await;
+        let failed = world.process(sqs_batch(&bodies)).await;
 
         assert_eq!(refused.len(), 1, "still open during the cool-down");
         assert!(failed.is_empty(), "the trial call closed the circuit: {failed:?}");
@@ -628,9 +602,9 @@ mod tests {
         let world = World::new(&provider);
         world.store.fail_next_writes(1);
 
-        let failed = world.process(sqs_event(PAYMENT_REQUESTED)).await;
+        let failed = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
         assert_eq!(failed.len(), 1);
-        let failed = world.process(sqs_event(PAYMENT_REQUESTED)).await;
+        let failed = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.store.outbox().len(), 1);
@@ -643,19 +617,19 @@ mod tests {
         let world = World::new(&provider);
         let authorized = PaymentAuthorized { order_id: "o".into(), payment_id: "p".into(), amount: Decimal::ONE };
 
-        world.process(batch(&[bus_event("o", authorized)])).await;
+        world.process(sqs_batch(&[bus_body(&Envelope::new("o", authorized))])).await;
 
-        assert_eq!(world.dead_letters.letters()[0].reason, "this consumer does not handle PaymentAuthorized");
+        assert_eq!(world.sqs.dead_letters()[0].reason, "this consumer does not handle PaymentAuthorized");
     }
 
     #[tokio::test]
     async fn cancelling_an_authorized_order_voids_it_at_the_provider_and_records_voided_with_its_event_once() {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
-        world.process(sqs_event(PAYMENT_REQUESTED)).await;
+        world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
 
-        let failed = world.process(sqs_event(ORDER_CANCELLED)).await;
-        let redelivered = world.process(sqs_event(ORDER_CANCELLED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_CANCELLED)).await;
+        let redelivered = world.process(SAMPLES.event(ORDER_CANCELLED)).await;
 
         assert!(failed.is_empty() && redelivered.is_empty());
         let payment = world.store.stored(ORDER).unwrap();
@@ -675,8 +649,8 @@ mod tests {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
 
-        let failed = world.process(sqs_event(ORDER_CANCELLED)).await;
-        let late = world.process(sqs_event(PAYMENT_REQUESTED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_CANCELLED)).await;
+        let late = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
 
         assert!(failed.is_empty() && late.is_empty());
         let tombstone = world.store.stored(ORDER).unwrap();
@@ -691,7 +665,7 @@ mod tests {
     async fn cancelling_a_declined_order_does_nothing() {
         let provider = FakeProvider::default();
         let world = World::new(&provider);
-        world.process(batch(&[payment_requested("o-1", "20000.00")])).await;
+        world.process(sqs_batch(&[payment_requested("o-1", "20000.00")])).await;
 
         let effect = world.payment.apply(&order_cancelled("o-1")).await.unwrap();
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 
-use crate::store::{PaymentRecord, PaymentStatus, PaymentStore, StoreError};
+use orderflow_aws::StoreError;
+
+use crate::store::{PaymentRecord, PaymentStatus, PaymentStore};
 
 #[derive(Debug, Default)]
 struct State {
@@ -22,7 +24,7 @@ impl State {
         self.write_requests += 1;
         if self.failing_writes > 0 {
             self.failing_writes -= 1;
-            return Err(StoreError::Unavailable("ProvisionedThroughputExceededException (injected)".into()));
+            return Err(StoreError::Transient("ProvisionedThroughputExceededException (injected)".into()));
         }
         Ok(())
     }

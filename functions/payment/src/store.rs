@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
 
+use orderflow_aws::StoreError;
 use orderflow_domain::Decimal;
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
@@ -61,16 +62,6 @@ pub struct PaymentRecord {
     pub status: PaymentStatus,
     /// Why it was declined.
     pub reason: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// Throttling, a timeout, the service unavailable: retrying may succeed.
-    #[error("payments store unavailable: {0}")]
-    Unavailable(String),
-    /// The request or a stored item is invalid: retrying cannot succeed.
-    #[error("payments store rejected the request: {0}")]
-    Invalid(String),
 }
 
 pub trait PaymentStore: Send + Sync {

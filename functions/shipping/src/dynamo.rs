@@ -5,16 +5,18 @@
 //! (RFC 3339) once scheduled, cancelled_at once cancelled. Scheduling and cancelling are ONE `TransactWriteItems`
 //! request each (the conditional write and the outbox put); the tombstone is ONE conditional `PutItem`.
 
+use std::fmt::Display;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
-use orderflow_aws::dynamo::{Item, RequestError, cancellation_codes, describe, get_s, key, s};
+use orderflow_aws::StoreError;
+use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, key, s, timestamp};
 use orderflow_aws::outbox::{outbox_put, put_new_with_event};
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::store::{Shipment, ShipmentStatus, ShipmentStore, StoreError};
+use crate::store::{Shipment, ShipmentStatus, ShipmentStore};
 
 const SK: &str = "SHIPMENT";
 
@@ -22,23 +24,12 @@ fn pk(order_id: &str) -> String {
     format!("SHIPMENT#{order_id}")
 }
 
-fn timestamp(at: OffsetDateTime) -> Result<String, StoreError> {
-    at.format(&Rfc3339).map_err(|e| StoreError::Invalid(e.to_string()))
-}
-
-impl From<RequestError> for StoreError {
-    fn from(err: RequestError) -> Self {
-        err.into_store_error(Self::Invalid, Self::Unavailable)
-    }
-}
-
 /// The status of a stored item; one without a status was scheduled before statuses existed.
 fn status_from_item(item: &Item) -> Result<ShipmentStatus, StoreError> {
     if !item.contains_key("status") {
         return Ok(ShipmentStatus::Scheduled);
     }
-    let status = get_s(item, "status").map_err(|e| StoreError::Invalid(e.to_string()))?;
-    status.parse().map_err(StoreError::Invalid)
+    get_s(item, "status")?.parse().map_err(StoreError::Corrupt)
 }
 
 /// The DynamoDB shipment store.
@@ -53,6 +44,11 @@ impl DynamoShipments {
     pub fn new(client: Client, table: impl Into<String>, outbox_table: impl Into<String>) -> Self {
         Self { client, table: table.into(), outbox_table: outbox_table.into() }
     }
+
+    /// What a failure names: the table and what was asked of it.
+    fn context(&self, what: impl Display) -> String {
+        format!("shipments table {}, {what}", self.table)
+    }
 }
 
 impl ShipmentStore for DynamoShipments {
@@ -61,9 +57,9 @@ impl ShipmentStore for DynamoShipments {
         item.insert("order_id".into(), s(&shipment.order_id));
         item.insert("status".into(), s(ShipmentStatus::Scheduled.as_str()));
         item.insert("shipment_id".into(), s(&shipment.shipment_id));
-        item.insert("scheduled_at".into(), s(timestamp(shipment.scheduled_at)?));
+        item.insert("scheduled_at".into(), timestamp(shipment.scheduled_at)?);
         // Duplicate: the order's item or the event exists, written by an earlier delivery or a cancellation.
-        Ok(put_new_with_event(&self.client, &self.table, item, &self.outbox_table, outbox).await?)
+        put_new_with_event(&self.client, &self.table, item, &self.outbox_table, outbox).await
     }
 
     async fn status(&self, order_id: &str) -> Result<Option<ShipmentStatus>, StoreError> {
@@ -75,8 +71,9 @@ impl ShipmentStore for DynamoShipments {
             .consistent_read(true)
             .send()
             .await
-            .map_err(RequestError::from)?;
-        output.item().map(status_from_item).transpose()
+            .map_err(|e| StoreError::from(e).context(self.context(format_args!("shipment of {order_id}"))))?;
+        let status = output.item().map(status_from_item).transpose();
+        status.map_err(|e| e.context(self.context(format_args!("shipment of {order_id}"))))
     }
 
     async fn cancel(
@@ -93,10 +90,9 @@ impl ShipmentStore for DynamoShipments {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":cancelled", s(ShipmentStatus::Cancelled.as_str()))
             .expression_attribute_values(":scheduled", s(ShipmentStatus::Scheduled.as_str()))
-            .expression_attribute_values(":at", s(timestamp(cancelled_at)?))
-            .build()
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let items = vec![TransactWriteItem::builder().update(update).build(), outbox_put(&self.outbox_table, outbox)];
+            .expression_attribute_values(":at", timestamp(cancelled_at)?)
+            .build()?;
+        let items = vec![TransactWriteItem::builder().update(update).build(), outbox_put(&self.outbox_table, outbox)?];
         let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => return Ok(Written::Committed),
             Err(err) => err,
@@ -104,12 +100,7 @@ impl ShipmentStore for DynamoShipments {
         match cancellation_codes(&err) {
             // Not SCHEDULED (any more), or the event exists: nothing to cancel here.
             Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Written::Duplicate),
-            Some(codes) => Err(StoreError::Unavailable(format!(
-                "transaction cancelled ({}): {}",
-                codes.join(", "),
-                describe(&err)
-            ))),
-            None => Err(RequestError::from(err).into()),
+            _ => Err(StoreError::from_transaction(&err).context(self.context(format_args!("cancel {order_id}")))),
         }
     }
 
@@ -117,7 +108,7 @@ impl ShipmentStore for DynamoShipments {
         let mut item = key(pk(order_id), SK);
         item.insert("order_id".into(), s(order_id));
         item.insert("status".into(), s(ShipmentStatus::Cancelled.as_str()));
-        item.insert("cancelled_at".into(), s(timestamp(cancelled_at)?));
+        item.insert("cancelled_at".into(), timestamp(cancelled_at)?);
         let result = self
             .client
             .put_item()
@@ -131,7 +122,7 @@ impl ShipmentStore for DynamoShipments {
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(Written::Duplicate)
             }
-            Err(err) => Err(RequestError::from(err).into()),
+            Err(err) => Err(StoreError::from(err).context(self.context(format_args!("tombstone of {order_id}")))),
         }
     }
 }
@@ -147,6 +138,6 @@ mod tests {
         item.insert("status".into(), s("CANCELLED"));
         assert_eq!(status_from_item(&item), Ok(ShipmentStatus::Cancelled));
         item.insert("status".into(), s("LOST"));
-        assert_eq!(status_from_item(&item), Err(StoreError::Invalid("unknown shipment status \"LOST\"".into())));
+        assert_eq!(status_from_item(&item), Err(StoreError::Corrupt("unknown shipment status \"LOST\"".into())));
     }
 }

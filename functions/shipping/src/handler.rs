@@ -10,6 +10,7 @@
 //!   `OrderConfirmed` the loser reads again and acts on what it finds.
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
+use orderflow_aws::StoreError;
 use orderflow_domain::events::{self, OrderCancelled, OrderConfirmed, ShipmentCancelled, ShipmentScheduled};
 use orderflow_toolkit::batch::log_effect;
 use orderflow_toolkit::outbox::Written;
@@ -17,7 +18,7 @@ use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxReco
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::{Shipment, ShipmentStatus, ShipmentStore, StoreError};
+use crate::store::{Shipment, ShipmentStatus, ShipmentStore};
 
 /// How many times a cancellation reads the order's item again after a concurrent write changed it. Each change is
 /// a step towards a final state (none -> scheduled -> cancelled), so few are ever needed.
@@ -49,10 +50,9 @@ pub enum ShippingError {
 impl From<ShippingError> for HandlerError {
     fn from(err: ShippingError) -> Self {
         match err {
-            ShippingError::Store(StoreError::Unavailable(_)) | ShippingError::Contended { .. } => {
-                HandlerError::transient(err)
-            }
-            ShippingError::Event(_) | ShippingError::Store(StoreError::Invalid(_)) => HandlerError::permanent(err),
+            ShippingError::Store(err) => err.into(),
+            ShippingError::Contended { .. } => HandlerError::transient(err),
+            ShippingError::Event(_) => HandlerError::permanent(err),
         }
     }
 }
@@ -129,49 +129,39 @@ impl<S: ShipmentStore> Shipping<S> {
 #[cfg(test)]
 mod tests {
     use aws_lambda_events::event::sqs::SqsEvent;
-    use orderflow_toolkit::{MemoryDeadLetters, RawEnvelope, SqsBatchProcessor};
+    use orderflow_test_support::{Samples, SqsHarness, bus_body, envelopes, failed_ids, sqs_batch};
+    use orderflow_toolkit::RawEnvelope;
 
     use super::*;
     use crate::memory::MemoryShipments;
     use crate::store::ShipmentStatus;
 
-    const ORDER_CONFIRMED: &str = include_str!("../../../events/shipping/order-confirmed.json");
-    const DUPLICATE_BATCH: &str = include_str!("../../../events/shipping/duplicate-batch.json");
-    const MALFORMED: &str = include_str!("../../../events/shipping/malformed.json");
-    const ORDER_CANCELLED: &str = include_str!("../../../events/shipping/order-cancelled.json");
+    const SAMPLES: Samples = Samples::of("shipping");
+    const ORDER_CONFIRMED: &str = "order-confirmed.json";
+    const DUPLICATE_BATCH: &str = "duplicate-batch.json";
+    const MALFORMED: &str = "malformed.json";
+    const ORDER_CANCELLED: &str = "order-cancelled.json";
 
     const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
 
-    fn sqs_event(sample: &str) -> SqsEvent {
-        serde_json::from_str(sample).expect("sample is an SQS event")
-    }
-
     struct World {
         store: MemoryShipments,
-        dead_letters: MemoryDeadLetters,
         shipping: Shipping<MemoryShipments>,
-        processor: SqsBatchProcessor<MemoryDeadLetters>,
+        sqs: SqsHarness,
     }
 
     impl World {
         fn new() -> Self {
             let store = MemoryShipments::default();
-            let dead_letters = MemoryDeadLetters::default();
-            Self {
-                shipping: Shipping::new(store.clone()),
-                processor: SqsBatchProcessor::new(dead_letters.clone()).with_concurrency(4),
-                store,
-                dead_letters,
-            }
+            Self { shipping: Shipping::new(store.clone()), store, sqs: SqsHarness::with_concurrency(4) }
         }
 
         async fn process(&self, event: SqsEvent) -> Vec<String> {
-            let response = self.processor.process(event, |record| self.shipping.handle(record)).await.unwrap();
-            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+            failed_ids(&self.sqs.process(event, |record| self.shipping.handle(record)).await)
         }
 
         fn outbox(&self) -> Vec<RawEnvelope> {
-            self.store.outbox().iter().map(|r| serde_json::from_str(&r.detail).unwrap()).collect()
+            envelopes(&self.store.outbox())
         }
     }
 
@@ -179,7 +169,7 @@ mod tests {
     async fn order_confirmed_schedules_a_shipment_and_emits_shipment_scheduled_in_one_write() {
         let world = World::new();
 
-        let failed = world.process(sqs_event(ORDER_CONFIRMED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_CONFIRMED)).await;
 
         assert!(failed.is_empty());
         let shipment = world.store.stored(ORDER).unwrap();
@@ -196,21 +186,21 @@ mod tests {
     async fn the_same_confirmation_twice_in_one_batch_schedules_one_shipment_and_one_event() {
         let world = World::new();
 
-        let failed = world.process(sqs_event(DUPLICATE_BATCH)).await;
+        let failed = world.process(SAMPLES.event(DUPLICATE_BATCH)).await;
 
         assert!(failed.is_empty(), "both records are acknowledged");
         assert_eq!(world.store.shipments(), 1);
         assert_eq!(world.store.outbox().len(), 1);
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
     }
 
     #[tokio::test]
     async fn a_redelivered_confirmation_changes_nothing_and_emits_nothing() {
         let world = World::new();
-        world.process(sqs_event(ORDER_CONFIRMED)).await;
+        world.process(SAMPLES.event(ORDER_CONFIRMED)).await;
         let first = world.store.stored(ORDER).unwrap();
 
-        let failed = world.process(sqs_event(ORDER_CONFIRMED)).await;
+        let failed = world.process(SAMPLES.event(ORDER_CONFIRMED)).await;
 
         assert!(failed.is_empty());
         assert_eq!(world.store.stored(ORDER).unwrap(), first, "the shipment keeps its first schedule");
@@ -221,10 +211,10 @@ mod tests {
     async fn a_malformed_record_goes_to_the_dlq_with_the_reason_and_writes_nothing() {
         let world = World::new();
 
-        let failed = world.process(sqs_event(MALFORMED)).await;
+        let failed = world.process(SAMPLES.event(MALFORMED)).await;
 
         assert!(failed.is_empty());
-        let letters = world.dead_letters.letters();
+        let letters = world.sqs.dead_letters();
         assert_eq!(letters.len(), 1);
         assert!(letters[0].reason.starts_with("invalid data for OrderConfirmed v1:"), "{}", letters[0].reason);
         assert!(letters[0].reason.contains("total"), "names the field: {}", letters[0].reason);
@@ -236,8 +226,8 @@ mod tests {
         let world = World::new();
         world.store.fail_next_writes(1);
 
-        assert_eq!(world.process(sqs_event(ORDER_CONFIRMED)).await.len(), 1);
-        assert!(world.process(sqs_event(ORDER_CONFIRMED)).await.is_empty());
+        assert_eq!(world.process(SAMPLES.event(ORDER_CONFIRMED)).await.len(), 1);
+        assert!(world.process(SAMPLES.event(ORDER_CONFIRMED)).await.is_empty());
 
         assert_eq!(world.store.shipments(), 1);
         assert_eq!(world.store.outbox().len(), 1);
@@ -246,30 +236,27 @@ mod tests {
     #[tokio::test]
     async fn an_event_type_shipping_does_not_handle_goes_to_the_dlq_naming_it() {
         let world = World::new();
-        let body = serde_json::json!({"id": Uuid::new_v4(), "detail-type": "OrderShipped", "source": "orderflow.saga",
-            "time": "2026-11-24T10:00:00Z", "detail": Envelope::new(ORDER, events::OrderShipped {
-                order_id: ORDER.into(), customer_id: "c-1".into(), shipment_id: "s".into(), lines: vec![] })});
-        let event =
-            serde_json::from_value(serde_json::json!({"Records": [{"messageId": "m", "body": body.to_string()}]}));
+        let shipped = events::OrderShipped {
+            order_id: ORDER.into(),
+            customer_id: "c-1".into(),
+            shipment_id: "s".into(),
+            lines: vec![],
+        };
 
-        world.process(event.unwrap()).await;
+        world.process(sqs_batch(&[bus_body(&Envelope::new(ORDER, shipped))])).await;
 
-        assert_eq!(world.dead_letters.letters()[0].reason, "this consumer does not handle OrderShipped");
+        assert_eq!(world.sqs.dead_letters()[0].reason, "this consumer does not handle OrderShipped");
     }
 
     // ------------------------------------------------------------------ OrderCancelled: the compensation
 
-    fn body(sample: &str) -> String {
-        sqs_event(sample).records[0].body.clone().expect("record has a body")
-    }
-
     #[tokio::test]
     async fn order_cancelled_calls_off_the_scheduled_shipment_with_shipment_cancelled_in_one_write_once() {
         let world = World::new();
-        world.process(sqs_event(ORDER_CONFIRMED)).await;
+        world.process(SAMPLES.event(ORDER_CONFIRMED)).await;
         let writes = world.store.write_requests();
 
-        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+        assert!(world.process(SAMPLES.event(ORDER_CANCELLED)).await.is_empty());
 
         assert_eq!(world.store.status_of(ORDER), Some(ShipmentStatus::Cancelled));
         assert_eq!(world.store.write_requests() - writes, 1);
@@ -278,7 +265,7 @@ mod tests {
         assert_eq!(cancelled.causation_id.unwrap().to_string(), "1c8a0d5f-8e5b-4a8f-8b4d-3e2f6a7b8c06");
         assert_eq!(world.store.outbox()[1].source, "orderflow.shipping");
 
-        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty(), "a redelivery is acknowledged");
+        assert!(world.process(SAMPLES.event(ORDER_CANCELLED)).await.is_empty(), "a redelivery is acknowledged");
         assert_eq!(world.store.outbox().len(), 2, "and emits nothing");
     }
 
@@ -286,14 +273,17 @@ mod tests {
     async fn order_cancelled_before_the_confirmation_leaves_a_tombstone_so_a_late_confirmation_schedules_nothing() {
         let world = World::new();
 
-        assert!(world.process(sqs_event(ORDER_CANCELLED)).await.is_empty());
+        assert!(world.process(SAMPLES.event(ORDER_CANCELLED)).await.is_empty());
         assert_eq!(world.store.status_of(ORDER), Some(ShipmentStatus::Cancelled));
         assert!(world.store.outbox().is_empty());
 
-        assert!(world.process(sqs_event(ORDER_CONFIRMED)).await.is_empty(), "the late confirmation is acknowledged");
+        assert!(
+            world.process(SAMPLES.event(ORDER_CONFIRMED)).await.is_empty(),
+            "the late confirmation is acknowledged"
+        );
         assert_eq!(world.store.shipments(), 0, "and schedules nothing");
         assert!(world.store.outbox().is_empty());
-        assert!(world.dead_letters.letters().is_empty());
+        assert!(world.sqs.dead_letters().is_empty());
     }
 
     /// A store where `rival` (an SQS body) is applied by another delivery right before the first write of `kind`.
@@ -334,10 +324,10 @@ mod tests {
     #[tokio::test]
     async fn a_cancellation_that_loses_the_race_to_the_schedule_reads_again_and_calls_the_shipment_off() {
         let store = MemoryShipments::default();
-        let rival = tokio::sync::Mutex::new(Some(body(ORDER_CONFIRMED)));
+        let rival = tokio::sync::Mutex::new(Some(SAMPLES.sqs_body(ORDER_CONFIRMED)));
         let racing = RivalBefore { inner: store.clone(), kind: "tombstone", rival };
 
-        let effect = Shipping::new(racing).apply(&body(ORDER_CANCELLED)).await.unwrap();
+        let effect = Shipping::new(racing).apply(&SAMPLES.sqs_body(ORDER_CANCELLED)).await.unwrap();
 
         assert_eq!(effect, Effect::Cancelled);
         assert_eq!(store.status_of(ORDER), Some(ShipmentStatus::Cancelled));
@@ -348,10 +338,10 @@ mod tests {
     #[tokio::test]
     async fn a_schedule_that_loses_the_race_to_the_cancellation_schedules_nothing() {
         let store = MemoryShipments::default();
-        let rival = tokio::sync::Mutex::new(Some(body(ORDER_CANCELLED)));
+        let rival = tokio::sync::Mutex::new(Some(SAMPLES.sqs_body(ORDER_CANCELLED)));
         let racing = RivalBefore { inner: store.clone(), kind: "schedule", rival };
 
-        let effect = Shipping::new(racing).apply(&body(ORDER_CONFIRMED)).await.unwrap();
+        let effect = Shipping::new(racing).apply(&SAMPLES.sqs_body(ORDER_CONFIRMED)).await.unwrap();
 
         assert_eq!(effect, Effect::Duplicate);
         assert_eq!(store.status_of(ORDER), Some(ShipmentStatus::Cancelled));

@@ -7,7 +7,9 @@ use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
 
-use crate::store::{Shipment, ShipmentStatus, ShipmentStore, StoreError};
+use orderflow_aws::StoreError;
+
+use crate::store::{Shipment, ShipmentStatus, ShipmentStore};
 
 /// An order's item: its shipment if one was scheduled, and its status.
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ impl State {
         self.write_requests += 1;
         if self.failing_writes > 0 {
             self.failing_writes -= 1;
-            return Err(StoreError::Unavailable("ProvisionedThroughputExceededException (injected)".into()));
+            return Err(StoreError::Transient("ProvisionedThroughputExceededException (injected)".into()));
         }
         Ok(())
     }

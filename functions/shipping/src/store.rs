@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
 
+use orderflow_aws::StoreError;
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
@@ -55,16 +56,6 @@ impl FromStr for ShipmentStatus {
             other => Err(format!("unknown shipment status {other:?}")),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// Throttling, a timeout, the service unavailable: retrying may succeed.
-    #[error("shipments store unavailable: {0}")]
-    Unavailable(String),
-    /// The request or a stored item is invalid: retrying cannot succeed.
-    #[error("shipments store rejected the request: {0}")]
-    Invalid(String),
 }
 
 pub trait ShipmentStore: Send + Sync {
