@@ -1,15 +1,15 @@
 //! The Lambda runtime of a function an EventBridge rule invokes directly (asynchronously), one event per invocation.
 //!
-//! The event is read through the registry into the function's event type ([`orderflow_toolkit::eventbridge`]) and
-//! handed to the handler; any failure fails the invocation with `errorType` `HandlerError::Transient` (Lambda's
-//! retry may succeed) or `HandlerError::Permanent` (it reaches the on-failure destination after the retries), and
-//! the reason as `errorMessage`. Nothing panics on a bad event.
+//! The event is read through the registry into the function's event type, or the enum of its event types
+//! ([`orderflow_toolkit::eventbridge`], [`EventSet`]), and handed to the handler; any failure fails the invocation
+//! with `errorType` `HandlerError::Transient` (Lambda's retry may succeed) or `HandlerError::Permanent` (it reaches
+//! the on-failure destination after the retries), and the reason as `errorMessage`. Nothing panics on a bad event.
 
 use std::future::Future;
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use orderflow_toolkit::eventbridge::handle_bus_event;
-use orderflow_toolkit::{Envelope, Event, HandlerError, Registry};
+use orderflow_toolkit::eventbridge::{ensure_registered, handle_bus_event};
+use orderflow_toolkit::{EventSet, HandlerError, Registry};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ pub fn diagnostic(error: &HandlerError) -> Diagnostic {
     Diagnostic { error_type: error.error_type().into(), error_message: error.reason().into() }
 }
 
-/// One invocation: `event` read as a `T` and handled, the outcome as Lambda's result.
+/// One invocation: `event` read as an `E` and handled, the outcome as Lambda's result.
 ///
 /// ```
 /// use orderflow_aws::bus_function::handle_invocation;
@@ -46,17 +46,18 @@ pub fn diagnostic(error: &HandlerError) -> Diagnostic {
 /// assert_eq!(error.error_type, "HandlerError::Permanent");
 /// # })
 /// ```
-pub async fn handle_invocation<T, R, F, Fut>(registry: &Registry, event: Value, handler: F) -> Result<R, Diagnostic>
+pub async fn handle_invocation<E, R, F, Fut>(registry: &Registry, event: Value, handler: F) -> Result<R, Diagnostic>
 where
-    T: Event,
-    F: FnOnce(Envelope<T>) -> Fut,
+    E: EventSet,
+    F: FnOnce(E) -> Fut,
     Fut: Future<Output = Result<R, HandlerError>>,
 {
     handle_bus_event(registry, event, handler).await.map_err(|error| diagnostic(&error))
 }
 
-/// Runs a function an EventBridge rule invokes: each event is read as a `T` with `registry` and handled by
-/// `handler`, whose output is the invocation's response.
+/// Runs a function an EventBridge rule invokes: each event is read as an `E` with `registry` and handled by
+/// `handler`, whose output is the invocation's response. It does not start when `registry` does not read every
+/// type of `E` ([`ensure_registered`]).
 ///
 /// ```no_run
 /// use orderflow_aws::run_bus_function;
@@ -80,13 +81,14 @@ where
 ///     .await
 /// }
 /// ```
-pub async fn run_bus_function<T, R, F, Fut>(registry: Registry, handler: F) -> Result<(), lambda_runtime::Error>
+pub async fn run_bus_function<E, R, F, Fut>(registry: Registry, handler: F) -> Result<(), lambda_runtime::Error>
 where
-    T: Event,
+    E: EventSet,
     R: Serialize,
-    F: Fn(Envelope<T>) -> Fut,
+    F: Fn(E) -> Fut,
     Fut: Future<Output = Result<R, HandlerError>>,
 {
+    ensure_registered::<E>(&registry)?;
     let (registry, handler) = (&registry, &handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle_invocation(registry, event.payload, handler).await

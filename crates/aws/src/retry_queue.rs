@@ -5,22 +5,23 @@
 //! destination record (`{"requestContext": {"condition": "RetriesExhausted", ...}, "requestPayload": <the event>,
 //! "responsePayload": <the error>, ...}`) to the on-failure destination: on its own, an outage of a few minutes sends
 //! healthy events there. When that destination is a queue with the same function as its event source (batch item
-//! failures reported), each record's `requestPayload` is handled again by the same handler; a transient failure backs
-//! off by visibility ([`SqsRetryBackoff`]) until the queue's `maxReceiveCount` moves the record to the queue's DLQ,
-//! and a permanent one goes to the DLQ at `DLQ_URL` at once with its reason ([`SqsDeadLetters`]). One binary so
-//! serves two payloads, told apart by [`Invocation::classify`].
+//! failures reported), each record's `requestPayload` is read and handled again like the event itself; a transient
+//! failure backs off by visibility ([`SqsRetryBackoff`]) until the queue's `maxReceiveCount` moves the record to the
+//! queue's DLQ, and a permanent one goes to the DLQ at `DLQ_URL` at once with its reason ([`SqsDeadLetters`]). One
+//! binary so serves two payloads, told apart by [`Invocation::classify`].
 
 use std::future::Future;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use orderflow_toolkit::{DeadLetterSink, HandlerError, SqsBatchProcessor, SqsRecord};
+use orderflow_toolkit::eventbridge::{ensure_registered, parse_bus_event};
+use orderflow_toolkit::{DeadLetterSink, EventSet, HandlerError, Registry, SqsBatchProcessor, SqsRecord};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::backoff::{BackoffPolicy, SqsRetryBackoff};
-use crate::bus_function::diagnostic;
+use crate::bus_function;
 use crate::config::required_env;
 use crate::dead_letter::SqsDeadLetters;
 
@@ -65,46 +66,59 @@ pub enum Response<R> {
     RetryBatch(SqsBatchResponse),
 }
 
-/// One invocation: an event is handled by `handler` (a failure fails the invocation, so Lambda retries it, then
-/// sends it to the retry queue); a retry batch has each record's `requestPayload` handled by `handler` through
-/// `processor`, failed records backed off by `backoff`.
+/// One invocation: an event is read as an `E` with `registry` and handled by `handler`
+/// ([`bus_function::handle_invocation`]: a failure fails the invocation, so Lambda retries it, then sends it to the
+/// retry queue); a retry batch has each record's `requestPayload` read and handled the same way through `processor`,
+/// failed records backed off by `backoff`.
 ///
 /// ```
 /// use aws_sdk_sqs::config::{BehaviorVersion, Region};
 /// use orderflow_aws::SqsRetryBackoff;
 /// use orderflow_aws::retry_queue::{Response, handle_invocation};
-/// use orderflow_toolkit::{HandlerError, MemoryDeadLetters, SqsBatchProcessor};
+/// use orderflow_toolkit::{Envelope, Event, HandlerError, MemoryDeadLetters, Registry, SqsBatchProcessor};
 /// use serde_json::{Value, json};
+/// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, JsonSchema)]
+/// struct OrderShipped { order_id: String }
+/// impl Event for OrderShipped {
+///     const TYPE: &'static str = "OrderShipped";
+///     const VERSION: u32 = 1;
+///     const SOURCE: &'static str = "orderflow.shipping";
+/// }
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let config = aws_sdk_sqs::Config::builder().behavior_version(BehaviorVersion::latest());
 /// let sqs = aws_sdk_sqs::Client::from_conf(config.region(Region::new("us-east-1")).build());
 /// let (letters, backoff) = (MemoryDeadLetters::default(), SqsRetryBackoff::new(sqs));
 /// let processor = SqsBatchProcessor::new(letters.clone());
-/// let notify = |event: Value| async move {
-///     match event["detail-type"].as_str() {
-///         Some("OrderShipped") => Ok("notified"),
-///         _ => Err(HandlerError::permanent("not an order event")),
-///     }
+/// let registry = Registry::new().register::<OrderShipped>();
+/// let notify = |shipped: Envelope<OrderShipped>| async move {
+///     Ok::<_, HandlerError>(format!("order {} has shipped", shipped.data.order_id))
 /// };
-/// let shipped = json!({"id": "e-1", "detail-type": "OrderShipped", "detail": {}});
+/// let shipped = json!({"id": "e-1", "detail-type": "OrderShipped", "detail": {
+///     "id": "5a0b4b4e-53c8-4bd0-9e0b-7a1b5e4cd0a1", "type": "OrderShipped", "version": 1,
+///     "occurred_at": "2026-01-01T00:00:00Z", "correlation_id": "o-1", "causation_id": null,
+///     "data": {"order_id": "o-1"}}});
 ///
 /// // The asynchronous invocation with the event itself.
-/// let response = handle_invocation(&processor, &backoff, shipped.clone(), notify).await.unwrap();
-/// assert_eq!(response, Response::Event("notified"));
+/// let response = handle_invocation(&registry, &processor, &backoff, shipped.clone(), notify).await.unwrap();
+/// assert_eq!(response, Response::Event("order o-1 has shipped".to_owned()));
 ///
 /// // The retry queue's batch: one destination record whose event now succeeds, one that never can.
 /// let record = |id: &str, event: &Value| json!({"messageId": id, "eventSource": "aws:sqs",
 ///     "body": json!({"requestContext": {"condition": "RetriesExhausted"}, "requestPayload": event}).to_string()});
 /// let batch = json!({"Records": [record("m-1", &shipped), record("m-2", &json!({"id": "e-2"}))]});
-/// let Response::RetryBatch(batch_response) = handle_invocation(&processor, &backoff, batch, notify).await.unwrap()
+/// let Response::RetryBatch(batch_response) =
+///     handle_invocation(&registry, &processor, &backoff, batch, notify).await.unwrap()
 /// else { panic!("a batch gets a batch response") };
 /// assert!(batch_response.batch_item_failures.is_empty());
 /// let letter = &letters.letters()[0];
-/// assert_eq!((letter.message_id.as_str(), letter.reason.as_str()), ("m-2", "not an order event"));
+/// let reason = "malformed event: missing field `detail-type`";
+/// assert_eq!((letter.message_id.as_str(), letter.reason.as_str()), ("m-2", reason));
 /// # })
 /// ```
-pub async fn handle_invocation<S, R, F, Fut>(
+pub async fn handle_invocation<S, E, R, F, Fut>(
+    registry: &Registry,
     processor: &SqsBatchProcessor<S>,
     backoff: &SqsRetryBackoff,
     payload: Value,
@@ -112,11 +126,14 @@ pub async fn handle_invocation<S, R, F, Fut>(
 ) -> Result<Response<R>, Diagnostic>
 where
     S: DeadLetterSink,
-    F: Fn(Value) -> Fut,
+    E: EventSet,
+    F: Fn(E) -> Fut,
     Fut: Future<Output = Result<R, HandlerError>>,
 {
     let batch = match Invocation::classify(payload) {
-        Ok(Invocation::Event(event)) => return handler(event).await.map(Response::Event).map_err(|e| diagnostic(&e)),
+        Ok(Invocation::Event(event)) => {
+            return bus_function::handle_invocation(registry, event, handler).await.map(Response::Event);
+        }
         Ok(Invocation::RetryBatch(batch)) => batch,
         Err(error) => {
             return Err(Diagnostic {
@@ -126,7 +143,11 @@ where
         }
     };
     let handler = &handler;
-    let retry = |record: SqsRecord| async move { handler(request_payload(&record)?).await.map(drop) };
+    // The batch processor logs, dead-letters or reports each failed record.
+    let retry = |record: SqsRecord| async move {
+        let event = parse_bus_event(registry, request_payload(&record)?)?;
+        handler(event).await.map(drop)
+    };
     backoff
         .process(processor, batch, retry)
         .await
@@ -135,26 +156,31 @@ where
 }
 
 /// Runs a function invoked both by its EventBridge rule (asynchronously) and by its retry queue, the on-failure
-/// destination of those invocations: every event, first or retried, goes to `handler`, whose output is the response
-/// of a direct invocation. Poison records of the retry queue go to the queue at `DLQ_URL`; failed ones back off per
-/// `RETRY_BACKOFF_*` ([`BackoffPolicy::from_env`]); up to `concurrency` records of a batch run at a time.
-pub async fn run_bus_function_with_retry_queue<R, F, Fut>(
+/// destination of those invocations: every event, first or retried, is read as an `E` with `registry` and handled
+/// by `handler`, whose output is the response of a direct invocation. Poison records of the retry queue go to the
+/// queue at `DLQ_URL`; failed ones back off per `RETRY_BACKOFF_*` ([`BackoffPolicy::from_env`]); up to
+/// `concurrency` records of a batch run at a time. It does not start when `registry` does not read every type of
+/// `E` ([`ensure_registered`]).
+pub async fn run_bus_function_with_retry_queue<E, R, F, Fut>(
     config: &SdkConfig,
+    registry: Registry,
     concurrency: usize,
     handler: F,
 ) -> Result<(), lambda_runtime::Error>
 where
+    E: EventSet,
     R: Serialize,
-    F: Fn(Value) -> Fut,
+    F: Fn(E) -> Fut,
     Fut: Future<Output = Result<R, HandlerError>>,
 {
+    ensure_registered::<E>(&registry)?;
     let client = aws_sdk_sqs::Client::new(config);
     let dead_letters = SqsDeadLetters::new(client.clone(), required_env("DLQ_URL")?);
     let processor = &SqsBatchProcessor::new(dead_letters).with_concurrency(concurrency);
     let backoff = &SqsRetryBackoff::new(client).with_policy(BackoffPolicy::from_env()?);
-    let handler = &handler;
+    let (registry, handler) = (&registry, &handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle_invocation(processor, backoff, event.payload, handler).await
+        handle_invocation(registry, processor, backoff, event.payload, handler).await
     }))
     .await
 }

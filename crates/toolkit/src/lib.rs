@@ -9,7 +9,8 @@
 //!   ([`HandlerError`]) and poison records sent to a dead-letter sink with their reason.
 //! - [`stream`]: DynamoDB Streams batches in order, stopping at the first failure (Lambda's stream semantics);
 //!   [`batch`] also keeps the order of each message group of a FIFO queue ([`SqsBatchProcessor::fifo`]).
-//! - [`eventbridge`]: the typed parse step and handler wrapper of a function an EventBridge rule invokes directly.
+//! - [`eventbridge`]: the typed parse step and handler wrapper of a function an EventBridge rule invokes directly,
+//!   for one event type or an enum of several ([`EventSet`], [`event_set!`]).
 //! - [`idempotency`]: Powertools-style idempotency: a record per key runs a handler's effect once and replays its
 //!   result to repeats, behind a store port (in-memory here, DynamoDB in `orderflow-aws`).
 //! - [`circuit`]: a circuit breaker (closed, open, half-open) for calls to a dependency that may fail.
@@ -101,6 +102,7 @@ pub use batch::{SqsBatchProcessor, SqsRecord};
 pub use dead_letter::{DeadLetter, DeadLetterSink, MemoryDeadLetters};
 pub use envelope::{Envelope, EnvelopeError, Event, RawEnvelope};
 pub use error::HandlerError;
+pub use eventbridge::EventSet;
 pub use idempotency::{Idempotency, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore};
 pub use outbox::OutboxRecord;
 pub use registry::Registry;

@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::Client;
 use orderflow_aws::StoreError;
-use orderflow_aws::dynamo::s;
+use orderflow_aws::dynamo::{s, timestamp};
 
 use crate::store::{Notification, NotificationStore, Recorded};
 
@@ -31,7 +31,7 @@ impl NotificationStore for DynamoNotifications {
             .item("customer_id", s(&notification.customer_id))
             .item("event_type", s(&notification.event_type))
             .item("message", s(&notification.message))
-            .item("created_at", s(&notification.created_at))
+            .item("created_at", timestamp(notification.created_at)?)
             // A redelivered event finds its notification there and writes nothing.
             .condition_expression("attribute_not_exists(pk)")
             .send()

@@ -1,63 +1,45 @@
 //! The notifications function: an EventBridge rule invokes it (asynchronously) with OrderConfirmed, OrderShipped,
 //! OrderRejected and OrderCancelled; it records the notification the customer would receive.
 //!
-//! Every failure is a [`HandlerError`] (never a panic). On the asynchronous invocation it fails the invocation:
-//! Lambda retries it twice, then sends its destination record to NotificationsRetryQueue, which this function also
-//! consumes (`orderflow_aws::retry_queue`): the same event is handled again from there, a transient failure backing
-//! off by visibility until the queue's maxReceiveCount, so an outage of the store longer than Lambda's few minutes
-//! of retries loses nothing; a permanent one goes to NotificationsDlq with its reason. Redelivery is harmless: the
+//! The toolkit's runtime (`orderflow_aws::retry_queue`) reads each event into a [`NotifiedEvent`] and logs and
+//! classes every failure as a [`HandlerError`] (never a panic). On the asynchronous invocation a failure fails the
+//! invocation: Lambda retries it twice, then sends its destination record to NotificationsRetryQueue, which this
+//! function also consumes: the same event is handled again from there, a transient failure backing off by
+//! visibility until the queue's maxReceiveCount, so an outage of the store longer than Lambda's few minutes of
+//! retries loses nothing; a permanent one goes to NotificationsDlq with its reason. Redelivery is harmless: the
 //! notification is keyed by the event id and written only if it does not exist.
 
-use orderflow_domain::events::{OrderCancelled, OrderConfirmed, OrderRejected, OrderShipped, registry};
-use orderflow_toolkit::{EnvelopeError, Event, HandlerError, RawEnvelope, Registry};
-use serde_json::Value;
+use orderflow_domain::events::{OrderCancelled, OrderConfirmed, OrderRejected, OrderShipped};
+use orderflow_toolkit::{Envelope, HandlerError, event_set};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::store::{Notification, NotificationStore, Recorded};
+
+event_set! {
+    /// An event the customer is notified of.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum NotifiedEvent {
+        Confirmed(Envelope<OrderConfirmed>),
+        Shipped(Envelope<OrderShipped>),
+        Rejected(Envelope<OrderRejected>),
+        Cancelled(Envelope<OrderCancelled>),
+    }
+}
 
 /// Records customer notifications in a [`NotificationStore`].
 #[derive(Debug, Clone)]
 pub struct Notifier<S> {
     store: S,
-    registry: Registry,
 }
 
 impl<S: NotificationStore> Notifier<S> {
     pub fn new(store: S) -> Self {
-        Self { store, registry: registry() }
+        Self { store }
     }
 
-    /// Handles one EventBridge event (the JSON Lambda receives from the rule, or the `requestPayload` of a record
-    /// of the retry queue).
-    pub async fn handle(&self, event: Value) -> Result<Recorded, HandlerError> {
-        let outcome = self.record(&event).await;
-        if let Err(error) = &outcome {
-            let bus_event_id = event.get("id").and_then(Value::as_str).unwrap_or("-");
-            match error {
-                HandlerError::Permanent(_) => tracing::error!(
-                    error_type = error.error_type(),
-                    reason = error.reason(),
-                    bus_event_id,
-                    "event cannot be notified; it goes to NotificationsDlq with the reason"
-                ),
-                _ => tracing::warn!(
-                    error_type = error.error_type(),
-                    reason = error.reason(),
-                    bus_event_id,
-                    "notification not recorded; the event is retried"
-                ),
-            }
-        }
-        outcome
-    }
-
-    async fn record(&self, event: &Value) -> Result<Recorded, HandlerError> {
-        let raw = self.registry.read_bus_event(&event.to_string())?;
-        let created_at = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .map_err(|error| HandlerError::transient(format!("formatting the current time: {error}")))?;
-        let notification = notification(&raw, created_at)?;
+    /// Records the notification of one event (from the rule's invocation, or a record of the retry queue).
+    pub async fn handle(&self, event: NotifiedEvent) -> Result<Recorded, HandlerError> {
+        let notification = notification(event, OffsetDateTime::now_utc());
         let recorded = self.store.record(&notification).await?;
         tracing::info!(
             order_id = notification.order_id,
@@ -71,38 +53,26 @@ impl<S: NotificationStore> Notifier<S> {
 }
 
 /// The notification an event causes, with its message.
-pub fn notification(raw: &RawEnvelope, created_at: String) -> Result<Notification, EnvelopeError> {
-    let (order_id, customer_id, message) = match raw.event_type.as_str() {
-        OrderConfirmed::TYPE => {
-            let data = raw.decode::<OrderConfirmed>()?.data;
+pub fn notification(event: NotifiedEvent, created_at: OffsetDateTime) -> Notification {
+    let (event_id, event_type, order_id, customer_id, message) = match event {
+        NotifiedEvent::Confirmed(Envelope { id, event_type, data, .. }) => {
             let message = format!("Your order {} is confirmed and paid ({}).", data.order_id, data.total);
-            (data.order_id, data.customer_id, message)
+            (id, event_type, data.order_id, data.customer_id, message)
         }
-        OrderShipped::TYPE => {
-            let data = raw.decode::<OrderShipped>()?.data;
+        NotifiedEvent::Shipped(Envelope { id, event_type, data, .. }) => {
             let message = format!("Your order {} has shipped (shipment {}).", data.order_id, data.shipment_id);
-            (data.order_id, data.customer_id, message)
+            (id, event_type, data.order_id, data.customer_id, message)
         }
-        OrderRejected::TYPE => {
-            let data = raw.decode::<OrderRejected>()?.data;
+        NotifiedEvent::Rejected(Envelope { id, event_type, data, .. }) => {
             let message = format!("Sorry, we could not accept your order {}: {}.", data.order_id, data.reason);
-            (data.order_id, data.customer_id, message)
+            (id, event_type, data.order_id, data.customer_id, message)
         }
-        OrderCancelled::TYPE => {
-            let data = raw.decode::<OrderCancelled>()?.data;
+        NotifiedEvent::Cancelled(Envelope { id, event_type, data, .. }) => {
             let message = format!("Your order {} was cancelled: {}.", data.order_id, data.reason);
-            (data.order_id, data.customer_id, message)
+            (id, event_type, data.order_id, data.customer_id, message)
         }
-        other => return Err(EnvelopeError::NotHandled(other.to_owned())),
     };
-    Ok(Notification {
-        order_id,
-        event_id: raw.id,
-        customer_id,
-        event_type: raw.event_type.clone(),
-        message,
-        created_at,
-    })
+    Notification { order_id, event_id, customer_id, event_type, message, created_at }
 }
 
 #[cfg(test)]
@@ -112,14 +82,22 @@ mod tests {
     use aws_sdk_sqs::config::{BehaviorVersion, Region};
     use orderflow_aws::SqsRetryBackoff;
     use orderflow_aws::retry_queue::{Response, handle_invocation};
+    use orderflow_domain::events::registry;
     use orderflow_test_support::{Samples, SqsHarness};
-    use serde_json::json;
+    use orderflow_toolkit::EventSet;
+    use orderflow_toolkit::eventbridge::{ensure_registered, handle_bus_event};
+    use serde_json::{Value, json};
 
     const SAMPLES: Samples = Samples::of("notifications");
     const ORDER_SHIPPED: &str = "order-shipped.json";
     const ORDER_CANCELLED: &str = "order-cancelled.json";
     const UNKNOWN_TYPE: &str = "unknown-type.json";
     const RETRY_RECORD: &str = "retry-record.json";
+
+    /// `event` as the rule's invocation delivers it: read by the toolkit, then handled by `notifier`.
+    async fn notify<S: NotificationStore>(notifier: &Notifier<S>, event: Value) -> Result<Recorded, HandlerError> {
+        handle_bus_event(&registry(), event, |event| notifier.handle(event)).await
+    }
 
     /// A sample with its detail-type and envelope type changed to `event_type` and its data replaced.
     fn retyped(sample: &str, event_type: &str, data: Value) -> Value {
@@ -130,11 +108,18 @@ mod tests {
         event
     }
 
+    #[test]
+    fn the_registry_reads_every_notified_type_so_the_function_starts() {
+        assert_eq!(NotifiedEvent::TYPES, ["OrderConfirmed", "OrderShipped", "OrderRejected", "OrderCancelled"]);
+        assert_eq!(ensure_registered::<NotifiedEvent>(&registry()), Ok(()));
+    }
+
     #[tokio::test]
     async fn order_shipped_records_the_shipping_notification() {
         let store = MemoryNotifications::default();
+        let before = OffsetDateTime::now_utc();
 
-        let recorded = Notifier::new(store.clone()).handle(SAMPLES.event(ORDER_SHIPPED)).await.unwrap();
+        let recorded = notify(&Notifier::new(store.clone()), SAMPLES.event(ORDER_SHIPPED)).await.unwrap();
 
         assert_eq!(recorded, Recorded::New);
         let notifications = store.notifications();
@@ -145,14 +130,14 @@ mod tests {
         assert_eq!(notification.customer_id, "c-1");
         assert_eq!(notification.event_type, "OrderShipped");
         assert_eq!(notification.message, "Your order o-1 has shipped (shipment s-9).");
-        OffsetDateTime::parse(&notification.created_at, &Rfc3339).unwrap();
+        assert!((before..=OffsetDateTime::now_utc()).contains(&notification.created_at), "{notification:?}");
     }
 
     #[tokio::test]
     async fn order_cancelled_tells_the_customer_why() {
         let store = MemoryNotifications::default();
 
-        Notifier::new(store.clone()).handle(SAMPLES.event(ORDER_CANCELLED)).await.unwrap();
+        notify(&Notifier::new(store.clone()), SAMPLES.event(ORDER_CANCELLED)).await.unwrap();
 
         let notification = &store.notifications()[0];
         assert_eq!(notification.pk(), "ORDER#o-3");
@@ -179,8 +164,8 @@ mod tests {
         );
         rejected["detail"]["id"] = json!("11111111-2222-4333-8444-555555555555");
 
-        notifier.handle(confirmed).await.unwrap();
-        notifier.handle(rejected).await.unwrap();
+        notify(&notifier, confirmed).await.unwrap();
+        notify(&notifier, rejected).await.unwrap();
 
         let messages: Vec<String> = store.notifications().into_iter().map(|n| n.message).collect();
         assert!(messages.contains(&"Your order o-1 is confirmed and paid (25.00).".to_owned()), "{messages:?}");
@@ -194,10 +179,10 @@ mod tests {
     async fn a_redelivered_event_records_nothing_twice_and_succeeds() {
         let store = MemoryNotifications::default();
         let notifier = Notifier::new(store.clone());
-        notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await.unwrap();
+        notify(&notifier, SAMPLES.event(ORDER_SHIPPED)).await.unwrap();
         let first = store.notifications();
 
-        let again = notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await;
+        let again = notify(&notifier, SAMPLES.event(ORDER_SHIPPED)).await;
 
         assert_eq!(again, Ok(Recorded::AlreadyRecorded));
         assert_eq!(store.notifications(), first, "the first notification is kept unchanged");
@@ -207,7 +192,7 @@ mod tests {
     async fn an_unknown_event_type_fails_the_invocation_permanently_naming_the_type() {
         let store = MemoryNotifications::default();
 
-        let error = Notifier::new(store.clone()).handle(SAMPLES.event(UNKNOWN_TYPE)).await.unwrap_err();
+        let error = notify(&Notifier::new(store.clone()), SAMPLES.event(UNKNOWN_TYPE)).await.unwrap_err();
 
         assert_eq!(error, HandlerError::permanent("unknown event type \"OrderTeleported\""));
         let diagnostic = orderflow_aws::bus_function::diagnostic(&error);
@@ -223,7 +208,7 @@ mod tests {
             json!({"order_id": "o-1", "customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 1}]}),
         );
 
-        let error = Notifier::new(MemoryNotifications::default()).handle(placed).await.unwrap_err();
+        let error = notify(&Notifier::new(MemoryNotifications::default()), placed).await.unwrap_err();
 
         assert_eq!(error, HandlerError::permanent("this consumer does not handle OrderPlaced"));
     }
@@ -237,7 +222,7 @@ mod tests {
         no_envelope["detail"] = json!({"order_id": "o-1"});
 
         for event in [missing_field, no_envelope, json!("not an event"), json!({})] {
-            let error = notifier.handle(event.clone()).await.unwrap_err();
+            let error = notify(&notifier, event.clone()).await.unwrap_err();
             assert!(matches!(error, HandlerError::Permanent(_)), "{event}: {error:?}");
         }
     }
@@ -248,11 +233,11 @@ mod tests {
         store.fail_next(1);
         let notifier = Notifier::new(store.clone());
 
-        let error = notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await.unwrap_err();
+        let error = notify(&notifier, SAMPLES.event(ORDER_SHIPPED)).await.unwrap_err();
         assert_eq!(error.error_type(), "HandlerError::Transient");
         assert!(store.notifications().is_empty());
 
-        assert_eq!(notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await, Ok(Recorded::New));
+        assert_eq!(notify(&notifier, SAMPLES.event(ORDER_SHIPPED)).await, Ok(Recorded::New));
     }
 
     /// The retry queue's runtime with in-memory dead letters. Its SQS client is never called: the tests' records
@@ -288,8 +273,11 @@ mod tests {
         let (sqs, backoff) = retry_runtime();
         let handle = |event| notifier.handle(event);
 
-        let direct = handle_invocation(sqs.processor(), &backoff, SAMPLES.event(ORDER_SHIPPED), handle).await.unwrap();
-        let retried = handle_invocation(sqs.processor(), &backoff, retry_batch(None), handle).await.unwrap();
+        let direct = handle_invocation(&registry(), sqs.processor(), &backoff, SAMPLES.event(ORDER_SHIPPED), handle)
+            .await
+            .unwrap();
+        let retried =
+            handle_invocation(&registry(), sqs.processor(), &backoff, retry_batch(None), handle).await.unwrap();
 
         assert_eq!(direct, Response::Event(Recorded::New));
         assert!(failed_ids(&retried).is_empty());
@@ -305,11 +293,13 @@ mod tests {
         // Lambda's three attempts failed while the store was down; the event waited in the retry queue.
         store.fail_next(3);
         for _ in 0..3 {
-            assert!(notifier.handle(SAMPLES.event(ORDER_SHIPPED)).await.is_err());
+            assert!(notify(&notifier, SAMPLES.event(ORDER_SHIPPED)).await.is_err());
         }
 
         let response =
-            handle_invocation(sqs.processor(), &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
+            handle_invocation(&registry(), sqs.processor(), &backoff, retry_batch(None), |e| notifier.handle(e))
+                .await
+                .unwrap();
 
         assert!(failed_ids(&response).is_empty());
         let notification = &store.notifications()[0];
@@ -325,7 +315,9 @@ mod tests {
         let (sqs, backoff) = retry_runtime();
 
         let response =
-            handle_invocation(sqs.processor(), &backoff, retry_batch(None), |e| notifier.handle(e)).await.unwrap();
+            handle_invocation(&registry(), sqs.processor(), &backoff, retry_batch(None), |e| notifier.handle(e))
+                .await
+                .unwrap();
 
         assert_eq!(failed_ids(&response), ["7d3c2b1a-0001-4e5f-8a9b-0c1d2e3f4a01"]);
         assert!(store.notifications().is_empty());
@@ -340,7 +332,8 @@ mod tests {
         let batch = retry_batch(Some(SAMPLES.event(UNKNOWN_TYPE)));
         let body = batch["Records"][0]["body"].as_str().unwrap().to_owned();
 
-        let response = handle_invocation(sqs.processor(), &backoff, batch, |e| notifier.handle(e)).await.unwrap();
+        let response =
+            handle_invocation(&registry(), sqs.processor(), &backoff, batch, |e| notifier.handle(e)).await.unwrap();
 
         assert!(failed_ids(&response).is_empty(), "acknowledged: it is in the DLQ");
         let letter = &sqs.dead_letters()[0];

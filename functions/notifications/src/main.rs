@@ -12,11 +12,12 @@ mod store;
 
 use lambda_runtime::Error;
 use orderflow_aws::{load_sdk_config, required_env, run_bus_function_with_retry_queue};
+use orderflow_domain::events::registry;
 use orderflow_toolkit::HandlerError;
 use serde_json::json;
 
 use crate::dynamo::DynamoNotifications;
-use crate::handler::Notifier;
+use crate::handler::{NotifiedEvent, Notifier};
 use crate::store::Recorded;
 
 /// Records of a retry batch handled at a time: each is one conditional write, independent of the others.
@@ -31,7 +32,7 @@ async fn main() -> Result<(), Error> {
     let config = load_sdk_config().await;
     let notifier = Notifier::new(DynamoNotifications::new(aws_sdk_dynamodb::Client::new(&config), table));
     let notifier = &notifier;
-    run_bus_function_with_retry_queue(&config, CONCURRENCY, |event| async move {
+    run_bus_function_with_retry_queue(&config, registry(), CONCURRENCY, |event: NotifiedEvent| async move {
         let recorded = notifier.handle(event).await?;
         Ok::<_, HandlerError>(json!({ "recorded": recorded == Recorded::New }))
     })

@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use orderflow_aws::StoreError;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The notification a customer would receive (no real e-mail is sent): item `ORDER#<order>` / `<event id>`.
@@ -15,8 +16,8 @@ pub struct Notification {
     pub event_type: String,
     /// A human sentence, e.g. "Your order o-1 has shipped (shipment s-9)."
     pub message: String,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was recorded (RFC 3339 in the table).
+    pub created_at: OffsetDateTime,
 }
 
 impl Notification {
