@@ -132,15 +132,12 @@ pub struct Payment<S, P, I> {
 }
 
 impl<S: PaymentStore, P: PaymentProvider, I: IdempotencyStore> Payment<S, P, I> {
-    /// With the circuit of [`FAILURE_THRESHOLD`] and [`COOL_DOWN`].
     pub fn new(store: S, provider: P, charge_locks: Idempotency<I>) -> Self {
-        let breaker = CircuitBreaker::new(FAILURE_THRESHOLD, COOL_DOWN);
-        Self { store, provider, charge_locks, breaker, registry: events::registry() }
+        Self::with_breaker(store, provider, charge_locks, CircuitBreaker::new(FAILURE_THRESHOLD, COOL_DOWN))
     }
 
-    /// Replaces the provider's circuit breaker.
-    pub fn with_breaker(self, breaker: CircuitBreaker) -> Self {
-        Self { breaker, ..self }
+    pub fn with_breaker(store: S, provider: P, charge_locks: Idempotency<I>, breaker: CircuitBreaker) -> Self {
+        Self { store, provider, charge_locks, breaker, registry: events::registry() }
     }
 
     /// Handles one SQS record of an invocation ending at `deadline`.
@@ -505,7 +502,7 @@ mod tests {
                 (MemoryPayments::default(), MemoryIdempotencyStore::default(), LockClock::default());
             let now = clock.clone();
             let charge_locks = Idempotency::new(locks.clone()).with_clock(move || now.now());
-            let payment = Payment::new(store.clone(), provider, charge_locks).with_breaker(breaker);
+            let payment = Payment::with_breaker(store.clone(), provider, charge_locks, breaker);
             Self { payment, store, locks, clock, sqs: SqsHarness::default() }
         }
 
