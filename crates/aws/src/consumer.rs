@@ -88,19 +88,69 @@ where
     F: Fn(SqsRecord) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
+    run_sqs_consumer_with_deadline(config, concurrency, |record, _| handler(record)).await
+}
+
+/// [`run_sqs_consumer`] for a handler that also needs the [`Deadline`] of the invocation its record runs in, e.g.
+/// for the in-progress expiry of an idempotency lock
+/// ([`Idempotency::run`](orderflow_toolkit::Idempotency::run)'s `remaining_time`).
+pub async fn run_sqs_consumer_with_deadline<F, Fut>(
+    config: &SdkConfig,
+    concurrency: usize,
+    handler: F,
+) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(SqsRecord, Deadline) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
     let client = aws_sdk_sqs::Client::new(config);
     let dead_letters = SqsDeadLetters::new(client.clone(), required_env("DLQ_URL")?);
     let processor = SqsBatchProcessor::new(dead_letters).with_concurrency(concurrency);
     let backoff = &SqsRetryBackoff::new(client).with_policy(BackoffPolicy::from_env()?);
     let (processor, handler) = (&processor, &handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let cutoff = Cutoff::before(event.context.deadline, SystemTime::now(), Instant::now());
+        let deadline = Deadline::from_epoch_millis(event.context.deadline);
+        let cutoff = Cutoff::before(deadline, SystemTime::now(), Instant::now());
         backoff
-            .process(processor, event.payload, |record| cutoff.run(record, handler))
+            .process(processor, event.payload, |record| cutoff.run(|| handler(record, deadline)))
             .await
             .map_err(|error| Diagnostic { error_type: "BatchError".into(), error_message: error.to_string() })
     }))
     .await
+}
+
+/// The end of an invocation, as the Lambda runtime gives it (`Lambda-Runtime-Deadline-Ms`); unknown when an
+/// emulator gives none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Option<SystemTime>);
+
+impl Deadline {
+    /// No deadline known.
+    pub const UNKNOWN: Self = Self(None);
+
+    /// The deadline `deadline_ms` epoch milliseconds; 0, what an emulator without deadlines sends, is
+    /// [`Self::UNKNOWN`].
+    pub fn from_epoch_millis(deadline_ms: u64) -> Self {
+        match deadline_ms {
+            0 => Self::UNKNOWN,
+            ms => Self(Some(UNIX_EPOCH + Duration::from_millis(ms))),
+        }
+    }
+
+    /// The deadline `at`.
+    pub fn at(at: SystemTime) -> Self {
+        Self(Some(at))
+    }
+
+    /// What is left of the invocation at `now`: zero once the deadline has passed, `None` when it is unknown.
+    pub fn remaining_at(self, now: SystemTime) -> Option<Duration> {
+        self.0.map(|deadline| deadline.duration_since(now).unwrap_or_default())
+    }
+
+    /// What is left of the invocation now (see [`Self::remaining_at`]).
+    pub fn remaining(self) -> Option<Duration> {
+        self.remaining_at(SystemTime::now())
+    }
 }
 
 /// What an invocation keeps of its time for the records it has started and its batch response: once less is left,
@@ -112,28 +162,23 @@ pub const TIME_RESERVED: Duration = Duration::from_secs(2);
 struct Cutoff(Option<Instant>);
 
 impl Cutoff {
-    /// The cutoff of an invocation whose deadline is `deadline_ms` (epoch milliseconds, the runtime's
-    /// `Lambda-Runtime-Deadline-Ms`; 0 when an emulator gives none, which means no cutoff), as of `now`, which is
-    /// the instant `start`.
-    fn before(deadline_ms: u64, now: SystemTime, start: Instant) -> Self {
-        if deadline_ms == 0 {
-            return Self(None);
-        }
-        let remaining = (UNIX_EPOCH + Duration::from_millis(deadline_ms)).duration_since(now).unwrap_or_default();
+    /// The cutoff of an invocation ending at `deadline` (an unknown one means no cutoff), as of `now`, which is the
+    /// instant `start`.
+    fn before(deadline: Deadline, now: SystemTime, start: Instant) -> Self {
+        let Some(remaining) = deadline.remaining_at(now) else { return Self(None) };
         let reserved = TIME_RESERVED.min(remaining / 4);
         Self(Some(start + (remaining - reserved)))
     }
 
-    /// Runs `handler` on `record`, or, past the cutoff, reports it as a transient failure without running it.
-    async fn run<F, Fut>(self, record: SqsRecord, handler: &F) -> Result<(), HandlerError>
+    /// Runs the record `handle` starts, or, past the cutoff, reports it as a transient failure without running it.
+    async fn run<Fut>(self, handle: impl FnOnce() -> Fut) -> Result<(), HandlerError>
     where
-        F: Fn(SqsRecord) -> Fut,
         Fut: Future<Output = Result<(), HandlerError>>,
     {
         if self.0.is_some_and(|cutoff| Instant::now() >= cutoff) {
             return Err(HandlerError::transient("not started: the invocation's time is nearly up"));
         }
-        handler(record).await
+        handle().await
     }
 }
 
@@ -151,7 +196,9 @@ mod tests {
     fn an_invocation_keeps_two_seconds_or_a_quarter_of_its_time() {
         let (now, start) = (SystemTime::now(), Instant::now());
         let millis = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-        let after = |deadline_ms| Cutoff::before(deadline_ms, now, start).0.map(|cutoff| cutoff - start);
+        let after = |deadline_ms| {
+            Cutoff::before(Deadline::from_epoch_millis(deadline_ms), now, start).0.map(|cutoff| cutoff - start)
+        };
         // `now` in whole milliseconds is up to 1 ms before `now`: the remaining time is that much shorter.
         let close =
             |got: Option<Duration>, want: Duration| got.is_some_and(|got| want - got < Duration::from_millis(2));
@@ -159,6 +206,17 @@ mod tests {
         assert!(close(after(millis + 4_000), Duration::from_secs(3)), "{:?}", after(millis + 4_000));
         assert_eq!(after(millis - 1_000), Some(Duration::ZERO), "a deadline passed: nothing starts");
         assert_eq!(after(0), None, "no deadline given: no cutoff");
+    }
+
+    #[test]
+    fn a_deadline_tells_the_time_left_until_it_and_zero_is_an_unknown_deadline() {
+        let deadline = Deadline::from_epoch_millis(1_700_000_010_000);
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_007_500);
+        assert_eq!(deadline, Deadline::at(UNIX_EPOCH + Duration::from_millis(1_700_000_010_000)));
+        assert_eq!(deadline.remaining_at(now), Some(Duration::from_millis(2_500)));
+        assert_eq!(deadline.remaining_at(now + Duration::from_secs(3)), Some(Duration::ZERO), "passed: none left");
+        assert_eq!(Deadline::from_epoch_millis(0), Deadline::UNKNOWN);
+        assert_eq!(Deadline::UNKNOWN.remaining_at(now), None);
     }
 
     #[tokio::test]
@@ -169,11 +227,11 @@ mod tests {
             async { Ok(()) }
         };
         let passed = Cutoff(Some(Instant::now()));
-        let error = passed.run(record(), &handler).await.unwrap_err();
+        let error = passed.run(|| handler(record())).await.unwrap_err();
         assert_eq!((error.class(), runs.get()), ("Transient", 0));
-        assert!(Cutoff(None).run(record(), &handler).await.is_ok());
+        assert!(Cutoff(None).run(|| handler(record())).await.is_ok());
         let later = Cutoff(Some(Instant::now() + Duration::from_secs(60)));
-        assert!(later.run(record(), &handler).await.is_ok());
+        assert!(later.run(|| handler(record())).await.is_ok());
         assert_eq!(runs.get(), 2);
     }
 }

@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -60,14 +62,33 @@ pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
+/// The condition of a write that creates an item: no item has its key.
+const NO_ITEM_WITH_ITS_KEY: &str = "attribute_not_exists(pk)";
+
 /// A transaction's `Put` of `item` that fails its condition when an item with its key exists.
 pub fn put_if_absent(table: &str, item: Item) -> Result<TransactWriteItem, StoreError> {
-    let put = Put::builder()
+    let put =
+        Put::builder().table_name(table).set_item(Some(item)).condition_expression(NO_ITEM_WITH_ITS_KEY).build()?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// ONE conditional `PutItem` of `item` into `table` (a tombstone, say), if no item has its key. When one exists,
+/// nothing is written: [`Written::Duplicate`]. A failure names no table or item: the caller adds that context.
+pub async fn put_new(client: &Client, table: &str, item: Item) -> Result<Written, StoreError> {
+    let result = client
+        .put_item()
         .table_name(table)
         .set_item(Some(item))
-        .condition_expression("attribute_not_exists(pk)")
-        .build()?;
-    Ok(TransactWriteItem::builder().put(put).build())
+        .condition_expression(NO_ITEM_WITH_ITS_KEY)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(Written::Committed),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Ok(Written::Duplicate)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The RFC 3339 string attribute of `at`, as every store writes its timestamps.

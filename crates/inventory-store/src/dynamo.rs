@@ -9,11 +9,12 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnValue, TransactWriteItem, Update};
 use orderflow_aws::StoreError;
-use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, n, put_if_absent, s, timestamp};
+use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, n, put_if_absent, put_new, s, timestamp};
 use orderflow_aws::outbox::outbox_put;
 use orderflow_domain::events::{OrderLine, PricedLine};
 use orderflow_domain::inventory::{Restock, Stock};
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::outbox::Written;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -305,21 +306,14 @@ impl InventoryStore for DynamoInventory {
     /// A plain conditional put: one item, no event, so no transaction (half the write units).
     async fn tombstone(&self, order_id: &str) -> Result<Outcome, StoreError> {
         let item = reservation_item::<OrderLine>(order_id, ReservationStatus::Released, &[], Some(TOMBSTONE_REASON))?;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Outcome::Committed),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(Outcome::ReservationConflict)
-            }
-            Err(err) => Err(StoreError::from(err).context(self.context(format_args!("tombstone of {order_id}")))),
-        }
+        let written = put_new(&self.client, &self.table, item)
+            .await
+            .map_err(|e| e.context(self.context(format_args!("tombstone of {order_id}"))))?;
+        Ok(match written {
+            Written::Committed => Outcome::Committed,
+            // The order has a reservation already (or its tombstone).
+            Written::Duplicate => Outcome::ReservationConflict,
+        })
     }
 
     async fn ship(&self, order_id: &str, lines: &[OrderLine]) -> Result<Outcome, StoreError> {

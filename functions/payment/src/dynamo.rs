@@ -5,14 +5,18 @@
 //! (DECLINED; the cancellation's on a tombstone), created_at, voided_at (VOIDED). Recording a decision, and
 //! voiding it, is ONE `TransactWriteItems` request each (the conditional change and the outbox put); a tombstone
 //! is one conditional `PutItem`.
+//!
+//! The charges' idempotency records live in the same table, `CHARGE#<order>` / `IDEMPOTENCY`, in the layout of
+//! [`DynamoIdempotencyStore`] (a `PutItem`, `UpdateItem` or `DeleteItem` each); the table's TTL on `expiration`
+//! removes them. No payment item has that attribute.
 
 use std::fmt::Display;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
-use orderflow_aws::StoreError;
-use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, key, s, timestamp};
+use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, key, put_new, s, timestamp};
 use orderflow_aws::outbox::{outbox_put, put_new_with_event};
+use orderflow_aws::{DynamoIdempotencyStore, StoreError};
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
 use time::OffsetDateTime;
@@ -20,6 +24,8 @@ use time::OffsetDateTime;
 use crate::store::{PaymentRecord, PaymentStatus, PaymentStore};
 
 const SK: &str = "PAYMENT";
+/// The sort key of a charge's idempotency record.
+const CHARGE_LOCK_SK: &str = "IDEMPOTENCY";
 
 fn pk(order_id: &str) -> String {
     format!("PAYMENT#{order_id}")
@@ -72,6 +78,11 @@ impl DynamoPayments {
         Self { client, table: table.into(), outbox_table: outbox_table.into() }
     }
 
+    /// The store of the charges' idempotency records, in this table.
+    pub fn charge_locks(&self) -> DynamoIdempotencyStore {
+        DynamoIdempotencyStore::new(self.client.clone(), &self.table).with_sort_key("sk", CHARGE_LOCK_SK)
+    }
+
     /// What a failure names: the table and what was asked of it.
     fn context(&self, what: impl Display) -> String {
         format!("payments table {}, {what}", self.table)
@@ -101,23 +112,9 @@ impl PaymentStore for DynamoPayments {
     async fn record_tombstone(&self, tombstone: &PaymentRecord) -> Result<Written, StoreError> {
         let mut item = payment_item(tombstone)?;
         item.insert("voided_at".into(), timestamp(OffsetDateTime::now_utc())?);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Written::Committed),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(Written::Duplicate)
-            }
-            Err(err) => {
-                Err(StoreError::from(err).context(self.context(format_args!("tombstone of {}", tombstone.order_id))))
-            }
-        }
+        put_new(&self.client, &self.table, item)
+            .await
+            .map_err(|e| e.context(self.context(format_args!("tombstone of {}", tombstone.order_id))))
     }
 
     async fn record_void(&self, order_id: &str, outbox: &OutboxRecord) -> Result<Written, StoreError> {

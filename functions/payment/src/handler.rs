@@ -5,6 +5,14 @@
 //!   happens (a redelivery neither charges again nor emits again). Otherwise the provider decides (declined above
 //!   the customer's limit), and `PAYMENT#<order>` (conditional on none existing) is written with
 //!   `PaymentAuthorized` or `PaymentDeclined`.
+//! - The provider call and that write run under the charge's idempotency lock ([`Idempotency::run`], key
+//!   `CHARGE#<order>`, payload the request's data): two deliveries of one request at the same time never both
+//!   call the provider. The one that finds the lock held fails transiently (the queue retries it, and the retry
+//!   finds the payment recorded). A repeat that finds the lock completed but no payment (the charge lost to its
+//!   order's cancellation, whose tombstone is not written yet) is a duplicate, the provider not called. The lock
+//!   expires with the invocation holding it: after a crash between the charge and its write, the retry charges
+//!   the same payment id again, which the provider answers as before without charging twice, and records it with
+//!   the same conditional write. The same order requested with other data while the lock lives is permanent.
 //! - `OrderCancelled`: an `AUTHORIZED` payment is voided at the provider, then `AUTHORIZED -> VOIDED` is written
 //!   with `PaymentVoided` in one transaction. With no payment recorded, the provider voids the payment id first
 //!   (a charge being made right now then cannot authorize) and a `VOIDED` tombstone is written (no event), so a
@@ -22,14 +30,17 @@ use std::future::Future;
 use std::time::Duration;
 
 use orderflow_aws::StoreError;
+use orderflow_aws::consumer::Deadline;
 use orderflow_domain::Decimal;
 use orderflow_domain::events::{
     self, OrderCancelled, PaymentAuthorized, PaymentDeclined, PaymentRequested, PaymentVoided,
 };
 use orderflow_toolkit::batch::log_effect;
 use orderflow_toolkit::circuit::{CircuitBreaker, CircuitError, CircuitOpen};
+use orderflow_toolkit::idempotency::{Idempotency, IdempotencyError, IdempotencyStore};
 use orderflow_toolkit::outbox::Written;
 use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::provider::{
@@ -41,9 +52,12 @@ use crate::store::{PaymentRecord, PaymentStatus, PaymentStore};
 pub const FAILURE_THRESHOLD: u32 = 5;
 /// How long an open circuit fails fast before it lets a trial call through.
 pub const COOL_DOWN: Duration = Duration::from_secs(10);
+/// How long a charge's lock holds when the invocation's deadline is unknown (an emulator that sends none):
+/// Lambda's longest invocation, so a lock never frees itself while its holder may still be charging.
+pub const LOCK_WITHOUT_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
-/// What a record did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a record did. A charge's effect is also the result its idempotency record keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     Authorized,
     Declined,
@@ -74,6 +88,10 @@ pub enum PaymentError {
     CircuitOpen(#[from] CircuitOpen),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The charge's idempotency lock is held by another delivery, was taken with other data, or its store failed;
+    /// never [`IdempotencyError::Handler`] (that is the charge's own error, returned as it is).
+    #[error(transparent)]
+    ChargeLock(Box<IdempotencyError<PaymentError>>),
 }
 
 impl From<PaymentError> for HandlerError {
@@ -83,6 +101,7 @@ impl From<PaymentError> for HandlerError {
             // zero wait (a trial call in flight) leaves it the usual backoff.
             PaymentError::CircuitOpen(open) => HandlerError::transient_after(err, open.retry_in),
             PaymentError::Store(err) => err.into(),
+            PaymentError::ChargeLock(err) => HandlerError::from(*err),
             PaymentError::Provider(_) => HandlerError::transient(err),
             PaymentError::Event(_) | PaymentError::ProviderRefused(_) | PaymentError::InvalidAmount { .. } => {
                 HandlerError::permanent(err)
@@ -96,37 +115,45 @@ pub fn payment_id(order_id: &str) -> String {
     format!("pay-{}", Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("orderflow.payment/{order_id}").as_bytes()))
 }
 
-/// The payment handler over its store and provider.
+/// The idempotency key of an order's charge. In the Payments table it is the partition key of the lock's item,
+/// beside the order's `PAYMENT#<order>` (see `dynamo.rs`).
+fn charge_key(order_id: &str) -> String {
+    format!("CHARGE#{order_id}")
+}
+
+/// The payment handler over its store, its provider, and the idempotency records of its charges.
 #[derive(Debug)]
-pub struct Payment<S, P> {
+pub struct Payment<S, P, I> {
     store: S,
     provider: P,
+    charge_locks: Idempotency<I>,
     breaker: CircuitBreaker,
     registry: Registry,
 }
 
-impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
-    pub fn new(store: S, provider: P) -> Self {
-        Self::with_breaker(store, provider, CircuitBreaker::new(FAILURE_THRESHOLD, COOL_DOWN))
+impl<S: PaymentStore, P: PaymentProvider, I: IdempotencyStore> Payment<S, P, I> {
+    pub fn new(store: S, provider: P, charge_locks: Idempotency<I>) -> Self {
+        Self::with_breaker(store, provider, charge_locks, CircuitBreaker::new(FAILURE_THRESHOLD, COOL_DOWN))
     }
 
-    pub fn with_breaker(store: S, provider: P, breaker: CircuitBreaker) -> Self {
-        Self { store, provider, breaker, registry: events::registry() }
+    pub fn with_breaker(store: S, provider: P, charge_locks: Idempotency<I>, breaker: CircuitBreaker) -> Self {
+        Self { store, provider, charge_locks, breaker, registry: events::registry() }
     }
 
-    /// Handles one SQS record.
-    pub async fn handle(&self, record: SqsRecord) -> Result<(), HandlerError> {
-        log_effect(&record, self.apply(&record.body)).await
+    /// Handles one SQS record of an invocation ending at `deadline`.
+    pub async fn handle(&self, record: SqsRecord, deadline: Deadline) -> Result<(), HandlerError> {
+        log_effect(&record, self.apply(&record.body, deadline)).await
     }
 
-    /// Applies one bus event (an SQS body): `PaymentRequested` or `OrderCancelled`.
-    pub async fn apply(&self, body: &str) -> Result<Effect, PaymentError> {
+    /// Applies one bus event (an SQS body): `PaymentRequested` or `OrderCancelled`. A charge's lock expires at
+    /// `deadline`, the end of the invocation.
+    pub async fn apply(&self, body: &str, deadline: Deadline) -> Result<Effect, PaymentError> {
         let raw = self.registry.read_bus_event(body)?;
         if raw.event_type == OrderCancelled::TYPE {
             self.cancel(&raw.decode()?).await
         } else {
             // Any other type than PaymentRequested fails to decode as not handled.
-            self.charge(&raw.decode()?).await
+            self.charge(&raw.decode()?, deadline).await
         }
     }
 
@@ -158,7 +185,7 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
         Ok(())
     }
 
-    async fn charge(&self, request: &Envelope<PaymentRequested>) -> Result<Effect, PaymentError> {
+    async fn charge(&self, request: &Envelope<PaymentRequested>, deadline: Deadline) -> Result<Effect, PaymentError> {
         let data = &request.data;
         if data.amount <= Decimal::ZERO {
             return Err(PaymentError::InvalidAmount { order_id: data.order_id.clone(), amount: data.amount });
@@ -167,6 +194,29 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
             tracing::info!(order_id = data.order_id, status = %payment.status, "payment already recorded, not charging again");
             return Ok(Effect::Duplicate);
         }
+        let lock_time = deadline.remaining().unwrap_or(LOCK_WITHOUT_DEADLINE);
+        let mut charged_here = false;
+        let locked = self
+            .charge_locks
+            .run(&charge_key(&data.order_id), data, lock_time, || {
+                charged_here = true;
+                self.charge_and_record(request)
+            })
+            .await;
+        match locked {
+            Ok(effect) if charged_here => Ok(effect),
+            Ok(first) => {
+                tracing::info!(order_id = data.order_id, ?first, "charged by another delivery, not charging again");
+                Ok(Effect::Duplicate)
+            }
+            Err(IdempotencyError::Handler(err)) => Err(err),
+            Err(err) => Err(PaymentError::ChargeLock(Box::new(err))),
+        }
+    }
+
+    /// Charges at the provider and records the decision with its event (under the charge's lock).
+    async fn charge_and_record(&self, request: &Envelope<PaymentRequested>) -> Result<Effect, PaymentError> {
+        let data = &request.data;
         let charge = Charge {
             order_id: data.order_id.clone(),
             customer_id: data.customer_id.clone(),
@@ -267,13 +317,15 @@ impl<S: PaymentStore, P: PaymentProvider> Payment<S, P> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::SystemTime;
 
     use aws_lambda_events::event::sqs::SqsEvent;
     use orderflow_domain::payment::{PaymentDecision, decide, default_customer_limit};
     use orderflow_test_support::{Samples, SqsHarness, bus_body, envelopes, failed_ids, sqs_batch};
     use orderflow_toolkit::RawEnvelope;
+    use orderflow_toolkit::idempotency::{MemoryIdempotencyStore, RecordStatus, epoch_millis};
     use tokio::sync::oneshot;
 
     use super::*;
@@ -286,6 +338,8 @@ mod tests {
     const UNKNOWN_VERSION: &str = "unknown-version.json";
 
     const ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
+    /// The message id of the PaymentRequested sample.
+    const PAYMENT_REQUESTED_MESSAGE: &str = "2f8b2c3d-0001-4a5b-8c6d-7e8f9a0b1c01";
     const OVER_LIMIT_ORDER: &str = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e02";
 
     fn payment_requested(order_id: &str, amount: &str) -> String {
@@ -409,9 +463,32 @@ mod tests {
         }
     }
 
+    /// How long every test invocation has left when a record starts.
+    const INVOCATION: Duration = Duration::from_secs(30);
+
+    fn deadline() -> Deadline {
+        Deadline::at(SystemTime::now() + INVOCATION)
+    }
+
+    /// The clock of the charges' locks: the system's, moved ahead by hand (a lock's expiry without waiting).
+    #[derive(Clone, Default)]
+    struct LockClock(Arc<AtomicU64>);
+
+    impl LockClock {
+        fn now(&self) -> SystemTime {
+            SystemTime::now() + Duration::from_millis(self.0.load(Ordering::SeqCst))
+        }
+
+        fn advance(&self, by: Duration) {
+            self.0.fetch_add(u64::try_from(by.as_millis()).unwrap(), Ordering::SeqCst);
+        }
+    }
+
     struct World<'p> {
         store: MemoryPayments,
-        payment: Payment<MemoryPayments, &'p FakeProvider>,
+        locks: MemoryIdempotencyStore,
+        clock: LockClock,
+        payment: Payment<MemoryPayments, &'p FakeProvider, MemoryIdempotencyStore>,
         sqs: SqsHarness,
     }
 
@@ -421,12 +498,27 @@ mod tests {
         }
 
         fn with_breaker(provider: &'p FakeProvider, breaker: CircuitBreaker) -> Self {
-            let store = MemoryPayments::default();
-            Self { payment: Payment::with_breaker(store.clone(), provider, breaker), store, sqs: SqsHarness::default() }
+            let (store, locks, clock) =
+                (MemoryPayments::default(), MemoryIdempotencyStore::default(), LockClock::default());
+            let now = clock.clone();
+            let charge_locks = Idempotency::new(locks.clone()).with_clock(move || now.now());
+            let payment = Payment::with_breaker(store.clone(), provider, charge_locks, breaker);
+            Self { payment, store, locks, clock, sqs: SqsHarness::default() }
         }
 
+        /// Processes a batch in an invocation with [`INVOCATION`] left.
         async fn process(&self, event: SqsEvent) -> Vec<String> {
-            failed_ids(&self.sqs.process(event, |record| self.payment.handle(record)).await)
+            failed_ids(&self.sqs.process(event, |record| self.payment.handle(record, deadline())).await)
+        }
+
+        /// Applies one SQS body in an invocation with [`INVOCATION`] left.
+        async fn apply(&self, body: &str) -> Result<Effect, PaymentError> {
+            self.payment.apply(body, deadline()).await
+        }
+
+        /// The charge lock's expiry while the order's charge is in progress (epoch milliseconds).
+        fn lock_expiry(&self, order_id: &str) -> Option<u64> {
+            self.locks.record(&charge_key(order_id)).and_then(|lock| lock.in_progress_expiry)
         }
 
         fn outbox(&self) -> Vec<RawEnvelope> {
@@ -667,7 +759,7 @@ mod tests {
         let world = World::new(&provider);
         world.process(sqs_batch(&[payment_requested("o-1", "20000.00")])).await;
 
-        let effect = world.payment.apply(&order_cancelled("o-1")).await.unwrap();
+        let effect = world.apply(&order_cancelled("o-1")).await.unwrap();
 
         assert_eq!(effect, Effect::NothingToVoid);
         assert_eq!(world.store.stored("o-1").unwrap().status, PaymentStatus::Declined);
@@ -681,11 +773,11 @@ mod tests {
         let world = World::new(&provider);
         let (reached, release) = provider.pause_at(PausePoint::AfterAuthorize);
         let (charge_body, cancel_body) = (payment_requested("o-1", "5.00"), order_cancelled("o-1"));
-        let charge = world.payment.apply(&charge_body);
+        let charge = world.apply(&charge_body);
         let cancel = async {
             reached.await.unwrap();
             // The charge is authorized at the provider and not yet recorded.
-            let effect = world.payment.apply(&cancel_body).await;
+            let effect = world.apply(&cancel_body).await;
             release.send(()).unwrap();
             effect
         };
@@ -706,11 +798,11 @@ mod tests {
         let world = World::new(&provider);
         let (reached, release) = provider.pause_at(PausePoint::BeforeVoid);
         let (charge_body, cancel_body) = (payment_requested("o-1", "5.00"), order_cancelled("o-1"));
-        let cancel = world.payment.apply(&cancel_body);
+        let cancel = world.apply(&cancel_body);
         let charge = async {
             reached.await.unwrap();
             // The cancellation read no payment and has not voided yet.
-            let effect = world.payment.apply(&charge_body).await;
+            let effect = world.apply(&charge_body).await;
             release.send(()).unwrap();
             effect
         };
@@ -731,10 +823,10 @@ mod tests {
         let world = World::new(&provider);
         let (reached, release) = provider.pause_at(PausePoint::BeforeAuthorize);
         let (charge_body, cancel_body) = (payment_requested("o-1", "5.00"), order_cancelled("o-1"));
-        let charge = world.payment.apply(&charge_body);
+        let charge = world.apply(&charge_body);
         let cancel = async {
             reached.await.unwrap();
-            let effect = world.payment.apply(&cancel_body).await;
+            let effect = world.apply(&cancel_body).await;
             release.send(()).unwrap();
             effect
         };
@@ -745,6 +837,157 @@ mod tests {
         assert_eq!(charged.unwrap(), Effect::ChargeCancelled);
         assert_eq!(provider.at_provider("o-1"), Some(AtProvider::Voided { authorization: false }));
         assert_eq!(world.store.write_requests(), 1, "only the tombstone");
+        assert!(world.outbox().is_empty());
+    }
+
+    #[tokio::test]
+    async fn two_deliveries_of_one_request_at_once_charge_once_and_the_one_finding_the_charge_locked_is_retried() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (reached, release) = provider.pause_at(PausePoint::AfterAuthorize);
+        let first = world.process(SAMPLES.event(PAYMENT_REQUESTED));
+        let second = async {
+            reached.await.unwrap();
+            // The first delivery is authorized at the provider and has not recorded it yet.
+            let failed = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
+            release.send(()).unwrap();
+            failed
+        };
+
+        let (first, second) = tokio::join!(first, second);
+        let retried = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
+
+        assert!(first.is_empty());
+        assert_eq!(second, [PAYMENT_REQUESTED_MESSAGE], "the locked delivery is retried by the queue");
+        assert!(world.sqs.dead_letters().is_empty(), "a held lock is transient");
+        assert!(retried.is_empty(), "the retry finds the payment recorded");
+        assert_eq!(provider.calls("authorize"), 1, "the provider was called once");
+        assert_eq!(world.store.stored(ORDER).unwrap().status, PaymentStatus::Authorized);
+        assert_eq!(world.event_types(), ["PaymentAuthorized"]);
+        assert_eq!(world.store.write_requests(), 1, "one payment recorded");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_finding_the_charge_locked_fails_as_in_progress() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (reached, release) = provider.pause_at(PausePoint::BeforeAuthorize);
+        let body = payment_requested("o-1", "5.00");
+        let second = async {
+            reached.await.unwrap();
+            let effect = world.apply(&body).await;
+            release.send(()).unwrap();
+            effect
+        };
+
+        let (first, second) = tokio::join!(world.apply(&body), second);
+
+        assert_eq!(first.unwrap(), Effect::Authorized);
+        let err = HandlerError::from(second.unwrap_err());
+        assert_eq!(
+            err,
+            HandlerError::transient(
+                "idempotency key \"CHARGE#o-1\" is being processed by another invocation; retry later"
+            )
+        );
+        assert_eq!(provider.calls("authorize"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_charge_lock_expires_at_the_invocations_deadline_or_after_the_longest_invocation_without_one() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let cases = [
+            ("o-1", Deadline::at(SystemTime::now() + INVOCATION), INVOCATION),
+            ("o-2", Deadline::UNKNOWN, LOCK_WITHOUT_DEADLINE),
+        ];
+        for (order_id, deadline, lock_time) in cases {
+            let (reached, release) = provider.pause_at(PausePoint::BeforeAuthorize);
+            let body = payment_requested(order_id, "5.00");
+            let expected = epoch_millis(SystemTime::now() + lock_time);
+            let expiry = async {
+                reached.await.unwrap();
+                let expiry = world.lock_expiry(order_id);
+                release.send(()).unwrap();
+                expiry
+            };
+
+            let (charged, expiry) = tokio::join!(world.payment.apply(&body, deadline), expiry);
+
+            assert_eq!(charged.unwrap(), Effect::Authorized);
+            let expiry = expiry.expect("a lock while the provider is called");
+            assert!(expiry.abs_diff(expected) < 1_000, "{order_id}: expires at {expiry}, expected {expected}");
+            assert_eq!(world.locks.record(&charge_key(order_id)).unwrap().status, RecordStatus::Completed);
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_between_the_charge_and_its_record_the_lock_expires_and_the_retry_records_the_payment_once() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (reached, _release) = provider.pause_at(PausePoint::AfterAuthorize);
+        let crashing = world.process(SAMPLES.event(PAYMENT_REQUESTED));
+        tokio::select! {
+            _ = crashing => panic!("the delivery was to stop at the provider's answer"),
+            // Authorized at the provider, nothing recorded: the invocation dies here (its future is dropped).
+            _ = reached => {}
+        }
+
+        let while_locked = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
+        world.clock.advance(INVOCATION + Duration::from_millis(1));
+        let after_expiry = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
+        let redelivered = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
+
+        assert_eq!(while_locked, [PAYMENT_REQUESTED_MESSAGE], "the crashed delivery's lock holds until its deadline");
+        assert!(after_expiry.is_empty() && redelivered.is_empty());
+        assert_eq!(provider.calls("authorize"), 2, "the retry asked the provider for the same payment id again");
+        assert_eq!(provider.at_provider(ORDER), Some(AtProvider::Authorized));
+        assert_eq!(world.event_types(), ["PaymentAuthorized"]);
+        assert_eq!(world.store.write_requests(), 1, "recorded once");
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_between_the_record_and_the_locks_completion_nothing_is_charged_or_recorded_again() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (reached, release) = provider.pause_at(PausePoint::AfterAuthorize);
+        let first = world.process(SAMPLES.event(PAYMENT_REQUESTED));
+        let lose_the_completion = async {
+            reached.await.unwrap();
+            // The lock's COMPLETED write fails, as if the invocation died after recording: it stays INPROGRESS.
+            world.locks.fail_next_writes(1);
+            release.send(()).unwrap();
+        };
+        let (first, ()) = tokio::join!(first, lose_the_completion);
+        assert_eq!(world.locks.record(&charge_key(ORDER)).unwrap().status, RecordStatus::InProgress);
+
+        world.clock.advance(INVOCATION + Duration::from_millis(1));
+        let redelivered = world.process(SAMPLES.event(PAYMENT_REQUESTED)).await;
+
+        assert!(first.is_empty() && redelivered.is_empty());
+        assert_eq!(provider.calls("authorize"), 1, "the redelivery finds the payment recorded");
+        assert_eq!(world.event_types(), ["PaymentAuthorized"]);
+        assert_eq!(world.store.write_requests(), 1, "recorded once");
+    }
+
+    #[tokio::test]
+    async fn a_repeat_of_a_charge_its_cancellation_stopped_is_a_duplicate_answered_by_the_lock_without_the_provider() {
+        let provider = FakeProvider::default();
+        let world = World::new(&provider);
+        let (charge_body, cancel_body) = (payment_requested("o-1", "5.00"), order_cancelled("o-1"));
+        // The cancellation voids at the provider; its tombstone write is throttled, so no payment is recorded yet.
+        world.store.fail_next_writes(1);
+        assert!(world.apply(&cancel_body).await.is_err());
+
+        let charged = world.apply(&charge_body).await.unwrap();
+        let repeated = world.apply(&charge_body).await.unwrap();
+        let cancelled = world.apply(&cancel_body).await.unwrap();
+
+        assert_eq!(charged, Effect::ChargeCancelled);
+        assert_eq!(repeated, Effect::Duplicate);
+        assert_eq!(provider.calls("authorize"), 1, "the repeat did not reach the provider");
+        assert_eq!(cancelled, Effect::VoidedBeforeCharge);
+        assert_eq!(world.store.stored("o-1").unwrap().amount, None, "the tombstone stands");
         assert!(world.outbox().is_empty());
     }
 }

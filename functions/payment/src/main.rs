@@ -12,7 +12,9 @@ mod store;
 use std::time::Duration;
 
 use orderflow_aws::config::{ConfigError, env_or};
-use orderflow_aws::{load_sdk_config, required_env, run_sqs_consumer};
+use orderflow_aws::consumer::run_sqs_consumer_with_deadline;
+use orderflow_aws::{load_sdk_config, required_env};
+use orderflow_toolkit::idempotency::Idempotency;
 
 use crate::dynamo::DynamoPayments;
 use crate::handler::Payment;
@@ -53,7 +55,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let provider = provider_from_env()?;
 
     let config = load_sdk_config().await;
-    let payment =
-        Payment::new(DynamoPayments::new(aws_sdk_dynamodb::Client::new(&config), table, outbox_table), provider);
-    run_sqs_consumer(&config, CONCURRENCY, |record| payment.handle(record)).await
+    let payments = DynamoPayments::new(aws_sdk_dynamodb::Client::new(&config), table, outbox_table);
+    let charge_locks = Idempotency::new(payments.charge_locks());
+    let payment = Payment::new(payments, provider, charge_locks);
+    run_sqs_consumer_with_deadline(&config, CONCURRENCY, |record, deadline| payment.handle(record, deadline)).await
 }

@@ -10,7 +10,7 @@ use std::fmt::Display;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use orderflow_aws::StoreError;
-use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, key, s, timestamp};
+use orderflow_aws::dynamo::{Item, cancellation_codes, get_s, key, put_new, s, timestamp};
 use orderflow_aws::outbox::{outbox_put, put_new_with_event};
 use orderflow_toolkit::OutboxRecord;
 use orderflow_toolkit::outbox::Written;
@@ -109,21 +109,9 @@ impl ShipmentStore for DynamoShipments {
         item.insert("order_id".into(), s(order_id));
         item.insert("status".into(), s(ShipmentStatus::Cancelled.as_str()));
         item.insert("cancelled_at".into(), timestamp(cancelled_at)?);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Written::Committed),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(Written::Duplicate)
-            }
-            Err(err) => Err(StoreError::from(err).context(self.context(format_args!("tombstone of {order_id}")))),
-        }
+        put_new(&self.client, &self.table, item)
+            .await
+            .map_err(|e| e.context(self.context(format_args!("tombstone of {order_id}"))))
     }
 }
 
