@@ -1,8 +1,9 @@
 //! AWS adapters of the orderflow toolkit: the SDK configuration every function uses, the Lambda runtime of the SQS
-//! consumers (with exponential retry backoff by message visibility), the runtimes of functions an EventBridge
-//! rule invokes directly (alone, or with an SQS retry queue behind Lambda's asynchronous retries), the outbox write
-//! that joins a business transaction, the SQS dead-letter sink, the EventBridge bus, DynamoDB item helpers, and
-//! [`StoreError`], the one transient-or-permanent classification of every store's failures.
+//! consumers (with exponential retry backoff by message visibility) and that of the DynamoDB stream consumers, the
+//! runtimes of functions an EventBridge rule invokes directly (alone, or with an SQS retry queue behind Lambda's
+//! asynchronous retries), the outbox write that joins a business transaction, the SQS dead-letter sink, the
+//! EventBridge bus, DynamoDB item helpers, and [`StoreError`], the one transient-or-permanent classification of every
+//! store's failures.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -16,6 +17,7 @@ pub mod idempotency;
 pub mod outbox;
 pub mod retry_queue;
 pub mod store_error;
+pub mod stream_consumer;
 
 pub use backoff::{BackoffPolicy, SqsRetryBackoff};
 pub use bus_function::run_bus_function;
@@ -26,3 +28,4 @@ pub use event_bus::EventBridgeBus;
 pub use idempotency::DynamoIdempotencyStore;
 pub use retry_queue::run_bus_function_with_retry_queue;
 pub use store_error::StoreError;
+pub use stream_consumer::run_stream_consumer;

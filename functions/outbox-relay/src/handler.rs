@@ -1,7 +1,8 @@
 //! The outbox relay: publishes the records the services write to the Outbox table to the event bus, from the
 //! table's DynamoDB stream.
 //!
-//! Stream semantics (one shard, records in order; the outbox key puts an order's events in one partition):
+//! Stream semantics (one shard, records in order; the outbox key puts an order's events in one partition), with the
+//! toolkit's [`DynamoDbStreamProcessor`] handing the relay the whole batch:
 //! - INSERT records become bus entries, published in stream order with
 //!   [`publish_in_order`] (batched, failed entries retried with backoff, never two entries of one order in one
 //!   call).
@@ -10,26 +11,19 @@
 //!   delivers the rest again, so no event is dropped and no later event of the same order overtakes it. Records
 //!   after the failed one that reached the bus anyway (other orders in the same `PutEvents` call) are published
 //!   again on the retry: delivery is at least once, and every consumer recognises redeliveries by the event id.
+//! - An INSERT whose image is not an outbox record is a permanent failure: retrying cannot repair it, and reporting
+//!   it would hold the whole shard back until the event source mapping gives up on the batch. It is logged with the
+//!   reason and skipped; the item stays in the Outbox table (until its TTL) for an operator to repair and write
+//!   again.
 //! - Other records (the REMOVEs of TTL expiry, any MODIFY) are not events and are ignored.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord, StreamRecord};
-use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use orderflow_aws::outbox::attributes;
 use orderflow_toolkit::publish::{BusEntry, EventBus, RetryPolicy, publish_in_order};
+use orderflow_toolkit::stream::{RecordFailure, StreamBatchError};
+use orderflow_toolkit::{DeadLetter, DeadLetterSink, DynamoDbStreamProcessor, HandlerError};
 use serde_json::Value;
-
-/// A batch Lambda cannot answer with a partial response.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    #[error("stream record {0} has no SequenceNumber, so its failure cannot be reported; failing the whole batch")]
-    MissingSequenceNumber(usize),
-}
-
-impl From<RelayError> for lambda_runtime::Diagnostic {
-    fn from(error: RelayError) -> Self {
-        Self { error_type: "RelayError".into(), error_message: error.to_string() }
-    }
-}
 
 /// Why a new image cannot become a bus entry.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,11 +41,12 @@ pub enum ImageError {
 pub struct Relay<B> {
     bus: B,
     retry: RetryPolicy,
+    processor: DynamoDbStreamProcessor<LeftInOutbox>,
 }
 
 impl<B: EventBus> Relay<B> {
     pub fn new(bus: B) -> Self {
-        Self { bus, retry: RetryPolicy::default() }
+        Self { bus, retry: RetryPolicy::default(), processor: DynamoDbStreamProcessor::new(LeftInOutbox) }
     }
 
     /// Tests retry quickly; the function uses the toolkit's default policy.
@@ -62,8 +57,14 @@ impl<B: EventBus> Relay<B> {
     }
 
     /// Publishes the batch's INSERT records and answers with the records Lambda must deliver again.
-    pub async fn handle(&self, event: Event) -> Result<DynamoDbEventResponse, RelayError> {
-        let records = event.records;
+    pub async fn handle(&self, event: Event) -> Result<DynamoDbEventResponse, StreamBatchError> {
+        self.processor.process_batch(event, async |records| self.publish(records).await).await
+    }
+
+    /// Publishes the records' bus entries in order; the failures are the records that are not outbox records
+    /// (permanent) and the first that could not be published (transient).
+    async fn publish(&self, records: &[EventRecord]) -> Vec<RecordFailure> {
+        let mut failures = Vec::new();
         // The entries to publish, and for each the index of its record in the batch.
         let mut entries = Vec::with_capacity(records.len());
         let mut positions = Vec::with_capacity(records.len());
@@ -81,43 +82,44 @@ impl<B: EventBus> Relay<B> {
                     entries.push(entry);
                     positions.push(index);
                 }
-                // A malformed image cannot be fixed by retrying: reporting it would hold the whole shard back until
-                // the event source mapping gives up on the batch. It is logged with the reason and skipped; the item
-                // stays in the Outbox table (until its TTL) for an operator to repair and write again.
-                Err(reason) => tracing::error!(
-                    sequence_number = record.change.sequence_number.as_deref().unwrap_or("-"),
-                    key = %keys(record),
-                    reason = %reason,
-                    "malformed outbox record skipped; it stays in the Outbox table for an operator"
-                ),
+                Err(reason) => failures.push(RecordFailure {
+                    index,
+                    error: HandlerError::permanent(format!("outbox record {}: {reason}", keys(record))),
+                }),
             }
         }
 
         let report = publish_in_order(&self.bus, &entries, self.retry).await;
-        let mut response = DynamoDbEventResponse::default();
-        let Some((failed, reason)) = report.failed else {
-            tracing::info!(published = report.published, records = records.len(), "outbox records published");
-            return Ok(response);
-        };
-        let first = positions[failed];
-        let first_sequence_number =
-            records[first].change.sequence_number.clone().ok_or(RelayError::MissingSequenceNumber(first))?;
+        match report.failed {
+            None => tracing::info!(published = report.published, records = records.len(), "outbox records published"),
+            Some((failed, reason)) => {
+                let index = positions[failed];
+                tracing::error!(
+                    published = report.published,
+                    key = %keys(&records[index]),
+                    reason,
+                    "an outbox record could not be published; it and every later record will be delivered again"
+                );
+                failures.push(RecordFailure { index, error: HandlerError::transient(reason) });
+            }
+        }
+        failures
+    }
+}
+
+/// Where the relay's poison records go: nowhere but the log, because their items are still in the Outbox table
+/// (until their TTL), where an operator repairs them and writes them again.
+#[derive(Debug, Clone, Copy)]
+struct LeftInOutbox;
+
+impl DeadLetterSink for LeftInOutbox {
+    async fn send(&self, letter: DeadLetter) -> Result<(), String> {
         tracing::error!(
-            published = report.published,
-            sequence_number = first_sequence_number,
-            key = %keys(&records[first]),
-            reason,
-            "an outbox record could not be published; it and every later record will be delivered again"
+            sequence_number = letter.message_id,
+            reason = letter.reason,
+            "malformed outbox record skipped; it stays in the Outbox table for an operator"
         );
-        response.batch_item_failures = std::iter::once(first_sequence_number)
-            .chain(records[first + 1..].iter().filter_map(|record| record.change.sequence_number.clone()))
-            .map(|sequence_number| {
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(sequence_number);
-                failure
-            })
-            .collect();
-        Ok(response)
+        Ok(())
     }
 }
 
@@ -328,6 +330,16 @@ mod tests {
         assert_eq!(bus.accepted(), [("o-2".into(), "OrderPlaced".into())]);
     }
 
+    #[tokio::test]
+    async fn a_malformed_record_before_one_that_cannot_be_published_is_skipped_not_delivered_again() {
+        let bus = MemoryBus::failing("OrderPlaced", u32::MAX);
+
+        let response = relay(&bus).handle(SAMPLES.event(INSERT_MALFORMED)).await.unwrap();
+
+        assert_eq!(failed_sequence_numbers(&response), ["100000000000000000032"]);
+        assert!(bus.accepted().is_empty());
+    }
+
     #[test]
     fn a_malformed_image_names_what_is_wrong() {
         let records = SAMPLES.event::<Event>(INSERT_MALFORMED).records;
@@ -352,7 +364,7 @@ mod tests {
 
         let result = relay(&bus).handle(batch).await;
 
-        assert!(matches!(result, Err(RelayError::MissingSequenceNumber(0))));
+        assert!(matches!(result, Err(StreamBatchError::MissingSequenceNumber(0))));
     }
 
     /// The sample event with `edit` applied to its JSON first.

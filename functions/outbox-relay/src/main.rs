@@ -1,11 +1,13 @@
 //! The outbox relay Lambda: DynamoDB stream of the Outbox table -> EventBridge bus (`EVENT_BUS_NAME`).
 #![forbid(unsafe_code)]
+// The invocation's future (Lambda runtime > stream processor > publish_in_order > EventBridge SDK) nests deeper than
+// the 128 levels the compiler computes a type's layout through by default.
+#![recursion_limit = "256"]
 
 mod handler;
 
-use aws_lambda_events::event::dynamodb::Event;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use orderflow_aws::{EventBridgeBus, load_sdk_config, required_env};
+use lambda_runtime::Error;
+use orderflow_aws::{EventBridgeBus, load_sdk_config, required_env, run_stream_consumer};
 
 use crate::handler::Relay;
 
@@ -17,7 +19,5 @@ async fn main() -> Result<(), Error> {
     let bus_name = required_env("EVENT_BUS_NAME")?;
     let config = load_sdk_config().await;
     let relay = Relay::new(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&config), bus_name));
-    let relay = &relay;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move { relay.handle(event.payload).await }))
-        .await
+    run_stream_consumer(|event| relay.handle(event)).await
 }
