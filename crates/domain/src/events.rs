@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 /// A line of an order as the customer placed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -94,7 +95,9 @@ event!(
     FraudSuspected, 1, "orderflow.analytics" {
         customer_id: String,
         /// RFC 3339 start of the window.
-        window_start: String,
+        #[serde(with = "time::serde::rfc3339")]
+        #[schemars(with = "String")]
+        window_start: OffsetDateTime,
         orders_in_window: u32
     }
 );
@@ -152,14 +155,13 @@ pub fn registry() -> Registry {
 /// the whole envelope with its `data`.
 pub fn schemas() -> Vec<(String, Value)> {
     fn envelope_schema<T: Event>() -> (String, Value) {
-        let schema = schemars::schema_for!(orderflow_envelope::Envelope<T>);
-        let mut value = serde_json::to_value(schema).expect("schema serialises");
+        let mut value = schemars::schema_for!(orderflow_envelope::Envelope<T>).to_value();
         value["title"] = json!(format!("{} v{}", T::TYPE, T::VERSION));
         value["properties"]["type"]["const"] = json!(T::TYPE);
         value["properties"]["version"]["const"] = json!(T::VERSION);
         (format!("{}.v{}.json", T::TYPE, T::VERSION), value)
     }
-    let mut legacy = serde_json::to_value(schemars::schema_for!(OrderCreatedV0)).expect("schema serialises");
+    let mut legacy = schemars::schema_for!(OrderCreatedV0).to_value();
     legacy["title"] =
         json!("OrderPlaced v0 (legacy OrderCreated body: {\"type\": \"OrderCreated\", \"data\": <this>})");
     vec![

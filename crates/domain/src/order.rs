@@ -3,13 +3,12 @@
 use orderflow_envelope::{Envelope, Event};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::events::{
     CANCELLED_BY_DEADLINE, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved,
-    OrderCancelled, OrderConfirmed, OrderLine, OrderRejected, OrderShipped, PaymentAuthorized, PaymentDeclined,
-    PaymentRequested, ShipmentScheduled,
+    OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced, OrderRejected, OrderShipped, PaymentAuthorized,
+    PaymentDeclined, PaymentRequested, ShipmentScheduled,
 };
 
 /// The most units of one SKU a single order may ask for.
@@ -112,6 +111,9 @@ impl Default for Deadlines {
 pub enum OrderStatus {
     Pending,
     Reserved,
+    /// Its payment was declined and the saga asked inventory to release its stock: `InventoryReleased` cancels it.
+    /// The saga's own state; the public contract shows it as `RESERVED` ([`OrderStatus::public`]).
+    Releasing,
     Confirmed,
     Shipped,
     Rejected,
@@ -123,10 +125,21 @@ impl OrderStatus {
         matches!(self, Self::Shipped | Self::Rejected | Self::Cancelled)
     }
 
+    /// The status `GET /orders/{id}` shows, one of DESIGN.md's public states (PENDING, RESERVED, CONFIRMED,
+    /// SHIPPED, REJECTED, CANCELLED): the one place the saga's states map to them. An order releasing its stock
+    /// shows RESERVED until it is CANCELLED, as it did before the saga named that state.
+    pub fn public(self) -> Self {
+        match self {
+            Self::Releasing => Self::Reserved,
+            status => status,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "PENDING",
             Self::Reserved => "RESERVED",
+            Self::Releasing => "RELEASING",
             Self::Confirmed => "CONFIRMED",
             Self::Shipped => "SHIPPED",
             Self::Rejected => "REJECTED",
@@ -135,16 +148,19 @@ impl OrderStatus {
     }
 }
 
-/// One step of an order's history: the event type and when it happened (RFC 3339).
+/// One step of an order's history: the event type and when it happened (RFC 3339 in JSON, like an event's
+/// `occurred_at`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     #[serde(rename = "type")]
     pub event_type: String,
-    pub at: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
-/// An order as the saga keeps it and `GET /orders/{id}` shows it.
+/// An order as the saga keeps it and `GET /orders/{id}` shows it (with its status [`OrderStatus::public`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredOrder")]
 pub struct Order {
     pub order_id: String,
     pub customer_id: String,
@@ -176,20 +192,39 @@ impl Order {
             status: OrderStatus::Pending,
             lines,
             total: None,
-            history: vec![HistoryEntry { event_type: "OrderPlaced".into(), at: rfc3339(placed_at) }],
+            history: vec![HistoryEntry { event_type: OrderPlaced::TYPE.into(), at: placed_at }],
             version: 1,
             deadline_at: Some(deadlines.due(placed_at)),
         }
     }
-
-    fn has_seen(&self, event_type: &str) -> bool {
-        self.history.iter().any(|entry| entry.event_type == event_type)
-    }
 }
 
-/// A timestamp as the order's history shows it.
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).expect("RFC 3339 formats any date")
+/// An order as read from its JSON, before [`Order`] takes it over: the migration on read of orders stored before
+/// [`OrderStatus::Releasing`] existed, which stayed RESERVED after their payment was declined (the saga then told
+/// them by the `PaymentDeclined` in their history).
+#[derive(Deserialize)]
+struct StoredOrder {
+    order_id: String,
+    customer_id: String,
+    status: OrderStatus,
+    lines: Vec<OrderLine>,
+    total: Option<Decimal>,
+    history: Vec<HistoryEntry>,
+    version: u64,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    deadline_at: Option<OffsetDateTime>,
+}
+
+impl From<StoredOrder> for Order {
+    fn from(stored: StoredOrder) -> Self {
+        let StoredOrder { order_id, customer_id, status, lines, total, history, version, deadline_at } = stored;
+        let declined = history.iter().any(|entry| entry.event_type == PaymentDeclined::TYPE);
+        let status = match status {
+            OrderStatus::Reserved if declined => OrderStatus::Releasing,
+            status => status,
+        };
+        Self { order_id, customer_id, status, lines, total, history, version, deadline_at }
+    }
 }
 
 /// The history entry of [`SagaInput::DeadlinePassed`].
@@ -274,6 +309,9 @@ impl SagaInput {
 /// The saga's state machine: given the order as stored (`None` if the saga has not seen it) and an input,
 /// what to store and emit. Pure, so duplicates and reordering are tested without AWS.
 ///
+/// A declined payment moves a RESERVED order to RELEASING (its stock release requested); only there does
+/// `InventoryReleased` cancel it, and nothing else moves it on but its deadline.
+///
 /// Every step into a non-final state sets the order's deadline to `deadlines` after the input occurred; a step
 /// into a final state clears it. Once final, an order ignores everything: a reply that arrives after the deadline
 /// cancelled its order changes nothing, and the cancellation's compensations undo what the reply did.
@@ -283,7 +321,7 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
     let advance = |mut order: Order, status: OrderStatus, output: SagaOutput| {
         order.status = status;
         order.version += 1;
-        order.history.push(HistoryEntry { event_type: input.event_type().into(), at: rfc3339(input.occurred_at()) });
+        order.history.push(HistoryEntry { event_type: input.event_type().into(), at: input.occurred_at() });
         order.deadline_at = (!status.is_final()).then(|| deadlines.due(input.occurred_at()));
         Decision::Advance { order: Box::new(order), output }
     };
@@ -294,7 +332,7 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
             Order::placed(order_id.into(), customer_id.into(), lines, input.occurred_at(), deadlines)
         })
     };
-    match (input, status) {
+    match (input, current) {
         (SagaInput::DeadlinePassed { order_id, now }, _) => match current {
             Some(order) if !order.status.is_final() && order.deadline_at.is_some_and(|due| due <= *now) => {
                 let cancelled = OrderCancelled {
@@ -306,14 +344,13 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
                 advance(order.clone(), Cancelled, output)
             }
             Some(order) => Decision::Ignore(format!(
-                "order {order_id} is {} with deadline {}: not overdue at {}",
+                "order {order_id} is {} with deadline {}: not overdue at {now}",
                 order.status.as_str(),
-                order.deadline_at.map_or_else(|| "none".to_owned(), rfc3339),
-                rfc3339(*now)
+                order.deadline_at.map_or_else(|| "none".to_owned(), |due| due.to_string()),
             )),
             None => Decision::Ignore(format!("order {order_id} is unknown: no deadline to enforce")),
         },
-        (SagaInput::InventoryReserved(e), None | Some(Pending)) => {
+        (SagaInput::InventoryReserved(e), None | Some(Order { status: Pending, .. })) => {
             let d = &e.data;
             let lines = d.lines.iter().map(|l| OrderLine { sku: l.sku.clone(), quantity: l.quantity }).collect();
             let mut order = seen_or(&d.order_id, &d.customer_id, lines);
@@ -322,7 +359,7 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
                 PaymentRequested { order_id: d.order_id.clone(), customer_id: d.customer_id.clone(), amount: d.total };
             advance(order, Reserved, SagaOutput::PaymentRequested(Envelope::caused_by(e, request)))
         }
-        (SagaInput::InventoryRejected(e), None | Some(Pending)) => {
+        (SagaInput::InventoryRejected(e), None | Some(Order { status: Pending, .. })) => {
             let d = &e.data;
             let order = seen_or(&d.order_id, &d.customer_id, d.lines.clone());
             let rejected = OrderRejected {
@@ -332,51 +369,48 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
             };
             advance(order, Rejected, SagaOutput::OrderRejected(Envelope::caused_by(e, rejected)))
         }
-        (SagaInput::PaymentAuthorized(e), Some(Reserved)) => {
-            let order = current.expect("status implies order").clone();
+        (SagaInput::PaymentAuthorized(e), Some(order @ Order { status: Reserved, .. })) => {
             let confirmed = OrderConfirmed {
                 order_id: order.order_id.clone(),
                 customer_id: order.customer_id.clone(),
                 total: e.data.amount,
             };
-            advance(order, Confirmed, SagaOutput::OrderConfirmed(Envelope::caused_by(e, confirmed)))
+            advance(order.clone(), Confirmed, SagaOutput::OrderConfirmed(Envelope::caused_by(e, confirmed)))
         }
-        (SagaInput::PaymentDeclined(e), Some(Reserved))
-            if !current.is_some_and(|o| o.has_seen(PaymentDeclined::TYPE)) =>
-        {
-            let order = current.expect("status implies order").clone();
+        (SagaInput::PaymentDeclined(e), Some(order @ Order { status: Reserved, .. })) => {
             let release = InventoryReleaseRequested { order_id: order.order_id.clone(), reason: e.data.reason.clone() };
-            advance(order, Reserved, SagaOutput::InventoryReleaseRequested(Envelope::caused_by(e, release)))
+            advance(order.clone(), Releasing, SagaOutput::InventoryReleaseRequested(Envelope::caused_by(e, release)))
         }
-        (SagaInput::InventoryReleased(e), Some(Reserved))
-            if current.is_some_and(|o| o.has_seen(PaymentDeclined::TYPE)) =>
-        {
-            let order = current.expect("status implies order").clone();
+        (SagaInput::InventoryReleased(e), Some(order @ Order { status: Releasing, .. })) => {
             let reason = "payment declined, stock released".to_owned();
             let cancelled =
                 OrderCancelled { order_id: order.order_id.clone(), customer_id: order.customer_id.clone(), reason };
-            advance(order, Cancelled, SagaOutput::OrderCancelled(Envelope::caused_by(e, cancelled)))
+            advance(order.clone(), Cancelled, SagaOutput::OrderCancelled(Envelope::caused_by(e, cancelled)))
         }
-        (SagaInput::ShipmentScheduled(e), Some(Confirmed)) => {
-            let order = current.expect("status implies order").clone();
+        (SagaInput::ShipmentScheduled(e), Some(order @ Order { status: Confirmed, .. })) => {
             let shipped = OrderShipped {
                 order_id: order.order_id.clone(),
                 customer_id: order.customer_id.clone(),
                 shipment_id: e.data.shipment_id.clone(),
                 lines: order.lines.clone(),
             };
-            advance(order, Shipped, SagaOutput::OrderShipped(Envelope::caused_by(e, shipped)))
+            advance(order.clone(), Shipped, SagaOutput::OrderShipped(Envelope::caused_by(e, shipped)))
         }
         // Inputs that only follow a state the order has not reached: they arrived early.
-        (SagaInput::PaymentAuthorized(_) | SagaInput::PaymentDeclined(_), None | Some(Pending))
-        | (SagaInput::InventoryReleased(_), None | Some(Pending) | Some(Reserved))
-        | (SagaInput::ShipmentScheduled(_), None | Some(Pending) | Some(Reserved)) => Decision::NotYet(format!(
+        (
+            SagaInput::PaymentAuthorized(_) | SagaInput::PaymentDeclined(_),
+            None | Some(Order { status: Pending, .. }),
+        )
+        | (
+            SagaInput::InventoryReleased(_) | SagaInput::ShipmentScheduled(_),
+            None | Some(Order { status: Pending | Reserved, .. }),
+        ) => Decision::NotYet(format!(
             "{} for order {} arrived before the order reached the state it follows (status {})",
             input.event_type(),
             input.order_id(),
             status.map_or("unknown", OrderStatus::as_str)
         )),
-        (_, status) => Decision::Ignore(format!(
+        _ => Decision::Ignore(format!(
             "{} for order {} already applied or superseded (status {})",
             input.event_type(),
             input.order_id(),
@@ -479,7 +513,8 @@ mod tests {
     fn declined_payment_releases_stock_once_then_cancels() {
         let (order, _) = advance(Some(&placed()), &SagaInput::InventoryReserved(reserved()));
         let (order, output) = advance(Some(&order), &payment_declined());
-        assert_eq!(order.status, OrderStatus::Reserved);
+        assert_eq!(order.status, OrderStatus::Releasing);
+        assert_eq!(order.status.public(), OrderStatus::Reserved);
         assert!(matches!(output, SagaOutput::InventoryReleaseRequested(_)));
         assert!(matches!(decide(Some(&order), &payment_declined()), Decision::Ignore(_)));
 
@@ -568,6 +603,7 @@ mod tests {
     enum Then {
         Advances(OrderStatus),
         Ignored,
+        NotYet,
     }
 
     impl When {
@@ -578,7 +614,7 @@ mod tests {
                     assert_eq!(order.status, *status, "{:?}", self.decision);
                     assert_eq!(order.version, self.before.version + 1);
                 }
-                (Then::Ignored, Decision::Ignore(_)) => {}
+                (Then::Ignored, Decision::Ignore(_)) | (Then::NotYet, Decision::NotYet(_)) => {}
                 _ => panic!("from {:?}, expected {}, got {:?}", self.before.status, expected.name(), self.decision),
             }
             self.decision
@@ -590,6 +626,7 @@ mod tests {
             match self {
                 Self::Advances(status) => format!("to advance to {}", status.as_str()),
                 Self::Ignored => "to be ignored".into(),
+                Self::NotYet => "to wait (not yet applicable)".into(),
             }
         }
     }
@@ -635,7 +672,7 @@ mod tests {
             ("PENDING", vec![]),
             ("RESERVED", vec![reserved_at(0)]),
             ("CONFIRMED", vec![reserved_at(0), authorized_at(1)]),
-            ("RESERVED, awaiting its release", vec![reserved_at(0), declined_at(1)]),
+            ("RELEASING", vec![reserved_at(0), declined_at(1)]),
         ];
         for (state, inputs) in states {
             let (order, cancelled) = cancellation(
@@ -647,7 +684,7 @@ mod tests {
             assert_eq!(cancelled.causation_id, None, "no event caused it: {state}");
             assert_eq!(order.deadline_at, None, "{state}");
             let last = order.history.last().unwrap();
-            assert_eq!((last.event_type.as_str(), last.at.as_str()), (DEADLINE_PASSED, "2026-11-24T10:10:00Z"));
+            assert_eq!((last.event_type.as_str(), last.at), (DEADLINE_PASSED, datetime!(2026-11-24 10:10 UTC)));
         }
     }
 
@@ -689,6 +726,73 @@ mod tests {
         let legacy: Order = serde_json::from_value(json).unwrap();
         assert_eq!(legacy.deadline_at, None);
         Given(legacy).when(deadline_checked_at(600)).then(Then::Ignored);
+    }
+
+    #[test]
+    fn a_releasing_order_is_cancelled_by_its_release_and_ignores_the_replies_that_follow_a_paid_order() {
+        let releasing = || given(&[reserved_at(0), declined_at(1)]);
+        assert_eq!(releasing().0.status, OrderStatus::Releasing);
+        releasing().when(released_at(2)).then(Then::Advances(OrderStatus::Cancelled));
+        releasing().when(declined_at(2)).then(Then::Ignored);
+        releasing().when(authorized_at(2)).then(Then::Ignored);
+        releasing().when(scheduled_at(2)).then(Then::Ignored);
+        releasing().when(reserved_at(2)).then(Then::Ignored);
+    }
+
+    #[test]
+    fn only_a_releasing_order_shows_another_status_to_the_public_and_it_shows_reserved() {
+        use OrderStatus::*;
+        let statuses = [Pending, Reserved, Releasing, Confirmed, Shipped, Rejected, Cancelled];
+        let public: Vec<OrderStatus> = statuses.iter().map(|status| status.public()).collect();
+        assert_eq!(public, [Pending, Reserved, Reserved, Confirmed, Shipped, Rejected, Cancelled]);
+        assert!(!Releasing.is_final());
+    }
+
+    #[test]
+    fn a_history_entry_is_its_event_type_and_its_time_in_rfc3339() {
+        let whole = HistoryEntry { event_type: "OrderPlaced".into(), at: datetime!(2026-11-24 10:00 UTC) };
+        assert_eq!(serde_json::to_string(&whole).unwrap(), r#"{"type":"OrderPlaced","at":"2026-11-24T10:00:00Z"}"#);
+        // As the saga stored them before the type was typed: the time of an event, to the nanosecond.
+        for stored in [
+            r#"{"type":"InventoryReserved","at":"2026-11-24T10:00:01.123456789Z"}"#,
+            r#"{"type":"PaymentDeclined","at":"2026-11-24T10:00:02.5Z"}"#,
+        ] {
+            let entry: HistoryEntry = serde_json::from_str(stored).unwrap();
+            assert_eq!(serde_json::to_string(&entry).unwrap(), stored, "written back byte for byte");
+        }
+        let entry: HistoryEntry =
+            serde_json::from_str(r#"{"type":"OrderPlaced","at":"2026-11-24T10:00:01.5Z"}"#).unwrap();
+        assert_eq!(entry.at, datetime!(2026-11-24 10:00:01.5 UTC));
+        assert!(serde_json::from_str::<HistoryEntry>(r#"{"type":"OrderPlaced","at":"yesterday"}"#).is_err());
+    }
+
+    #[test]
+    fn a_releasing_order_is_stored_as_releasing_and_reads_back_the_same() {
+        let releasing = given(&[reserved_at(0), declined_at(1)]).0;
+        let json = serde_json::to_value(&releasing).unwrap();
+        assert_eq!(json["status"], "RELEASING");
+        assert_eq!(serde_json::from_value::<Order>(json).unwrap(), releasing);
+    }
+
+    #[test]
+    fn an_order_stored_reserved_after_its_payment_was_declined_reads_as_releasing_and_its_release_cancels_it() {
+        let mut json = serde_json::to_value(given(&[reserved_at(0), declined_at(1)]).0).unwrap();
+        json["status"] = "RESERVED".into();
+
+        let stored: Order = serde_json::from_value(json).unwrap();
+
+        assert_eq!(stored.status, OrderStatus::Releasing);
+        assert_eq!(stored.deadline_at, Some(T0 + Duration::seconds(61)), "its deadline is kept");
+        Given(stored.clone()).when(released_at(2)).then(Then::Advances(OrderStatus::Cancelled));
+        Given(stored).when(declined_at(2)).then(Then::Ignored);
+    }
+
+    #[test]
+    fn an_order_stored_reserved_without_a_declined_payment_reads_as_reserved() {
+        let reserved = given(&[reserved_at(0)]).0;
+        let stored: Order = serde_json::from_value(serde_json::to_value(&reserved).unwrap()).unwrap();
+        assert_eq!(stored.status, OrderStatus::Reserved);
+        Given(stored).when(released_at(2)).then(Then::NotYet);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use orderflow_domain::analytics::{raises_fraud_signal, window_start};
 use orderflow_domain::events::{FraudSuspected, OrderPlaced, registry};
 use orderflow_toolkit::{Envelope, EnvelopeError, HandlerError, OutboxRecord, Registry, SqsRecord};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::store::{AnalyticsStore, Count, CountOutcome, SkuUnits};
 
@@ -51,7 +50,7 @@ pub enum AnalyticsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the count of customer {customer_id} in window {window_start} kept changing ({MAX_ATTEMPTS} attempts)")]
-    Contended { customer_id: String, window_start: String },
+    Contended { customer_id: String, window_start: OffsetDateTime },
 }
 
 impl From<AnalyticsError> for HandlerError {
@@ -112,33 +111,31 @@ impl<S: AnalyticsStore> Analytics<S> {
 
     /// Counts one order exactly once (see the module docs).
     pub async fn count(&self, placed: &Envelope<OrderPlaced>) -> Result<Counted, AnalyticsError> {
-        let window = window_start(placed.occurred_at, self.config.window_seconds)
-            .format(&Rfc3339)
-            .expect("a window start formats as RFC 3339");
+        let window = window_start(placed.occurred_at, self.config.window_seconds);
         let sales = units_per_sku(&placed.data);
         if sales.len() > MAX_SKUS_PER_ORDER {
             return Err(AnalyticsError::TooManySkus { order_id: placed.data.order_id.clone(), skus: sales.len() });
         }
         let customer_id = &placed.data.customer_id;
         for attempt in 1..=MAX_ATTEMPTS {
-            let orders_before = self.store.customer_orders(customer_id, &window).await?;
+            let orders_before = self.store.customer_orders(customer_id, window).await?;
             let orders_in_window = orders_before.saturating_add(1);
             let fraud_signal = raises_fraud_signal(orders_in_window, self.config.fraud_orders_per_window)
-                .then(|| fraud_suspected(placed, &window, orders_in_window));
+                .then(|| fraud_suspected(placed, window, orders_in_window));
             let count = Count {
                 event_id: placed.id,
                 order_id: placed.data.order_id.clone(),
                 customer_id: customer_id.clone(),
-                window_start: window.clone(),
+                window_start: window,
                 sales: sales.clone(),
                 expected_customer_orders: orders_before,
                 fraud_signal,
-                counted_at: OffsetDateTime::now_utc().format(&Rfc3339).expect("the current time formats as RFC 3339"),
+                counted_at: OffsetDateTime::now_utc(),
             };
             match self.store.count(&count).await? {
                 CountOutcome::Counted => {
                     if count.fraud_signal.is_some() {
-                        tracing::warn!(customer_id, window_start = window, orders_in_window, "fraud suspected");
+                        tracing::warn!(customer_id, window_start = %window, orders_in_window, "fraud suspected");
                     }
                     return Ok(Counted::New { orders_in_window, fraud_signal: count.fraud_signal.is_some() });
                 }
@@ -147,7 +144,7 @@ impl<S: AnalyticsStore> Analytics<S> {
                     tracing::debug!(
                         attempt,
                         customer_id,
-                        window_start = window,
+                        window_start = %window,
                         "customer count changed, reading again"
                     );
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
@@ -169,14 +166,10 @@ fn units_per_sku(order: &OrderPlaced) -> Vec<SkuUnits> {
 
 /// The `FraudSuspected` outbox record this order raises. Its id derives from the order's event id, so however
 /// often the decision is taken again, it is the same event.
-fn fraud_suspected(placed: &Envelope<OrderPlaced>, window: &str, orders_in_window: u32) -> OutboxRecord {
+fn fraud_suspected(placed: &Envelope<OrderPlaced>, window: OffsetDateTime, orders_in_window: u32) -> OutboxRecord {
     OutboxRecord::caused_by(
         placed,
-        FraudSuspected {
-            customer_id: placed.data.customer_id.clone(),
-            window_start: window.to_owned(),
-            orders_in_window,
-        },
+        FraudSuspected { customer_id: placed.data.customer_id.clone(), window_start: window, orders_in_window },
     )
 }
 
@@ -187,6 +180,7 @@ mod tests {
     use aws_lambda_events::event::sqs::SqsEvent;
     use orderflow_test_support::{Samples, SqsHarness, failed_ids};
     use serde_json::{Value, json};
+    use time::macros::datetime;
 
     const SAMPLES: Samples = Samples::of("analytics");
     const ORDER_PLACED: &str = "order-placed.json";
@@ -194,7 +188,7 @@ mod tests {
     const MALFORMED: &str = "malformed.json";
 
     /// The window of the samples (10:00:42 and 10:00:50 in one-minute windows).
-    const WINDOW: &str = "2026-11-24T10:00:00Z";
+    const WINDOW: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
 
     struct Harness {
         store: MemoryAnalytics,
@@ -307,9 +301,9 @@ mod tests {
         harness.handle(order(&event_id(1), "o-1", "c-1", "2026-11-24T10:00:59Z")).await;
         harness.handle(order(&event_id(2), "o-2", "c-1", "2026-11-24T10:01:00Z")).await;
 
-        assert_eq!(harness.store.customer_orders_in("c-1", "2026-11-24T10:00:00Z"), 1);
-        assert_eq!(harness.store.customer_orders_in("c-1", "2026-11-24T10:01:00Z"), 1);
-        assert_eq!(harness.store.sales("SKU-1", "2026-11-24T10:01:00Z"), Sales { units: 2, orders: 1 });
+        assert_eq!(harness.store.customer_orders_in("c-1", datetime!(2026-11-24 10:00 UTC)), 1);
+        assert_eq!(harness.store.customer_orders_in("c-1", datetime!(2026-11-24 10:01 UTC)), 1);
+        assert_eq!(harness.store.sales("SKU-1", datetime!(2026-11-24 10:01 UTC)), Sales { units: 2, orders: 1 });
     }
 
     #[tokio::test]
@@ -330,7 +324,10 @@ mod tests {
         assert_eq!(outbox[0].source, "orderflow.analytics");
         assert_eq!(outbox[0].partition, "o-3");
         let detail: Value = serde_json::from_str(&outbox[0].detail).unwrap();
-        assert_eq!(detail["data"], json!({"customer_id": "c-9", "window_start": WINDOW, "orders_in_window": 3}));
+        assert_eq!(
+            detail["data"],
+            json!({"customer_id": "c-9", "window_start": "2026-11-24T10:00:00Z", "orders_in_window": 3})
+        );
         assert_eq!(detail["causation_id"], json!(event_id(3)));
         assert_eq!(harness.store.customer_orders_in("c-9", WINDOW), 4);
     }

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use orderflow_toolkit::OutboxRecord;
-use uuid::Uuid;
-
 use orderflow_aws::StoreError;
+use orderflow_toolkit::OutboxRecord;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::store::{AnalyticsStore, Count, CountOutcome};
 
@@ -21,13 +21,13 @@ pub struct Sales {
 #[derive(Debug, Default)]
 struct State {
     events: BTreeSet<Uuid>,
-    sales: BTreeMap<(String, String), Sales>,
-    customers: BTreeMap<(String, String), u32>,
+    sales: BTreeMap<(String, OffsetDateTime), Sales>,
+    customers: BTreeMap<(String, OffsetDateTime), u32>,
     outbox: Vec<OutboxRecord>,
     failures: u32,
     /// Orders another writer adds to a customer's window just before the next counts: (customer, window, orders,
     /// how many counts it happens before).
-    interleaved: Option<(String, String, u32, u32)>,
+    interleaved: Option<(String, OffsetDateTime, u32, u32)>,
 }
 
 /// The counters in memory.
@@ -41,12 +41,12 @@ impl MemoryAnalytics {
         self.state.lock().expect("analytics lock")
     }
 
-    pub fn sales(&self, sku: &str, window_start: &str) -> Sales {
-        self.state().sales.get(&(sku.to_owned(), window_start.to_owned())).copied().unwrap_or_default()
+    pub fn sales(&self, sku: &str, window_start: OffsetDateTime) -> Sales {
+        self.state().sales.get(&(sku.to_owned(), window_start)).copied().unwrap_or_default()
     }
 
-    pub fn customer_orders_in(&self, customer_id: &str, window_start: &str) -> u32 {
-        self.state().customers.get(&(customer_id.to_owned(), window_start.to_owned())).copied().unwrap_or_default()
+    pub fn customer_orders_in(&self, customer_id: &str, window_start: OffsetDateTime) -> u32 {
+        self.state().customers.get(&(customer_id.to_owned(), window_start)).copied().unwrap_or_default()
     }
 
     pub fn counted_events(&self) -> usize {
@@ -64,13 +64,13 @@ impl MemoryAnalytics {
 
     /// Before each of the next `times` counts, another writer adds `orders` to the customer's window (between this
     /// handler's read and its write).
-    pub fn interleave_orders(&self, customer_id: &str, window_start: &str, orders: u32, times: u32) {
-        self.state().interleaved = Some((customer_id.to_owned(), window_start.to_owned(), orders, times));
+    pub fn interleave_orders(&self, customer_id: &str, window_start: OffsetDateTime, orders: u32, times: u32) {
+        self.state().interleaved = Some((customer_id.to_owned(), window_start, orders, times));
     }
 }
 
 impl AnalyticsStore for MemoryAnalytics {
-    async fn customer_orders(&self, customer_id: &str, window_start: &str) -> Result<u32, StoreError> {
+    async fn customer_orders(&self, customer_id: &str, window_start: OffsetDateTime) -> Result<u32, StoreError> {
         Ok(self.customer_orders_in(customer_id, window_start))
     }
 
@@ -81,7 +81,7 @@ impl AnalyticsStore for MemoryAnalytics {
             return Err(StoreError::Transient("ProvisionedThroughputExceededException: injected".into()));
         }
         if let Some((customer, window, orders, times)) = state.interleaved.take() {
-            *state.customers.entry((customer.clone(), window.clone())).or_default() += orders;
+            *state.customers.entry((customer.clone(), window)).or_default() += orders;
             if times > 1 {
                 state.interleaved = Some((customer, window, orders, times - 1));
             }
@@ -90,14 +90,14 @@ impl AnalyticsStore for MemoryAnalytics {
         if state.events.contains(&count.event_id) {
             return Ok(CountOutcome::Duplicate);
         }
-        let customer_key = (count.customer_id.clone(), count.window_start.clone());
+        let customer_key = (count.customer_id.clone(), count.window_start);
         if state.customers.get(&customer_key).copied().unwrap_or_default() != count.expected_customer_orders {
             return Ok(CountOutcome::Contended);
         }
         state.events.insert(count.event_id);
         *state.customers.entry(customer_key).or_default() += 1;
         for line in &count.sales {
-            let sales = state.sales.entry((line.sku.clone(), count.window_start.clone())).or_default();
+            let sales = state.sales.entry((line.sku.clone(), count.window_start)).or_default();
             sales.units += line.units;
             sales.orders += 1;
         }

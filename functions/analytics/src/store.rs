@@ -4,6 +4,7 @@ use std::future::Future;
 
 use orderflow_aws::StoreError;
 use orderflow_toolkit::OutboxRecord;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The units of one SKU an order adds to its window.
@@ -23,15 +24,14 @@ pub struct Count {
     pub event_id: Uuid,
     pub order_id: String,
     pub customer_id: String,
-    /// RFC 3339 start of the tumbling window.
-    pub window_start: String,
+    /// The start of the tumbling window.
+    pub window_start: OffsetDateTime,
     /// One entry per SKU (a transaction may touch an item once).
     pub sales: Vec<SkuUnits>,
     /// The customer's orders in the window as read before deciding; the write applies only if it still holds.
     pub expected_customer_orders: u32,
     pub fraud_signal: Option<OutboxRecord>,
-    /// RFC 3339.
-    pub counted_at: String,
+    pub counted_at: OffsetDateTime,
 }
 
 /// What a count did.
@@ -51,7 +51,7 @@ pub trait AnalyticsStore: Send + Sync {
     fn customer_orders(
         &self,
         customer_id: &str,
-        window_start: &str,
+        window_start: OffsetDateTime,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
     /// Applies a [`Count`] atomically (see its docs).

@@ -122,7 +122,7 @@ fn classify(order_id: &str, err: &ApplyError) -> HandlerError {
 
 #[cfg(test)]
 mod tests {
-    use orderflow_domain::events::{OrderLine, OrderPlaced};
+    use orderflow_domain::events::{InventoryReserved, OrderLine, OrderPlaced, PaymentDeclined, PricedLine};
     use orderflow_domain::order::{Order, OrderStatus};
     use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement, StoreError};
     use orderflow_test_support::Samples;
@@ -198,6 +198,41 @@ mod tests {
         assert_eq!((first.overdue, first.cancelled), (MAX_ORDERS_PER_RUN, MAX_ORDERS_PER_RUN));
         assert_eq!((second.overdue, second.cancelled), (1, 1));
         assert!(store.orders().iter().all(|order| order.status == OrderStatus::Cancelled));
+    }
+
+    #[tokio::test]
+    async fn an_order_releasing_its_stock_is_cancelled_by_its_deadline_like_every_non_final_order() {
+        let store = InMemoryOrders::default();
+        place(&store, "o-releasing", 5).await;
+        let mut reserved = Envelope::new(
+            "o-releasing",
+            InventoryReserved {
+                order_id: "o-releasing".into(),
+                customer_id: "c-1".into(),
+                lines: vec![PricedLine { sku: "SKU-1".into(), quantity: 1, unit_price: "12.50".parse().unwrap() }],
+                total: "12.50".parse().unwrap(),
+            },
+        );
+        let mut declined = Envelope::new(
+            "o-releasing",
+            PaymentDeclined {
+                order_id: "o-releasing".into(),
+                amount: "12.50".parse().unwrap(),
+                reason: "limit".into(),
+            },
+        );
+        reserved.occurred_at = OffsetDateTime::now_utc() - Duration::minutes(4);
+        declined.occurred_at = OffsetDateTime::now_utc() - Duration::minutes(3);
+        for input in [SagaInput::InventoryReserved(reserved), SagaInput::PaymentDeclined(declined)] {
+            saga::apply(&store, &input, &deadlines()).await.unwrap();
+        }
+        assert_eq!(status(&store, "o-releasing").await, OrderStatus::Releasing);
+
+        let summary = Sweeper::new(store.clone(), deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap();
+
+        assert_eq!(summary, Summary { overdue: 1, cancelled: 1, ignored: 0, failed: 0 });
+        assert_eq!(status(&store, "o-releasing").await, OrderStatus::Cancelled);
+        assert_eq!(cancellations(&store)[0]["data"]["reason"], "deadline");
     }
 
     /// The Orders table with a stale index (it still lists `extra`) and the reads of one order failing with `error`.

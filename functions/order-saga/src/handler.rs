@@ -238,7 +238,9 @@ mod tests {
 
         assert!(world.deliver(PAYMENT_DECLINED).await.is_empty());
 
-        assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Reserved, "cancelled once stock is back");
+        let order = world.order(SAMPLE_ORDER).await;
+        assert_eq!(order.status, OrderStatus::Releasing);
+        assert_eq!(order.status.public(), OrderStatus::Reserved, "cancelled once stock is back");
         assert_eq!(world.emitted(), ["PaymentRequested", "InventoryReleaseRequested"]);
         let release = outbox_detail(&world.store, "InventoryReleaseRequested");
         assert_eq!(release["data"]["reason"], "total 25.00 exceeds the customer's limit of 20.00");

@@ -198,14 +198,14 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The answer to `POST /orders`.
+/// The answer to `POST /orders`, with the order's public status ([`OrderStatus::public`]).
 #[derive(Debug, Serialize)]
 struct Accepted<'a> {
     order_id: &'a str,
     status: OrderStatus,
 }
 
-/// The answer to `GET /orders/{id}`.
+/// The answer to `GET /orders/{id}`, with the order's public status ([`OrderStatus::public`]).
 #[derive(Debug, Serialize)]
 struct OrderView<'a> {
     order_id: &'a str,
@@ -221,7 +221,7 @@ impl<'a> From<&'a Order> for OrderView<'a> {
         Self {
             order_id: &order.order_id,
             customer_id: &order.customer_id,
-            status: order.status,
+            status: order.status.public(),
             lines: &order.lines,
             total: order.total,
             history: &order.history,
@@ -317,7 +317,8 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
                 }
                 Placement::KeyReused { key } => return Err(ApiError::IdempotencyKeyReused { key }),
             };
-        let mut response = json_response(StatusCode::ACCEPTED, &Accepted { order_id: &order_id, status });
+        let mut response =
+            json_response(StatusCode::ACCEPTED, &Accepted { order_id: &order_id, status: status.public() });
         let location = format!("/orders/{order_id}").parse().expect("order ids are valid header values");
         response.headers_mut().insert(LOCATION, location);
         Ok(response)
@@ -462,7 +463,7 @@ mod tests {
             detail["data"],
             json!({"order_id": order_id, "customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 2}]})
         );
-        assert_eq!(order.history[0].at, detail["occurred_at"].as_str().unwrap());
+        assert_eq!(serde_json::to_value(&order.history[0]).unwrap()["at"], detail["occurred_at"]);
         let placed_at = time::OffsetDateTime::parse(detail["occurred_at"].as_str().unwrap(), &Rfc3339).unwrap();
         assert_eq!(order.deadline_at, Some(Deadlines::from_seconds(60).unwrap().due(placed_at)), "PENDING a minute");
     }
@@ -499,6 +500,26 @@ mod tests {
 
         assert_eq!(status, StatusCode::ACCEPTED);
         assert_eq!(again, json!({"order_id": order.order_id, "status": "RESERVED"}));
+    }
+
+    #[tokio::test]
+    async fn an_order_releasing_its_stock_reads_and_replays_as_reserved() {
+        let world = World::new();
+        let (_, first) = world.call(PLACE_ORDER).await;
+        let mut order = world.orders.get(first["order_id"].as_str().unwrap()).await.unwrap().unwrap();
+        order.status = OrderStatus::Releasing;
+        order.version += 1;
+        let placed = OutboxRecord::new(&Envelope::new(
+            order.order_id.clone(),
+            OrderPlaced { order_id: order.order_id.clone(), customer_id: "c-1".into(), lines: vec![] },
+        ));
+        world.orders.save(&order, Some(1), &placed).await.unwrap();
+
+        let (_, again) = world.call(PLACE_ORDER).await;
+        let (_, read) = world.call_at(GET_ORDER, "GET", &format!("/orders/{}", order.order_id)).await;
+
+        assert_eq!(again, json!({"order_id": order.order_id, "status": "RESERVED"}));
+        assert_eq!(read["status"], "RESERVED", "{read}");
     }
 
     #[tokio::test]
@@ -586,7 +607,8 @@ mod tests {
         assert_eq!(pending["total"], Value::Null, "unknown until priced");
         order.status = OrderStatus::Reserved;
         order.total = Some("25.00".parse().unwrap());
-        order.history.push(HistoryEntry { event_type: "InventoryReserved".into(), at: "2026-11-24T10:00:01Z".into() });
+        let reserved_at = time::macros::datetime!(2026-11-24 10:00:01 UTC);
+        order.history.push(HistoryEntry { event_type: "InventoryReserved".into(), at: reserved_at });
         order.version = 2;
         let reserved = Envelope::new(
             SAMPLE_ORDER,
