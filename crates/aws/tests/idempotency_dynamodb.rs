@@ -2,6 +2,7 @@
 //! `AWS_ENDPOINT_URL` names), with the tables of `tests/fixtures/idempotency-tables.yaml` deployed through
 //! CloudFormation. Every DynamoDB request the store sends is counted by an SDK interceptor.
 
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,14 +10,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
 use local_lambda::aws::sdk_config;
 use local_lambda::deploy::deploy_stack;
 use orderflow_aws::DynamoIdempotencyStore;
-use orderflow_aws::dynamo::Item;
+use orderflow_aws::dynamo::{Item, key, put_if_absent};
 use orderflow_local_cloud::emulator::Emulator;
 use orderflow_toolkit::HandlerError;
-use orderflow_toolkit::idempotency::{Idempotency, IdempotencyError, epoch_seconds, payload_hash};
+use orderflow_toolkit::idempotency::{Idempotency, IdempotencyError, IdempotencyRecord, epoch_seconds, payload_hash};
 use serde_json::{Value, json};
 
 const REMAINING: Duration = Duration::from_secs(30);
@@ -264,4 +266,62 @@ async fn a_table_with_a_sort_key_keeps_records_under_it() {
     ]);
     let item = world.item(&world.sorted_table, key).await.expect("stored under pk + sk");
     assert_eq!(attr_s(&item, "status"), "COMPLETED");
+}
+
+#[tokio::test]
+async fn a_record_committed_with_its_effect_answers_a_repeat_from_the_cancelled_transaction() {
+    let world = World::start().await;
+    let store = DynamoIdempotencyStore::new(world.store_client.clone(), &world.sorted_table)
+        .with_key_prefix("IDEMPOTENCY#")
+        .with_sort_key("sk", "IDEMPOTENCY");
+    let request = json!({"sku": "SKU-1", "quantity": 2});
+    // The effect (an order item, new) and the record of `idempotency_key` answering with the order, in one
+    // transaction.
+    let place = |idempotency_key: &str, order_id: &str, now: SystemTime| {
+        let record = IdempotencyRecord::completed(idempotency_key, &request, order_id, now, Duration::from_secs(3600))
+            .expect("a record");
+        let effect = put_if_absent(&world.sorted_table, key(format!("ORDER#{order_id}"), "ORDER")).expect("a put");
+        let items = vec![effect, store.transact_put(&record, now).expect("the record's put")];
+        world.store_client.transact_write_items().set_transact_items(Some(items)).send()
+    };
+    let order = |order_id: &str| world.item(&world.sorted_table, key(format!("ORDER#{order_id}"), "ORDER"));
+
+    place("checkout-1", "o-1", SystemTime::now()).await.expect("a new key commits with its effect");
+    assert_eq!(world.requests.take(), ["TransactWriteItems"], "one write request");
+    let record = world.item(&world.sorted_table, key("IDEMPOTENCY#checkout-1", "IDEMPOTENCY")).await.expect("stored");
+    assert_eq!(attr_s(&record, "status"), "COMPLETED");
+    assert_eq!(attr_s(&record, "payload_hash"), payload_hash(&request).unwrap());
+    assert_eq!(attr_s(&record, "response"), "\"o-1\"");
+
+    // A repeat: the live record cancels the transaction, so its effect is not written, and comes back in the
+    // cancellation reason of its put, so no read is needed to answer as the first time.
+    let err = place("checkout-1", "o-2", SystemTime::now()).await.expect_err("the repeat is cancelled");
+    let reason = cancellation_reason(&err, 1);
+    let existing = store.existing_record("checkout-1", &reason).await.expect("decoded").expect("the live record");
+    assert_eq!(world.requests.take(), ["TransactWriteItems"]);
+    let replayed: Result<String, IdempotencyError<Infallible>> = existing.replay(&payload_hash(&request).unwrap());
+    assert_eq!(replayed.unwrap(), "o-1");
+    assert_eq!(order("o-2").await, None, "the repeat's effect was not written");
+    let effect_reason = cancellation_reason(&err, 0);
+    assert_eq!(store.existing_record("checkout-1", &effect_reason).await.unwrap(), None, "the effect's put is not it");
+
+    // An expired record (TTL deletion is lazy) no longer counts: the next request commits and replaces it.
+    place("checkout-2", "o-3", SystemTime::now() - Duration::from_secs(7200)).await.expect("written in the past");
+    place("checkout-2", "o-4", SystemTime::now()).await.expect("the expired record is replaced");
+    let record = world.item(&world.sorted_table, key("IDEMPOTENCY#checkout-2", "IDEMPOTENCY")).await.unwrap();
+    assert_eq!(attr_s(&record, "response"), "\"o-4\"");
+    assert!(order("o-4").await.is_some());
+}
+
+/// The cancellation reason of the transaction's item at `index`.
+fn cancellation_reason(
+    err: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>,
+    index: usize,
+) -> CancellationReason {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled.cancellation_reasons()[index].clone()
+        }
+        _ => panic!("not a cancelled transaction: {err:?}"),
+    }
 }

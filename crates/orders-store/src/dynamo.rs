@@ -1,23 +1,25 @@
 //! The DynamoDB adapter: every change is one `TransactWriteItems` of the conditional order write and its outbox
-//! record (and, when placing with an idempotency key, the key's claim).
+//! record (and, when placing with an idempotency key, the key's record, written by `orderflow_aws`'s
+//! [`DynamoIdempotencyStore::transact_put`]).
 
 use std::fmt::Display;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-use orderflow_aws::StoreError as TableError;
-use orderflow_aws::dynamo::{Item, ItemError, cancellation_codes, get_n, get_s, key, n, s, timestamp};
+use aws_sdk_dynamodb::types::{CancellationReason, Put, TransactWriteItem, Update};
+use orderflow_aws::dynamo::{Item, cancellation_codes, get_n, get_s, key, n, s, timestamp};
 use orderflow_aws::outbox::outbox_put;
+use orderflow_aws::{DynamoIdempotencyStore, StoreError as TableError};
 use orderflow_domain::order::Order;
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::idempotency::IdempotencyRecord;
 use time::OffsetDateTime;
 
 use crate::{
-    DEADLINE_INDEX, DEADLINE_SHARDS, IDEMPOTENCY_SK, IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, ORDER_SK, OrderStore,
-    Placement, StoreError, deadline_shard, deadline_shards, idempotency_pk, indexed_deadline, order_pk,
+    DEADLINE_INDEX, DEADLINE_SHARDS, IDEMPOTENCY_PK_PREFIX, IDEMPOTENCY_SK, ORDER_SK, OrderStore, Placement,
+    StoreError, deadline_shard, deadline_shards, indexed_deadline, order_pk, replay,
 };
 
 /// Attribute names of the order item.
@@ -29,8 +31,6 @@ mod attr {
     pub const VERSION: &str = "version";
     pub const TOTAL: &str = "total";
     pub const CREATED_AT: &str = "created_at";
-    pub const REQUEST_HASH: &str = "request_hash";
-    pub const EXPIRES_AT: &str = "expires_at";
     pub const DEADLINE_AT: &str = "deadline_at";
     pub const DEADLINE_SHARD: &str = "deadline_shard";
 }
@@ -38,21 +38,30 @@ mod attr {
 /// The most items one page of a deadline index query asks for.
 const OVERDUE_PAGE: i32 = 100;
 
+/// The position of the idempotency record's put in the transaction of `place`: after the order's.
+const IDEMPOTENCY_ITEM: usize = 1;
+
 /// How often `place` tries again when DynamoDB cancels its transaction because another transaction held one of
 /// its items (`TransactionConflict`: two requests with the same idempotency key at once).
 const PLACE_ATTEMPTS: u32 = 3;
 
-/// The Orders table (orders and idempotency keys) and the Outbox table.
+/// The Orders table (orders and the idempotency records of requests) and the Outbox table.
 #[derive(Debug, Clone)]
 pub struct DynamoOrders {
     client: Client,
     orders_table: String,
     outbox_table: String,
+    /// The idempotency records' layout in the Orders table: `IDEMPOTENCY#<key>` / `IDEMPOTENCY`.
+    idempotency: DynamoIdempotencyStore,
 }
 
 impl DynamoOrders {
     pub fn new(client: Client, orders_table: impl Into<String>, outbox_table: impl Into<String>) -> Self {
-        Self { client, orders_table: orders_table.into(), outbox_table: outbox_table.into() }
+        let orders_table = orders_table.into();
+        let idempotency = DynamoIdempotencyStore::new(client.clone(), &orders_table)
+            .with_key_prefix(IDEMPOTENCY_PK_PREFIX)
+            .with_sort_key("sk", IDEMPOTENCY_SK);
+        Self { client, orders_table, outbox_table: outbox_table.into(), idempotency }
     }
 
     /// What a failure names: the table and what was asked of it.
@@ -162,23 +171,6 @@ impl DynamoOrders {
         Ok(order_ids)
     }
 
-    /// Claims an idempotency key unless a live claim exists (an expired one may linger until TTL removes it).
-    fn idempotency_put(&self, order: &Order, idempotency: &IdempotencyKey) -> Result<TransactWriteItem, TableError> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let put = Put::builder()
-            .table_name(&self.orders_table)
-            .item("pk", s(idempotency_pk(&idempotency.key)))
-            .item("sk", s(IDEMPOTENCY_SK))
-            .item(attr::ORDER_ID, s(&order.order_id))
-            .item(attr::REQUEST_HASH, s(&idempotency.request_hash))
-            .item(attr::EXPIRES_AT, n(now + IDEMPOTENCY_TTL_SECONDS))
-            .condition_expression("attribute_not_exists(pk) OR #expires_at < :now")
-            .expression_attribute_names("#expires_at", attr::EXPIRES_AT)
-            .expression_attribute_values(":now", n(now))
-            .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
-    }
-
     async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
         let context = || self.context(format_args!("GetItem {pk} / {sk}"));
         let output = self
@@ -191,18 +183,6 @@ impl DynamoOrders {
             .await
             .map_err(|e| TableError::from(e).context(context()))?;
         Ok(output.item)
-    }
-
-    /// The outcome of a key already claimed: the same request gets its order back, another one is refused.
-    async fn claimed(&self, idempotency: &IdempotencyKey) -> Result<Placement, TableError> {
-        let context = || self.context(format_args!("idempotency key {:?}", idempotency.key));
-        let item = self.get_item(&idempotency_pk(&idempotency.key), IDEMPOTENCY_SK).await?;
-        let item = item.ok_or_else(|| TableError::Transient(format!("{}: claimed then vanished", context())))?;
-        let corrupt = |e: ItemError| TableError::from(e).context(context());
-        if get_s(&item, attr::REQUEST_HASH).map_err(corrupt)? != idempotency.request_hash {
-            return Ok(Placement::KeyReused { key: idempotency.key.clone() });
-        }
-        Ok(Placement::Existing { order_id: get_s(&item, attr::ORDER_ID).map_err(corrupt)?.to_owned() })
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
@@ -229,19 +209,27 @@ fn code_at(codes: &[String], index: usize) -> &str {
     codes.get(index).map_or("None", String::as_str)
 }
 
+/// The cancellation reason of a cancelled transaction's item at `index`.
+fn cancellation_reason(err: &SdkError<TransactWriteItemsError>, index: usize) -> Option<&CancellationReason> {
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled.cancellation_reasons().get(index),
+        _ => None,
+    }
+}
+
 impl OrderStore for DynamoOrders {
     async fn place(
         &self,
         order: &Order,
         event: &OutboxRecord,
-        idempotency: Option<&IdempotencyKey>,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Placement, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut items = vec![self.order_put(order)?];
-            if let Some(idempotency) = idempotency {
-                items.push(self.idempotency_put(order, idempotency)?);
+            if let Some(record) = idempotency {
+                items.push(self.idempotency.transact_put(record, SystemTime::now())?);
             }
             items.push(outbox_put(&self.outbox_table, event)?);
             let err = match self.transact(items).await {
@@ -251,10 +239,11 @@ impl OrderStore for DynamoOrders {
             let failed =
                 || TableError::from_transaction(&err).context(self.context(format_args!("place {}", order.order_id)));
             let Some(codes) = cancellation_codes(&err) else { return Err(failed().into()) };
-            if let Some(idempotency) = idempotency
-                && code_at(&codes, 1) == "ConditionalCheckFailed"
+            if let Some(record) = idempotency
+                && let Some(reason) = cancellation_reason(&err, IDEMPOTENCY_ITEM)
+                && let Some(existing) = self.idempotency.existing_record(&record.key, reason).await?
             {
-                return Ok(self.claimed(idempotency).await?);
+                return Ok(replay(existing, record)?);
             }
             if code_at(&codes, 0) == "ConditionalCheckFailed" {
                 return Err(StoreError::Conflict(format!("order {} already exists", order.order_id)));

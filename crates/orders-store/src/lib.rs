@@ -3,9 +3,11 @@
 //! A port, [`OrderStore`], with two adapters that keep the same conditional and transactional semantics:
 //! [`InMemoryOrders`] for handler tests and [`DynamoOrders`] for the DynamoDB table. Every write that changes an
 //! order carries the event it causes (an [`OutboxRecord`]) in the same transaction, and is conditional:
-//! - [`OrderStore::place`] creates an order only if its id is new, and claims the request's idempotency key only
-//!   if it is new (or expired), so a retried `POST /orders` returns the order it created the first time
-//!   ([`Placement::Existing`]), and the same key with another request is refused ([`Placement::KeyReused`]);
+//! - [`OrderStore::place`] creates an order only if its id is new, and writes the `COMPLETED` idempotency record of
+//!   the request's key (the toolkit's, see [`placement_record`]) only if the key has no live record, so a retried
+//!   `POST /orders` returns the order it created the first time ([`Placement::Existing`]), and the same key with
+//!   another request is refused ([`Placement::KeyReused`]): the toolkit's replay of the record found
+//!   ([`IdempotencyRecord::replay`]);
 //! - [`OrderStore::save`] writes an order only if it still has the version it was read at (optimistic
 //!   concurrency), so a duplicate or concurrent saga step fails with [`StoreError::Conflict`] instead of applying
 //!   twice.
@@ -17,7 +19,9 @@
 //! (S), `version` (N), `order_id`, `customer_id`, `total` (S, once priced) and `created_at` as their own
 //! attributes, and, while the order is not final, `deadline_at` (N, epoch seconds) and `deadline_shard` (S,
 //! [`deadline_shard`]): the keys of the sparse index [`DEADLINE_INDEX`]. `IDEMPOTENCY#<key>` / `IDEMPOTENCY`
-//! holds `order_id`, `request_hash` and `expires_at` (TTL, 24 h).
+//! is the idempotency record of a request's key in the layout of `orderflow_aws::idempotency` (`status`
+//! `COMPLETED`, `payload_hash`, `expiration` (the TTL attribute, epoch seconds), and `response`, the
+//! [`PlacedOrder`] as JSON).
 //!
 //! Failures: a reused idempotency key is an answer to the request, so it is a [`Placement`]; a failed version
 //! condition stays an error, [`StoreError::Conflict`], because no caller may take it for success and the saga's
@@ -25,12 +29,16 @@
 //! store by [`orderflow_aws::StoreError`] ([`StoreError::Table`]).
 #![forbid(unsafe_code)]
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use orderflow_aws::ConfigError;
 use orderflow_aws::config::env_or;
 use orderflow_domain::order::{Deadlines, Order};
+use orderflow_toolkit::idempotency::{IdempotencyError, IdempotencyRecord};
 use orderflow_toolkit::{HandlerError, OutboxRecord};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub mod dynamo;
@@ -40,26 +48,46 @@ pub mod saga;
 pub use dynamo::DynamoOrders;
 pub use memory::InMemoryOrders;
 
-/// How long an idempotency key is remembered.
-pub const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
+/// The response an idempotency record of a placement stores: the order its request placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    pub order_id: String,
+}
 
-/// The idempotency key of a request and a hash of its body: the same key with another body is a client error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey {
-    pub key: String,
-    pub request_hash: String,
+/// The `COMPLETED` idempotency record that binds `key` and `request` to the placement of `order_id`, to write with
+/// it ([`OrderStore::place`]); it answers repeats until `expires_after` after `now`.
+pub fn placement_record<R: Serialize + ?Sized>(
+    key: &str,
+    request: &R,
+    order_id: &str,
+    now: SystemTime,
+    expires_after: Duration,
+) -> Result<IdempotencyRecord, IdempotencyError<Infallible>> {
+    IdempotencyRecord::completed(key, request, &PlacedOrder { order_id: order_id.to_owned() }, now, expires_after)
 }
 
 /// What placing an order did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// The order and its event were written.
+    /// The order and its event were written, with the idempotency record when one was given.
     Placed,
     /// The idempotency key was already used with the same request: nothing was written, this is the order the
     /// first request created.
     Existing { order_id: String },
     /// The idempotency key was already used with a different request body: nothing was written.
     KeyReused { key: String },
+}
+
+/// The answer to a placement whose idempotency `record` found the live record `existing` of its key: the toolkit's
+/// replay, read as a [`Placement`].
+fn replay(existing: IdempotencyRecord, record: &IdempotencyRecord) -> Result<Placement, orderflow_aws::StoreError> {
+    match existing.replay::<PlacedOrder, Infallible>(&record.payload_hash) {
+        Ok(PlacedOrder { order_id }) => Ok(Placement::Existing { order_id }),
+        Err(IdempotencyError::PayloadMismatch { key }) => Ok(Placement::KeyReused { key }),
+        Err(IdempotencyError::Handler(never)) => match never {},
+        // Placements write COMPLETED records of a `PlacedOrder` only.
+        Err(err) => Err(orderflow_aws::StoreError::Corrupt(format!("the idempotency record of a placement: {err}"))),
+    }
 }
 
 /// Why a store operation failed.
@@ -89,15 +117,17 @@ impl From<StoreError> for HandlerError {
     }
 }
 
-/// The Orders table: orders, their events (through the outbox) and HTTP idempotency keys.
+/// The Orders table: orders, their events (through the outbox) and the idempotency records of HTTP requests.
 pub trait OrderStore: Send + Sync {
-    /// Writes a new order (`order.version` is its first version) with the event that announces it, and claims
-    /// `idempotency` when given, all in one transaction.
+    /// Writes a new order (`order.version` is its first version) with the event that announces it, and
+    /// `idempotency`, the record of the request's key ([`placement_record`] of this order), all in one transaction,
+    /// unless the key has a live record: then nothing is written and that record answers
+    /// ([`Placement::Existing`] or [`Placement::KeyReused`]).
     fn place(
         &self,
         order: &Order,
         event: &OutboxRecord,
-        idempotency: Option<&IdempotencyKey>,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> impl Future<Output = Result<Placement, StoreError>> + Send;
 
     /// The order as last written (strongly consistent), `None` when unknown.
@@ -169,10 +199,8 @@ pub fn order_pk(order_id: &str) -> String {
     format!("ORDER#{order_id}")
 }
 
-/// The partition key of an idempotency item.
-pub fn idempotency_pk(key: &str) -> String {
-    format!("IDEMPOTENCY#{key}")
-}
+/// The partition key of an idempotency record: this prefix and the request's key.
+pub const IDEMPOTENCY_PK_PREFIX: &str = "IDEMPOTENCY#";
 
 /// The sort keys of the Orders table's items.
 pub const ORDER_SK: &str = "ORDER";

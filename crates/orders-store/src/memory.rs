@@ -2,24 +2,20 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 use orderflow_domain::order::Order;
 use orderflow_toolkit::OutboxRecord;
+use orderflow_toolkit::idempotency::IdempotencyRecord;
 use time::OffsetDateTime;
 
-use crate::{IDEMPOTENCY_TTL_SECONDS, IdempotencyKey, OrderStore, Placement, StoreError, indexed_deadline};
-
-#[derive(Debug, Clone)]
-struct Claim {
-    order_id: String,
-    request_hash: String,
-    expires_at: i64,
-}
+use crate::{OrderStore, Placement, StoreError, indexed_deadline, replay};
 
 #[derive(Debug, Default)]
 struct State {
     orders: BTreeMap<String, Order>,
-    idempotency: BTreeMap<String, Claim>,
+    /// Idempotency records by key.
+    idempotency: BTreeMap<String, IdempotencyRecord>,
     outbox: Vec<OutboxRecord>,
     failures: VecDeque<StoreError>,
     writes: usize,
@@ -76,32 +72,23 @@ impl OrderStore for InMemoryOrders {
         &self,
         order: &Order,
         event: &OutboxRecord,
-        idempotency: Option<&IdempotencyKey>,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Placement, StoreError> {
         let mut state = self.state();
         state.injected_failure()?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        if let Some(key) = idempotency
-            && let Some(claim) = state.idempotency.get(&key.key).filter(|claim| claim.expires_at >= now)
+        if let Some(record) = idempotency
+            && let Some(existing) =
+                state.idempotency.get(&record.key).filter(|existing| !existing.is_replaceable_at(SystemTime::now()))
         {
-            return if claim.request_hash == key.request_hash {
-                Ok(Placement::Existing { order_id: claim.order_id.clone() })
-            } else {
-                Ok(Placement::KeyReused { key: key.key.clone() })
-            };
+            return Ok(replay(existing.clone(), record)?);
         }
         if state.orders.contains_key(&order.order_id) {
             return Err(StoreError::Conflict(format!("order {} already exists", order.order_id)));
         }
         state.check_outbox(event)?;
         state.orders.insert(order.order_id.clone(), order.clone());
-        if let Some(key) = idempotency {
-            let claim = Claim {
-                order_id: order.order_id.clone(),
-                request_hash: key.request_hash.clone(),
-                expires_at: now + IDEMPOTENCY_TTL_SECONDS,
-            };
-            state.idempotency.insert(key.key.clone(), claim);
+        if let Some(record) = idempotency {
+            state.idempotency.insert(record.key.clone(), record.clone());
         }
         state.outbox.push(event.clone());
         state.writes += 1;
@@ -149,12 +136,17 @@ impl OrderStore for InMemoryOrders {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration as StdDuration;
+
     use super::*;
+    use crate::placement_record;
     use orderflow_domain::events::{OrderLine, OrderPlaced};
     use orderflow_domain::order::{Deadlines, OrderStatus};
     use orderflow_toolkit::Envelope;
     use time::Duration;
     use time::macros::datetime;
+
+    const DAY: StdDuration = StdDuration::from_secs(24 * 3600);
 
     /// When [`order`] places its orders; their deadline is a minute later.
     const PLACED_AT: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
@@ -170,17 +162,22 @@ mod tests {
         (Order::placed(id.into(), "c-1".into(), lines, at, &Deadlines::from_seconds(60).unwrap()), event)
     }
 
-    fn key(key: &str, hash: &str) -> IdempotencyKey {
-        IdempotencyKey { key: key.into(), request_hash: hash.into() }
+    /// The record of `key` for `request`, placing `order`, live for a day from `at`.
+    fn record_at(key: &str, request: &str, order: &Order, at: SystemTime) -> IdempotencyRecord {
+        placement_record(key, request, &order.order_id, at, DAY).unwrap()
+    }
+
+    fn record(key: &str, request: &str, order: &Order) -> IdempotencyRecord {
+        record_at(key, request, order, SystemTime::now())
     }
 
     #[tokio::test]
     async fn the_same_key_and_request_return_the_first_order_and_write_nothing() {
         let store = InMemoryOrders::default();
         let (first, event) = order("o-1");
-        assert_eq!(store.place(&first, &event, Some(&key("k", "h"))).await, Ok(Placement::Placed));
+        assert_eq!(store.place(&first, &event, Some(&record("k", "h", &first))).await, Ok(Placement::Placed));
         let (second, event) = order("o-2");
-        let again = store.place(&second, &event, Some(&key("k", "h"))).await;
+        let again = store.place(&second, &event, Some(&record("k", "h", &second))).await;
         assert_eq!(again, Ok(Placement::Existing { order_id: "o-1".into() }));
         assert_eq!(store.orders().len(), 1);
         assert_eq!(store.outbox().len(), 1);
@@ -190,10 +187,37 @@ mod tests {
     async fn the_same_key_with_another_request_is_refused() {
         let store = InMemoryOrders::default();
         let (first, event) = order("o-1");
-        store.place(&first, &event, Some(&key("k", "h"))).await.unwrap();
+        store.place(&first, &event, Some(&record("k", "h", &first))).await.unwrap();
         let (second, event) = order("o-2");
-        let again = store.place(&second, &event, Some(&key("k", "other"))).await;
+        let again = store.place(&second, &event, Some(&record("k", "other", &second))).await;
         assert_eq!(again, Ok(Placement::KeyReused { key: "k".into() }));
+    }
+
+    #[tokio::test]
+    async fn an_expired_record_no_longer_holds_its_key() {
+        let store = InMemoryOrders::default();
+        let (first, event) = order("o-1");
+        let two_days_ago = SystemTime::now() - 2 * DAY;
+        store.place(&first, &event, Some(&record_at("k", "h", &first, two_days_ago))).await.unwrap();
+        let (second, event) = order("o-2");
+        let again = store.place(&second, &event, Some(&record("k", "other", &second))).await;
+        assert_eq!(again, Ok(Placement::Placed));
+        let (third, event) = order("o-3");
+        let repeat = store.place(&third, &event, Some(&record("k", "other", &third))).await;
+        assert_eq!(repeat, Ok(Placement::Existing { order_id: "o-2".into() }), "the new record holds it");
+    }
+
+    #[tokio::test]
+    async fn a_record_that_is_not_a_placement_is_a_permanent_error_and_writes_nothing() {
+        let store = InMemoryOrders::default();
+        let (first, event) = order("o-1");
+        let not_a_placement = IdempotencyRecord::completed("k", "h", "o-1", SystemTime::now(), DAY).unwrap();
+        store.place(&first, &event, Some(&not_a_placement)).await.unwrap();
+        let (second, event) = order("o-2");
+        let err = store.place(&second, &event, Some(&record("k", "h", &second))).await.unwrap_err();
+        assert!(!err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("the stored result does not deserialize"), "{err}");
+        assert_eq!(store.orders().len(), 1);
     }
 
     #[tokio::test]

@@ -95,11 +95,12 @@ mod tests {
     };
     use orderflow_domain::order::{Order, OrderStatus};
     use orderflow_toolkit::Envelope;
+    use orderflow_toolkit::idempotency::IdempotencyRecord;
     use time::macros::datetime;
     use time::{Duration, OffsetDateTime};
 
     use super::*;
-    use crate::{IdempotencyKey, InMemoryOrders, Placement};
+    use crate::{InMemoryOrders, Placement};
 
     const PLACED_AT: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
 
@@ -119,7 +120,7 @@ mod tests {
             &self,
             order: &Order,
             event: &OutboxRecord,
-            key: Option<&IdempotencyKey>,
+            key: Option<&IdempotencyRecord>,
         ) -> Result<Placement, StoreError> {
             self.inner.place(order, event, key).await
         }
@@ -233,7 +234,7 @@ mod tests {
                 &self,
                 o: &Order,
                 e: &OutboxRecord,
-                k: Option<&IdempotencyKey>,
+                k: Option<&IdempotencyRecord>,
             ) -> Result<Placement, StoreError> {
                 self.0.place(o, e, k).await
             }

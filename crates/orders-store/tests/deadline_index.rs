@@ -1,59 +1,19 @@
-//! `DynamoOrders` and the deadline index against a real emulator: the moto server of the local cloud (started
-//! here, or the one `AWS_ENDPOINT_URL` names), with the Orders table of `infra/stateful.yaml` itself deployed
-//! through CloudFormation, so the index these queries use is the one AWS gets.
+//! `DynamoOrders` and the deadline index against a real emulator (see [`support`]), so the index these queries use
+//! is the one AWS gets.
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use local_lambda::aws::sdk_config;
-use local_lambda::deploy::deploy_stack;
 use orderflow_domain::events::{OrderCancelled, OrderLine, OrderPlaced};
 use orderflow_domain::order::{Deadlines, Order, OrderStatus};
-use orderflow_local_cloud::emulator::Emulator;
-use orderflow_orders_store::{DynamoOrders, OrderStore, deadline_shard};
+use orderflow_orders_store::{OrderStore, deadline_shard};
 use orderflow_toolkit::{Envelope, OutboxRecord};
+use support::World;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 const PLACED_AT: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
 
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-struct World {
-    // Dropped last: stops the moto server this test started (an external emulator is left alone).
-    _emulator: Emulator,
-    store: DynamoOrders,
-    client: aws_sdk_dynamodb::Client,
-    orders_table: String,
-}
-
 impl World {
-    async fn start() -> World {
-        let emulator =
-            Emulator::from_env_or_moto(&project_root()).await.expect("an emulator (AWS_ENDPOINT_URL or moto)");
-        let config = sdk_config(emulator.endpoint());
-        let stage = format!("d{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let outputs = deploy_stack(
-            &aws_sdk_cloudformation::Client::new(&config),
-            &format!("orderflow-{stage}-stateful"),
-            &project_root().join("infra/stateful.yaml"),
-            &[("Stage", stage.as_str())],
-        )
-        .await
-        .expect("infra/stateful.yaml deploys");
-        let client = aws_sdk_dynamodb::Client::new(&config);
-        let orders_table = outputs.get("OrdersTableName").expect("OrdersTableName").to_owned();
-        let outbox_table = outputs.get("OutboxTableName").expect("OutboxTableName").to_owned();
-        World {
-            store: DynamoOrders::new(client.clone(), &orders_table, outbox_table),
-            client,
-            orders_table,
-            _emulator: emulator,
-        }
-    }
-
     /// Places an order `seconds_later` than [`PLACED_AT`]; its deadline is a minute after that.
     async fn place(&self, order_id: &str, seconds_later: i64) -> Order {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
@@ -72,18 +32,7 @@ impl World {
 
     /// The order item's deadline index keys, as stored.
     async fn index_keys(&self, order_id: &str) -> (Option<String>, Option<String>) {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.orders_table)
-            .key("pk", AttributeValue::S(format!("ORDER#{order_id}")))
-            .key("sk", AttributeValue::S("ORDER".into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .unwrap()
-            .item
-            .expect("the order item");
+        let item = self.item(&format!("ORDER#{order_id}"), "ORDER").await.expect("the order item");
         let text = |name: &str| item.get(name).map(|v| v.as_s().or(v.as_n()).unwrap().to_owned());
         (text("deadline_shard"), text("deadline_at"))
     }

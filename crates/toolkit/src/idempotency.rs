@@ -57,19 +57,26 @@
 //! the `COMPLETED` update) on top of the effect's own write: three write requests where the effect is one
 //! DynamoDB write. It is not atomic with the effect: if the invocation dies after the effect and before the
 //! `COMPLETED` write, the lock expires and a redelivery runs `f` again, so `f` should still tolerate a rare repeat.
-//! Use it when:
-//! - the effect is not a write you control in DynamoDB: a call to a payment provider, an e-mail, another service's
-//!   API, several stores;
-//! - the first response must be replayed as it was (an HTTP API answering a retried `POST` with the same body);
-//! - the handler is expensive and repeats should skip it.
+//! Use it when the effect is not a write you control in DynamoDB: a call to a payment provider, an e-mail, another
+//! service's API, several stores; or when the handler is expensive and repeats should skip it. orderflow's payment
+//! uses it: the generic way around its provider call.
 //!
 //! When the effect is a DynamoDB write (or one `TransactWriteItems`) of your own, make that write carry the
-//! idempotency condition instead, as orderflow's inventory does (`functions/inventory/src/dynamo.rs`): the
-//! reservation item `RESERVATION#<order>` is put with `attribute_not_exists(pk)` in the same transaction as the
-//! stock updates and the outbox event, so a duplicate fails the condition and changes nothing. That is ONE write
-//! request per message, and the effect happens exactly once, because the record and the effect commit together.
-//! It needs the effect's outcome to be readable from the state it left (the reservation's status), not from a
-//! stored response.
+//! idempotency condition instead: ONE write request per message, and the effect happens exactly once, because the
+//! record and the effect commit together. Two forms:
+//! - The record itself in the effect's transaction, when a repeat must get the first response back (an HTTP API
+//!   answering a retried `POST`). Build the `COMPLETED` record with [`IdempotencyRecord::completed`] and put it in
+//!   the effect's transaction on the condition of [`IdempotencyStore::put_in_progress`], so a live record cancels
+//!   the transaction and an expired one is replaced (`orderflow_aws::DynamoIdempotencyStore::transact_put`); the
+//!   live record comes back in the cancellation (`DynamoIdempotencyStore::existing_record`), and
+//!   [`IdempotencyRecord::replay`] answers the repeat from it as `run` does. orderflow's orders-api does this: the
+//!   record of a request's `Idempotency-Key` is in its placement transaction, with the order and its outbox event
+//!   (`crates/orders-store`).
+//! - The business item as the record, when the effect's outcome is readable from the state it left. orderflow's
+//!   inventory does this, its own conditional business write (`crates/inventory-store/src/dynamo.rs`): the
+//!   reservation item `RESERVATION#<order>` is put with `attribute_not_exists(pk)` in the same transaction as the
+//!   stock updates and the outbox event, so a duplicate fails the condition and changes nothing, and its outcome is
+//!   the reservation's status.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -135,6 +142,84 @@ pub struct IdempotencyRecord {
 }
 
 impl IdempotencyRecord {
+    /// The `COMPLETED` record of `key` for `payload`, holding `response` and answering repeats until
+    /// `expires_after` after `now`: the record of the second way (see the [module docs](self)), which the caller
+    /// writes in the same transaction as its effect, on the condition [`Self::is_replaceable_at`] states.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::{Duration, SystemTime};
+    /// use orderflow_toolkit::idempotency::{IdempotencyError, IdempotencyRecord, payload_hash};
+    ///
+    /// let request = serde_json::json!({"sku": "SKU-1", "quantity": 2});
+    /// let an_hour = Duration::from_secs(3600);
+    /// let record = IdempotencyRecord::completed("checkout-1", &request, "o-1", SystemTime::now(), an_hour).unwrap();
+    /// // ...committed with the effect. A repeat's transaction is cancelled by it, and answered from it:
+    /// let again: Result<String, IdempotencyError<Infallible>> = record.clone().replay(&payload_hash(&request).unwrap());
+    /// assert_eq!(again.unwrap(), "o-1");
+    /// let other = serde_json::json!({"sku": "SKU-1", "quantity": 3});
+    /// let reused: Result<String, IdempotencyError<Infallible>> = record.replay(&payload_hash(&other).unwrap());
+    /// assert!(matches!(reused, Err(IdempotencyError::PayloadMismatch { key }) if key == "checkout-1"));
+    /// ```
+    pub fn completed<P, T>(
+        key: &str,
+        payload: &P,
+        response: &T,
+        now: SystemTime,
+        expires_after: Duration,
+    ) -> Result<Self, IdempotencyError<Infallible>>
+    where
+        P: Serialize + ?Sized,
+        T: Serialize + ?Sized,
+    {
+        let hash = payload_hash(payload).map_err(|err| not_serializable(key, "payload", &err))?;
+        Self::completed_with_hash(key.to_owned(), hash, response, now, expires_after)
+    }
+
+    fn completed_with_hash<T: Serialize + ?Sized>(
+        key: String,
+        payload_hash: String,
+        response: &T,
+        now: SystemTime,
+        expires_after: Duration,
+    ) -> Result<Self, IdempotencyError<Infallible>> {
+        let response = serde_json::to_string(response).map_err(|err| not_serializable(&key, "result", &err))?;
+        Ok(Self {
+            key,
+            status: RecordStatus::Completed,
+            payload_hash,
+            expiration: epoch_seconds(now + expires_after),
+            in_progress_expiry: None,
+            response: Some(response),
+        })
+    }
+
+    /// The answer this live record gives a request whose payload hashes to `payload_hash`, the one
+    /// [`Idempotency::run`] gives when its write finds the record: [`IdempotencyError::PayloadMismatch`] for
+    /// another payload, [`IdempotencyError::InProgress`] while the record is `INPROGRESS`, and the stored result,
+    /// deserialized, once it is `COMPLETED`.
+    pub fn replay<T: DeserializeOwned, E>(self, payload_hash: &str) -> Result<T, IdempotencyError<E>> {
+        let key = self.key;
+        if self.payload_hash != payload_hash {
+            return Err(IdempotencyError::PayloadMismatch { key });
+        }
+        match self.status {
+            RecordStatus::InProgress => Err(IdempotencyError::InProgress { key }),
+            RecordStatus::Completed => {
+                let Some(response) = self.response else {
+                    return Err(IdempotencyError::Serialization {
+                        key,
+                        reason: "the COMPLETED record has no result".into(),
+                    });
+                };
+                serde_json::from_str(&response).map_err(|err| IdempotencyError::Serialization {
+                    key,
+                    reason: format!("the stored result does not deserialize: {err}"),
+                })
+            }
+        }
+    }
+
     /// Whether a new `INPROGRESS` record may replace this one at `now`: the condition of
     /// [`IdempotencyStore::put_in_progress`], `expiration < now_s OR (status = INPROGRESS AND in_progress_expiry <
     /// now_ms)` (and no record at all).
@@ -230,6 +315,10 @@ impl<E: Into<HandlerError>> From<IdempotencyError<E>> for HandlerError {
     }
 }
 
+fn not_serializable<E>(key: &str, what: &str, err: &serde_json::Error) -> IdempotencyError<E> {
+    IdempotencyError::Serialization { key: key.to_owned(), reason: format!("{what} is not serializable: {err}") }
+}
+
 fn in_progress(key: &str) -> String {
     format!("idempotency key {key:?} is being processed by another invocation; retry later")
 }
@@ -295,11 +384,7 @@ impl<S: IdempotencyStore> Idempotency<S> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let serialization = |err: serde_json::Error| IdempotencyError::Serialization {
-            key: key.to_owned(),
-            reason: format!("payload is not serializable: {err}"),
-        };
-        let hash = payload_hash(payload).map_err(serialization)?;
+        let hash = payload_hash(payload).map_err(|err| not_serializable(key, "payload", &err))?;
         let now = (self.clock)();
         let record = IdempotencyRecord {
             key: key.to_owned(),
@@ -311,7 +396,7 @@ impl<S: IdempotencyStore> Idempotency<S> {
         };
         let outcome = self.store.put_in_progress(&record, now).await.map_err(|e| IdempotencyError::Store(e.into()))?;
         if let PutOutcome::Exists(existing) = outcome {
-            return answer_from(existing, &record.payload_hash);
+            return existing.replay(&record.payload_hash);
         }
 
         match f().await {
@@ -337,19 +422,18 @@ impl<S: IdempotencyStore> Idempotency<S> {
     /// Stores the `COMPLETED` record; a failure is logged, not returned (see [`Self::run`]).
     async fn save_result<T: Serialize>(&self, record: IdempotencyRecord, value: &T) {
         let key = record.key.clone();
-        let response = match serde_json::to_string(value) {
-            Ok(json) => json,
+        let completed = match IdempotencyRecord::completed_with_hash(
+            record.key,
+            record.payload_hash,
+            value,
+            (self.clock)(),
+            self.expires_after,
+        ) {
+            Ok(completed) => completed,
             Err(err) => {
-                tracing::error!(key, error = %err, "the result is not serializable; the key stays INPROGRESS");
+                tracing::error!(key, error = %err, "the key stays INPROGRESS");
                 return;
             }
-        };
-        let completed = IdempotencyRecord {
-            status: RecordStatus::Completed,
-            expiration: epoch_seconds((self.clock)() + self.expires_after),
-            in_progress_expiry: None,
-            response: Some(response),
-            ..record
         };
         if let Err(err) = self.store.complete(&completed).await {
             let err: HandlerError = err.into();
@@ -359,29 +443,6 @@ impl<S: IdempotencyStore> Idempotency<S> {
                 "storing the COMPLETED record failed; the effect happened, repeats get InProgress until the lock \
                  expires"
             );
-        }
-    }
-}
-
-/// The answer to a repeat: the stored result, or why there is none.
-fn answer_from<T: DeserializeOwned, E>(existing: IdempotencyRecord, hash: &str) -> Result<T, IdempotencyError<E>> {
-    let key = existing.key;
-    if existing.payload_hash != hash {
-        return Err(IdempotencyError::PayloadMismatch { key });
-    }
-    match existing.status {
-        RecordStatus::InProgress => Err(IdempotencyError::InProgress { key }),
-        RecordStatus::Completed => {
-            let Some(response) = existing.response else {
-                return Err(IdempotencyError::Serialization {
-                    key,
-                    reason: "the COMPLETED record has no result".into(),
-                });
-            };
-            serde_json::from_str(&response).map_err(|err| IdempotencyError::Serialization {
-                key,
-                reason: format!("the stored result does not deserialize: {err}"),
-            })
         }
     }
 }
@@ -760,6 +821,58 @@ mod tests {
         assert_eq!(idempotency.run("a", "p", REMAINING, || counting(&runs)).await.unwrap(), 1);
         assert_eq!(idempotency.run("b", "p", REMAINING, || counting(&runs)).await.unwrap(), 2);
         assert_eq!(idempotency.run("a", "p", REMAINING, || counting(&runs)).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn a_completed_record_holds_the_payload_hash_the_response_and_its_expiration() {
+        let now = TestClock::new().now();
+        let payload = json!({"amount": 1250});
+        let receipt = Receipt { order_id: "o-1".into(), amount: 1250 };
+        let record = IdempotencyRecord::completed("k", &payload, &receipt, now, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            record,
+            IdempotencyRecord {
+                key: "k".into(),
+                status: RecordStatus::Completed,
+                payload_hash: payload_hash(&payload).unwrap(),
+                expiration: epoch_seconds(now) + 60,
+                in_progress_expiry: None,
+                response: Some(serde_json::to_string(&receipt).unwrap()),
+            }
+        );
+        assert!(!record.is_replaceable_at(now + Duration::from_secs(60)), "live until its expiration");
+        assert!(record.is_replaceable_at(now + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn a_response_that_does_not_serialize_is_a_serialization_error() {
+        let not_json = std::collections::HashMap::from([((1, 2), "a map with non-string keys")]);
+        let err =
+            IdempotencyRecord::completed("k", "p", &not_json, SystemTime::now(), DEFAULT_EXPIRES_AFTER).unwrap_err();
+        assert!(
+            matches!(&err, IdempotencyError::Serialization { key, reason } if key == "k" && reason.starts_with("result is not serializable")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_found_record_replays_as_run_answers_a_repeat() {
+        let now = TestClock::new().now();
+        let completed = IdempotencyRecord::completed("k", "p", &7_u32, now, DEFAULT_EXPIRES_AFTER).unwrap();
+        let same = payload_hash("p").unwrap();
+        assert_eq!(completed.clone().replay::<u32, ()>(&same).unwrap(), 7);
+        let other = completed.clone().replay::<u32, ()>(&payload_hash("q").unwrap()).unwrap_err();
+        assert!(matches!(&other, IdempotencyError::PayloadMismatch { key } if key == "k"), "{other:?}");
+        let wrong_type = completed.clone().replay::<String, ()>(&same).unwrap_err();
+        assert!(matches!(wrong_type, IdempotencyError::Serialization { .. }), "{wrong_type:?}");
+        let in_progress = IdempotencyRecord {
+            status: RecordStatus::InProgress,
+            in_progress_expiry: Some(epoch_millis(now)),
+            response: None,
+            ..completed
+        };
+        let err = in_progress.replay::<u32, ()>(&same).unwrap_err();
+        assert!(matches!(&err, IdempotencyError::InProgress { key } if key == "k"), "{err:?}");
     }
 
     #[test]

@@ -124,8 +124,9 @@ fn classify(order_id: &str, err: &ApplyError) -> HandlerError {
 mod tests {
     use orderflow_domain::events::{InventoryReserved, OrderLine, OrderPlaced, PaymentDeclined, PricedLine};
     use orderflow_domain::order::{Order, OrderStatus};
-    use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement, StoreError};
+    use orderflow_orders_store::{InMemoryOrders, Placement, StoreError};
     use orderflow_test_support::Samples;
+    use orderflow_toolkit::idempotency::IdempotencyRecord;
     use orderflow_toolkit::{Envelope, OutboxRecord};
     use serde_json::json;
     use time::Duration;
@@ -247,7 +248,7 @@ mod tests {
             &self,
             order: &Order,
             event: &OutboxRecord,
-            key: Option<&IdempotencyKey>,
+            key: Option<&IdempotencyRecord>,
         ) -> Result<Placement, StoreError> {
             self.inner.place(order, event, key).await
         }

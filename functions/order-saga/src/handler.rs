@@ -108,8 +108,9 @@ mod tests {
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
     use orderflow_domain::events::{OrderLine, OrderPlaced, PricedLine};
     use orderflow_domain::order::{Order, OrderStatus};
-    use orderflow_orders_store::{IdempotencyKey, InMemoryOrders, Placement, StoreError};
+    use orderflow_orders_store::{InMemoryOrders, Placement, StoreError};
     use orderflow_test_support::{Samples, SqsHarness, bus_body, failed_ids, sqs_batch};
+    use orderflow_toolkit::idempotency::IdempotencyRecord;
     use orderflow_toolkit::{Envelope, OutboxRecord};
     use serde_json::{Value, json};
     use time::OffsetDateTime;
@@ -147,7 +148,7 @@ mod tests {
             );
             let order =
                 Order::placed(order_id.into(), "c-1".into(), lines, OffsetDateTime::now_utc(), &Deadlines::default());
-            let placement = self.store.place(&order, &OutboxRecord::new(&placed), None::<&IdempotencyKey>).await;
+            let placement = self.store.place(&order, &OutboxRecord::new(&placed), None::<&IdempotencyRecord>).await;
             assert_eq!(placement, Ok(Placement::Placed));
             self
         }
@@ -362,7 +363,7 @@ mod tests {
             &self,
             order: &Order,
             event: &OutboxRecord,
-            key: Option<&IdempotencyKey>,
+            key: Option<&IdempotencyRecord>,
         ) -> Result<Placement, StoreError> {
             self.inner.place(order, event, key).await
         }
@@ -428,7 +429,7 @@ mod tests {
                 &self,
                 o: &Order,
                 e: &OutboxRecord,
-                k: Option<&IdempotencyKey>,
+                k: Option<&IdempotencyRecord>,
             ) -> Result<Placement, StoreError> {
                 self.0.place(o, e, k).await
             }

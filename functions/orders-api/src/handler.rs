@@ -8,12 +8,19 @@
 //! GET  /inventory/{sku} -> 200 {"sku", "available", "reserved", "shipped", "price"}
 //! ```
 //!
+//! An `Idempotency-Key` is remembered for [`IDEMPOTENCY_KEY_EXPIRES_AFTER`] (24 h): its record (the toolkit's) is
+//! written in the same transaction as the order, so a retry with the same key and body answers with the order the
+//! first request placed and its status now, and writes nothing.
+//!
 //! Errors are `{"error": "<code>", "message": "<what is wrong, naming the field>"}`: 400 `invalid_json` or
 //! `validation_failed`, 404 `not_found`, 405 `method_not_allowed`, 422 `idempotency_key_reused`, 503
 //! `service_unavailable` (the tables refused for now; retry) and 500 `internal_error` (details only in the logs).
 
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime};
+
 use lambda_http::http::header::{ALLOW, CONTENT_TYPE, LOCATION};
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use orderflow_domain::Decimal;
@@ -21,18 +28,20 @@ use orderflow_domain::events::{OrderLine, OrderPlaced};
 use orderflow_domain::inventory::Restock;
 use orderflow_domain::order::{Deadlines, HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
 use orderflow_inventory_store::StockStore;
-use orderflow_orders_store::{IdempotencyKey, OrderStore, Placement, StoreError};
+use orderflow_orders_store::{OrderStore, Placement, StoreError, placement_record};
+use orderflow_toolkit::idempotency::IdempotencyError;
 use orderflow_toolkit::{Envelope, OutboxRecord};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// The request header that makes `POST /orders` safe to retry.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// The longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// How long an idempotency key answers repeats of its request.
+pub const IDEMPOTENCY_KEY_EXPIRES_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The longest SKU accepted in a path.
 pub const MAX_SKU_LEN: usize = 128;
 
@@ -94,7 +103,7 @@ impl ApiError {
         let mut response =
             json_response(self.status(), &json!({"error": self.code(), "message": self.public_message()}));
         if let Self::MethodNotAllowed { allowed, .. } = &self {
-            response.headers_mut().insert(ALLOW, allowed.parse().expect("static header value"));
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
         }
         response
     }
@@ -110,6 +119,13 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(reason) => Self::Internal(format!("orders store conflict: {reason}")),
             StoreError::Table(err) => err.into(),
         }
+    }
+}
+
+/// The idempotency record of a request could not be built: a bug (requests and order ids serialize to JSON).
+impl From<IdempotencyError<Infallible>> for ApiError {
+    fn from(err: IdempotencyError<Infallible>) -> Self {
+        Self::Internal(err.to_string())
     }
 }
 
@@ -171,12 +187,20 @@ fn request_path(request: &Request) -> String {
     }
 }
 
+/// A JSON response; a body that does not serialize (a bug) is logged and answered as a 500.
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "application/json")
-        .body(Body::Text(serde_json::to_string(body).expect("response bodies serialise to JSON")))
-        .expect("status and headers are valid")
+    let (status, json) = match serde_json::to_string(body) {
+        Ok(json) => (status, json),
+        Err(err) => {
+            tracing::error!(error = %err, "the response body does not serialize to JSON");
+            let internal = json!({"error": "internal_error", "message": "internal server error"});
+            (StatusCode::INTERNAL_SERVER_ERROR, internal.to_string())
+        }
+    };
+    let mut response = Response::new(Body::Text(json));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// Parses a JSON body; the message names the field (`lines[0].quantity: invalid type ...`) and the position.
@@ -279,6 +303,7 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
     async fn place_order(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         let place: PlaceOrder = parse_json(request.body())?;
         place.validate().map_err(ApiError::Validation)?;
+        let order_id = Uuid::new_v4().to_string();
         let idempotency = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
             None => None,
             Some(value) => {
@@ -288,11 +313,12 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
                 let key = key.ok_or_else(|| {
                     validation("Idempotency-Key", "must be 1 to 255 visible ASCII characters without spaces")
                 })?;
-                Some(IdempotencyKey { key: key.to_owned(), request_hash: request_hash(&place) })
+                // Bound to the parsed request, so formatting and field order do not matter.
+                let now = SystemTime::now();
+                Some(placement_record(key, &place, &order_id, now, IDEMPOTENCY_KEY_EXPIRES_AFTER)?)
             }
         };
 
-        let order_id = Uuid::new_v4().to_string();
         let placed = Envelope::new(
             order_id.clone(),
             OrderPlaced {
@@ -319,7 +345,9 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
             };
         let mut response =
             json_response(StatusCode::ACCEPTED, &Accepted { order_id: &order_id, status: status.public() });
-        let location = format!("/orders/{order_id}").parse().expect("order ids are valid header values");
+        // A replayed order id comes from the table: refuse one that is not a header value rather than panic.
+        let location = HeaderValue::from_str(&format!("/orders/{order_id}"))
+            .map_err(|e| ApiError::Internal(format!("order id {order_id:?} is not a header value: {e}")))?;
         response.headers_mut().insert(LOCATION, location);
         Ok(response)
     }
@@ -354,12 +382,6 @@ fn check_sku(sku: &str) -> Result<(), ApiError> {
         return Err(validation("sku", "must be 1 to 128 characters without control characters"));
     }
     Ok(())
-}
-
-/// The hash an idempotency key is bound to: of the parsed request, so formatting and field order do not matter.
-fn request_hash(place: &PlaceOrder) -> String {
-    let canonical = serde_json::to_vec(place).expect("a request serialises to JSON");
-    hex::encode(Sha256::digest(&canonical))
 }
 
 #[cfg(test)]
@@ -481,6 +503,27 @@ mod tests {
         assert_eq!(again["order_id"], first["order_id"]);
         assert_eq!(world.orders.writes(), 1);
         assert_eq!(world.orders.outbox().len(), 1, "OrderPlaced is emitted once");
+    }
+
+    #[tokio::test]
+    async fn a_replay_points_to_the_first_order() {
+        let world = World::new();
+        let request = || lambda_http::request::from_str(&SAMPLES.event::<Value>(PLACE_ORDER).to_string()).unwrap();
+        let first = world.api.handle(request()).await;
+        let again = world.api.handle(request()).await;
+        let order_id = world.orders.orders()[0].order_id.clone();
+        assert_eq!(first.headers()[LOCATION], format!("/orders/{order_id}"));
+        assert_eq!(again.headers()[LOCATION], first.headers()[LOCATION]);
+    }
+
+    #[test]
+    fn a_body_that_does_not_serialize_is_answered_as_a_generic_500() {
+        let not_json = std::collections::HashMap::from([((1, 2), "a map with non-string keys")]);
+        let response = json_response(StatusCode::OK, &not_json);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body, json!({"error": "internal_error", "message": "internal server error"}));
     }
 
     #[tokio::test]
