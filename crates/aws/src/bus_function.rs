@@ -4,9 +4,13 @@
 //! ([`orderflow_toolkit::eventbridge`], [`EventSet`]), and handed to the handler; any failure fails the invocation
 //! with `errorType` `HandlerError::Transient` (Lambda's retry may succeed) or `HandlerError::Permanent` (it reaches
 //! the on-failure destination after the retries), and the reason as `errorMessage`. Nothing panics on a bad event.
+//!
+//! A function an EventBridge schedule invokes gets the schedule's event (no envelope: its detail is `{}`) through
+//! [`run_scheduled_function`], with the same failure classes.
 
 use std::future::Future;
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use orderflow_toolkit::eventbridge::{ensure_registered, handle_bus_event};
 use orderflow_toolkit::{EventSet, HandlerError, Registry};
@@ -92,6 +96,52 @@ where
     let (registry, handler) = (&registry, &handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle_invocation(registry, event.payload, handler).await
+    }))
+    .await
+}
+
+/// One invocation of a scheduled function: `payload` read as the schedule's EventBridge event and handled, the
+/// outcome as Lambda's result. A payload that is not an EventBridge event is a permanent failure.
+///
+/// ```
+/// use orderflow_aws::bus_function::handle_scheduled_invocation;
+/// use orderflow_toolkit::HandlerError;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let tick = serde_json::json!({"version": "0", "id": "t-1", "detail-type": "Scheduled Event",
+///     "source": "aws.events", "account": "123456789012", "time": "2026-01-01T00:00:00Z", "region": "eu-west-1",
+///     "resources": [], "detail": {}});
+/// let sweep = |tick: aws_lambda_events::event::eventbridge::EventBridgeEvent| async move {
+///     Ok::<_, HandlerError>(format!("swept at {}", tick.time.unwrap()))
+/// };
+/// assert_eq!(handle_scheduled_invocation(tick, sweep).await.unwrap(), "swept at 2026-01-01 00:00:00 UTC");
+///
+/// let error = handle_scheduled_invocation(serde_json::json!({"Records": []}), sweep).await.unwrap_err();
+/// assert_eq!(error.error_type, "HandlerError::Permanent");
+/// # })
+/// ```
+pub async fn handle_scheduled_invocation<R, F, Fut>(payload: Value, handler: F) -> Result<R, Diagnostic>
+where
+    F: FnOnce(EventBridgeEvent) -> Fut,
+    Fut: Future<Output = Result<R, HandlerError>>,
+{
+    let event: EventBridgeEvent = serde_json::from_value(payload).map_err(|error| {
+        diagnostic(&HandlerError::permanent(format!("the payload is not an EventBridge event: {error}")))
+    })?;
+    handler(event).await.map_err(|error| diagnostic(&error))
+}
+
+/// Runs a function an EventBridge schedule invokes: each tick is handed to `handler`, whose output is the
+/// invocation's response.
+pub async fn run_scheduled_function<R, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    R: Serialize,
+    F: Fn(EventBridgeEvent) -> Fut,
+    Fut: Future<Output = Result<R, HandlerError>>,
+{
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle_scheduled_invocation(event.payload, handler).await
     }))
     .await
 }

@@ -20,7 +20,7 @@ pub mod store_error;
 pub mod stream_consumer;
 
 pub use backoff::{BackoffPolicy, SqsRetryBackoff};
-pub use bus_function::run_bus_function;
+pub use bus_function::{run_bus_function, run_scheduled_function};
 pub use config::{ConfigError, load_sdk_config, required_env};
 pub use consumer::run_sqs_consumer;
 pub use dead_letter::SqsDeadLetters;

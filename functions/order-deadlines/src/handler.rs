@@ -13,14 +13,11 @@
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use futures::{StreamExt, stream};
-use lambda_runtime::Diagnostic;
-use orderflow_aws::bus_function::diagnostic;
 use orderflow_domain::order::{Deadlines, SagaInput};
 use orderflow_orders_store::OrderStore;
 use orderflow_orders_store::saga::{self, Applied, ApplyError};
 use orderflow_toolkit::HandlerError;
 use serde::Serialize;
-use serde_json::Value;
 use time::OffsetDateTime;
 
 /// The most orders one run handles, so a run stays well within the function's timeout.
@@ -54,13 +51,10 @@ impl<S: OrderStore> Sweeper<S> {
         Self { store, deadlines }
     }
 
-    /// One invocation: `payload` is the schedule's EventBridge event, whose detail is not used.
-    pub async fn handle(&self, payload: Value) -> Result<Summary, Diagnostic> {
-        let event: EventBridgeEvent = serde_json::from_value(payload).map_err(|e| {
-            diagnostic(&HandlerError::permanent(format!("the payload is not an EventBridge event: {e}")))
-        })?;
+    /// One invocation: `event` is the schedule's tick, whose detail is not used.
+    pub async fn handle(&self, event: EventBridgeEvent) -> Result<Summary, HandlerError> {
         tracing::info!(source = event.source, detail_type = event.detail_type, "sweeping overdue orders");
-        self.sweep(OffsetDateTime::now_utc()).await.map_err(|error| diagnostic(&error))
+        self.sweep(OffsetDateTime::now_utc()).await
     }
 
     /// Applies the deadline to the orders overdue at `now`. `Err` when any of them failed, after trying them all.
@@ -122,13 +116,14 @@ fn classify(order_id: &str, err: &ApplyError) -> HandlerError {
 
 #[cfg(test)]
 mod tests {
+    use orderflow_aws::bus_function::handle_scheduled_invocation;
     use orderflow_domain::events::{InventoryReserved, OrderLine, OrderPlaced, PaymentDeclined, PricedLine};
     use orderflow_domain::order::{Order, OrderStatus};
     use orderflow_orders_store::{InMemoryOrders, Placement, StoreError};
     use orderflow_test_support::Samples;
     use orderflow_toolkit::idempotency::IdempotencyRecord;
     use orderflow_toolkit::{Envelope, OutboxRecord};
-    use serde_json::json;
+    use serde_json::{Value, json};
     use time::Duration;
 
     use super::*;
@@ -166,7 +161,8 @@ mod tests {
         place(&store, "o-in-time", 0).await;
         let sweeper = Sweeper::new(store.clone(), deadlines());
 
-        let summary = sweeper.handle(SAMPLES.event(SCHEDULED_EVENT)).await.unwrap();
+        let summary =
+            handle_scheduled_invocation(SAMPLES.event(SCHEDULED_EVENT), |tick| sweeper.handle(tick)).await.unwrap();
 
         assert_eq!(summary, Summary { overdue: 2, cancelled: 2, ignored: 0, failed: 0 });
         assert_eq!(
@@ -326,7 +322,8 @@ mod tests {
         let store = InMemoryOrders::default();
         place(&store, "o-1", 5).await;
 
-        let error = Sweeper::new(store.clone(), deadlines()).handle(json!({"Records": []})).await.unwrap_err();
+        let sweeper = Sweeper::new(store.clone(), deadlines());
+        let error = handle_scheduled_invocation(json!({"Records": []}), |tick| sweeper.handle(tick)).await.unwrap_err();
 
         assert_eq!(error.error_type, "HandlerError::Permanent");
         assert!(

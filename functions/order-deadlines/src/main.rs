@@ -1,13 +1,15 @@
 //! order-deadlines: the deadline sweeper, invoked every minute by an EventBridge schedule; it drives every overdue
 //! order to CANCELLED with its compensations. Wiring only; the logic is in [`handler`].
 #![forbid(unsafe_code)]
+// The invocation's future (Lambda runtime > scheduled runtime > sweep > saga step > DynamoDB SDK) nests deeper than
+// the 128 levels the compiler computes a type's layout through by default.
+#![recursion_limit = "256"]
 
 mod handler;
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use orderflow_aws::{ConfigError, load_sdk_config, required_env};
+use lambda_runtime::Error;
+use orderflow_aws::{ConfigError, load_sdk_config, required_env, run_scheduled_function};
 use orderflow_orders_store::{DynamoOrders, deadlines_from_env};
-use serde_json::Value;
 
 use crate::handler::Sweeper;
 
@@ -24,6 +26,5 @@ async fn main() -> Result<(), Error> {
     let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table);
     let sweeper = Sweeper::new(store, deadlines);
     let sweeper = &sweeper;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move { sweeper.handle(event.payload).await }))
-        .await
+    run_scheduled_function(|tick| sweeper.handle(tick)).await
 }
