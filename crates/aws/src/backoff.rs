@@ -24,7 +24,7 @@ use std::future::Future;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
-use orderflow_toolkit::batch::{BatchError, BatchOutcome};
+use orderflow_toolkit::batch::{BatchError, BatchOutcome, receive_count};
 use orderflow_toolkit::{DeadLetterSink, HandlerError, SqsBatchProcessor, SqsRecord};
 
 use crate::config::{ConfigError, env_or};
@@ -231,11 +231,7 @@ impl Deliveries {
                         message_id: message.message_id.clone()?,
                         receipt_handle: message.receipt_handle.take()?,
                         event_source_arn: message.event_source_arn.take()?,
-                        receive_count: message
-                            .attributes
-                            .get("ApproximateReceiveCount")
-                            .and_then(|count| count.parse().ok())
-                            .unwrap_or(1),
+                        receive_count: receive_count(message),
                         retry_after: None,
                     })
                 })

@@ -61,7 +61,8 @@ where
 
 /// Runs a function an EventBridge rule invokes: each event is read as an `E` with `registry` and handled by
 /// `handler`, whose output is the invocation's response. It does not start when `registry` does not read every
-/// type of `E` ([`ensure_registered`]).
+/// type of `E` ([`ensure_registered`]). orderflow's one bus function also consumes its retry queue, so it runs
+/// [`run_bus_function_with_retry_queue`](crate::run_bus_function_with_retry_queue); this is the runtime without one.
 ///
 /// ```no_run
 /// use orderflow_aws::run_bus_function;

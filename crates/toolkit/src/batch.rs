@@ -65,6 +65,7 @@ impl SqsRecord {
     }
 
     fn from_message(message: SqsMessage) -> Option<Self> {
+        let receive_count = receive_count(&message);
         let attributes = message
             .message_attributes
             .into_iter()
@@ -72,15 +73,17 @@ impl SqsRecord {
             .collect();
         Some(Self {
             message_id: message.message_id?,
-            receive_count: message
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(1),
+            receive_count,
             body: message.body.unwrap_or_default(),
             attributes,
         })
     }
+}
+
+/// How many times the queue has delivered `message`, this delivery included (`ApproximateReceiveCount`; 1 when
+/// absent or not a number, as for a message that was never received before).
+pub fn receive_count(message: &SqsMessage) -> u32 {
+    message.attributes.get("ApproximateReceiveCount").and_then(|count| count.parse().ok()).unwrap_or(1)
 }
 
 /// Waits for `applying`, what a handler does with `record`, and logs its effect as `record applied` with the

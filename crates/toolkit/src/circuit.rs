@@ -118,12 +118,14 @@ impl CircuitBreaker {
         }
     }
 
-    /// Asks to make a call now; report its outcome on the returned permit.
+    /// Asks to make a call now; report its outcome on the returned permit. [`Self::call`] is this for a call that
+    /// is one future; the permit is for outcomes known only later (no orderflow function needs that).
     pub fn try_acquire(&self) -> Result<Permit<'_>, CircuitOpen> {
         self.try_acquire_at(Instant::now())
     }
 
-    /// Asks to make a call at `now`; report its outcome on the returned permit.
+    /// Asks to make a call at `now`; report its outcome on the returned permit. The `_at` forms take the time, so
+    /// tests of a caller's breaker need no sleeps.
     pub fn try_acquire_at(&self, now: Instant) -> Result<Permit<'_>, CircuitOpen> {
         let mut inner = self.lock();
         let trial = match *inner {

@@ -100,7 +100,8 @@ struct MemoryState<T> {
 
 /// Items written at most once per key, each together with the outbox record of its event, kept in memory: the
 /// in-memory counterpart of the DynamoDB `put_new_with_event` of `orderflow-aws`, for handler tests. Clones share
-/// the same state; write requests are counted as DynamoDB bills them (one per write, committed or not).
+/// the same state; write requests are counted as DynamoDB bills them (one per write, committed or not). orderflow's
+/// own stores also change items after the first write (voids, cancellations), so they keep adapters of their own.
 #[derive(Debug)]
 pub struct MemoryOutboxStore<T> {
     state: Arc<Mutex<MemoryState<T>>>,

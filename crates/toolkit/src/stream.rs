@@ -59,7 +59,9 @@ impl<S: DeadLetterSink> DynamoDbStreamProcessor<S> {
         Self { dead_letters }
     }
 
-    /// Runs `handler` on the records in order until one fails, and reports that record and every later one.
+    /// Runs `handler` on the records in order until one fails, and reports that record and every later one. For a
+    /// handler that applies records one at a time; the outbox relay publishes whole batches
+    /// ([`Self::process_batch`]).
     ///
     /// ```
     /// use aws_lambda_events::event::dynamodb::Event;
