@@ -4,10 +4,10 @@
 //! invocation with an error (never a panic) whose class says whether a retry can help. A function takes one event
 //! type (an [`Envelope<T>`]) or several (an enum of envelopes declared with [`event_set!`](crate::event_set)):
 //! either is an [`EventSet`]. [`parse_bus_event`] is the typed parse step (a malformed event, an unknown type or
-//! version, or a type the function does not handle is a [`HandlerError::Permanent`]); [`handle_bus_event`] runs a handler on the
-//! decoded event and logs a failure with its class and the bus event id; [`ensure_registered`] checks at start-up
-//! that the registry reads every type the handler takes. `orderflow_aws::bus_function` turns the result into the
-//! Lambda response, with `errorType` `HandlerError::Transient` or `HandlerError::Permanent`.
+//! version, or a type the function does not handle is a [`HandlerError::Permanent`]); [`handle_bus_event`] runs a
+//! handler on the decoded event and logs a failure with its class and the bus event id; [`ensure_registered`]
+//! checks at start-up that the registry reads every type the handler takes. `orderflow_aws::bus_function` turns the
+//! result into the Lambda response, with `errorType` `HandlerError::Transient` or `HandlerError::Permanent`.
 
 use std::future::Future;
 
