@@ -71,7 +71,7 @@ fn lambda_env(name: &str, memory_mb: u32, runtime_api: SocketAddr, task_root: &P
 }
 
 pub async fn measure(binaries: &Binaries, stack: &Stack, runs: usize, table: &mut Table) -> Result<()> {
-    let mut stub = RuntimeApiStub::start().await?;
+    let mut stub = RuntimeApiStub::start()?;
     let sentinel = Sentinel::start()?;
     let sdk_env = stack.sdk_env(&sentinel.url()?);
     let subject = |label: &str, binary: PathBuf, spec: Option<&FunctionSpec>| {

@@ -1,8 +1,9 @@
 //! The endpoints the measured processes talk to instead of AWS, served in the bench's own process so that a
 //! figure measures the function, not an emulator: [`RuntimeApiStub`] (init), [`Sentinel`] (init) and
-//! [`DynamoStub`] (memory). The HTTP ones are axum routers, as local-lambda's servers are; each listens on
-//! `127.0.0.1:<ephemeral>`, bound before any process is given its address, so a process can connect from its
-//! first instruction on.
+//! [`DynamoStub`] (memory). Each listens on `127.0.0.1:<ephemeral>`, bound before any process is given its
+//! address, so a process can connect from its first instruction on. The HTTP ones run on hyper: the DynamoDB stub
+//! as an axum router ([`Server`]), as local-lambda's servers are; the Runtime API stub serves each connection with
+//! hyper itself, after timestamping its arrival.
 
 mod dynamodb;
 mod runtime_api;
