@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{EventSchema, schemas};
 
-/// Keywords that restrict the values a schema accepts: one added or changed narrows the schema.
+/// Keywords that restrict the values a schema accepts: one added or changed may narrow it, so either breaks.
 const RESTRICTIONS: [&str; 12] = [
     "const",
     "enum",
