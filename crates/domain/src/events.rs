@@ -1,7 +1,9 @@
 //! Every event of the saga, one type per event type and version, and the registry consumers read them with.
 //!
-//! JSON Schemas of these types are generated into `events/schemas/` (see [`schemas`]); a test fails when the
-//! files are stale, so the published contract cannot drift from the code.
+//! Readers are tolerant: a field they do not know, in `data` or in the envelope, is ignored, so a producer adding
+//! an optional field breaks no consumer. JSON Schemas of these types are generated into `events/schemas/` (see
+//! [`schemas`]); the committed files are the contract: tests fail when they are stale, when the Rust types stop
+//! being backward compatible with them, and when a sample event in `events/` does not validate against them.
 
 use orderflow_envelope::{Event, Registry};
 use rust_decimal::Decimal;
@@ -30,7 +32,6 @@ macro_rules! event {
     ($(#[$doc:meta])* $name:ident, $version:literal, $source:literal { $($(#[$fdoc:meta])* $field:ident: $ty:ty),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-        #[serde(deny_unknown_fields)]
         pub struct $name { $($(#[$fdoc])* pub $field: $ty),* }
 
         impl Event for $name {
@@ -151,21 +152,36 @@ pub fn registry() -> Registry {
         .register::<FraudSuspected>()
 }
 
-/// The JSON Schema of every event type and version, by file name (`<Type>.v<version>.json`), each describing
-/// the whole envelope with its `data`.
-pub fn schemas() -> Vec<(String, Value)> {
-    fn envelope_schema<T: Event>() -> (String, Value) {
-        let mut value = schemars::schema_for!(orderflow_envelope::Envelope<T>).to_value();
-        value["title"] = json!(format!("{} v{}", T::TYPE, T::VERSION));
-        value["properties"]["type"]["const"] = json!(T::TYPE);
-        value["properties"]["version"]["const"] = json!(T::VERSION);
-        (format!("{}.v{}.json", T::TYPE, T::VERSION), value)
+/// The JSON Schema of one version of one event type, as published in `events/schemas/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSchema {
+    pub event_type: &'static str,
+    pub version: u32,
+    /// The whole envelope with its `data`; for version 0 of `OrderPlaced`, the legacy body's `data`.
+    pub schema: Value,
+}
+
+impl EventSchema {
+    /// Its file in `events/schemas/`: `<Type>.v<version>.json`.
+    pub fn file_name(&self) -> String {
+        format!("{}.v{}.json", self.event_type, self.version)
+    }
+}
+
+/// The JSON Schema of every event type and version orderflow reads.
+pub fn schemas() -> Vec<EventSchema> {
+    fn envelope_schema<T: Event>() -> EventSchema {
+        let mut schema = schemars::schema_for!(orderflow_envelope::Envelope<T>).to_value();
+        schema["title"] = json!(format!("{} v{}", T::TYPE, T::VERSION));
+        schema["properties"]["type"]["const"] = json!(T::TYPE);
+        schema["properties"]["version"]["const"] = json!(T::VERSION);
+        EventSchema { event_type: T::TYPE, version: T::VERSION, schema }
     }
     let mut legacy = schemars::schema_for!(OrderCreatedV0).to_value();
     legacy["title"] =
         json!("OrderPlaced v0 (legacy OrderCreated body: {\"type\": \"OrderCreated\", \"data\": <this>})");
     vec![
-        ("OrderPlaced.v0.json".to_owned(), legacy),
+        EventSchema { event_type: OrderPlaced::TYPE, version: 0, schema: legacy },
         envelope_schema::<OrderPlaced>(),
         envelope_schema::<InventoryReserved>(),
         envelope_schema::<InventoryRejected>(),
@@ -186,9 +202,12 @@ pub fn schemas() -> Vec<(String, Value)> {
 }
 
 #[cfg(test)]
+mod contract;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use orderflow_envelope::{Envelope, EnvelopeError};
 
     #[test]
     fn legacy_order_created_reads_as_order_placed_v1() {
@@ -223,29 +242,39 @@ mod tests {
         assert_eq!(serde_json::to_value(&event).unwrap()["amount"], "10000.01");
     }
 
-    /// Regenerate with `ORDERFLOW_WRITE_SCHEMAS=1 cargo test -p orderflow-domain schemas`.
+    fn bus_event(detail: Value) -> String {
+        json!({"version": "0", "id": "0d7a3a5e-3d9c-4b9e-9b5d-1b1f3c0e2a11", "detail-type": detail["type"],
+            "source": "orderflow.saga", "time": "2026-11-24T10:00:00Z", "detail": detail})
+        .to_string()
+    }
+
+    fn order_confirmed() -> Envelope<OrderConfirmed> {
+        Envelope::new(
+            "o-1",
+            OrderConfirmed { order_id: "o-1".into(), customer_id: "c-1".into(), total: "9.50".parse().unwrap() },
+        )
+    }
+
     #[test]
-    fn schemas_in_events_dir_match_the_rust_types() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/schemas");
-        let write = std::env::var_os("ORDERFLOW_WRITE_SCHEMAS").is_some();
-        if write {
-            std::fs::create_dir_all(&dir).unwrap();
-        }
-        let expected = schemas();
-        for (name, schema) in &expected {
-            let text = serde_json::to_string_pretty(schema).unwrap() + "\n";
-            let path = dir.join(name);
-            if write {
-                std::fs::write(&path, &text).unwrap();
-            }
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                on_disk == text,
-                "{} is stale: run ORDERFLOW_WRITE_SCHEMAS=1 cargo test -p orderflow-domain schemas",
-                path.display()
-            );
-        }
-        let files = std::fs::read_dir(&dir).unwrap().count();
-        assert_eq!(files, expected.len(), "events/schemas has files no event type generates");
+    fn fields_a_reader_does_not_know_in_data_and_envelope_are_ignored() {
+        let sent = order_confirmed();
+        let mut detail = serde_json::to_value(&sent).unwrap();
+        detail["traceparent"] = json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        detail["data"]["gift_wrap"] = json!(true);
+        let read = registry().read_bus_event(&bus_event(detail)).unwrap().decode::<OrderConfirmed>().unwrap();
+        assert_eq!(read, sent);
+    }
+
+    #[test]
+    fn unknown_types_and_versions_are_still_refused_with_their_reason() {
+        let mut unknown_type = serde_json::to_value(order_confirmed()).unwrap();
+        unknown_type["type"] = json!("OrderTeleported");
+        let err = registry().read_bus_event(&bus_event(unknown_type)).unwrap_err();
+        assert!(matches!(&err, EnvelopeError::UnknownType(t) if t == "OrderTeleported"), "{err}");
+
+        let mut unknown_version = serde_json::to_value(order_confirmed()).unwrap();
+        unknown_version["version"] = json!(2);
+        let err = registry().read_bus_event(&bus_event(unknown_version)).unwrap_err();
+        assert_eq!(err.to_string(), "unsupported version 2 of OrderConfirmed (this consumer reads versions 1..=1)");
     }
 }

@@ -114,6 +114,8 @@ pub enum EnvelopeError {
 }
 
 /// An envelope whose `data` is not decoded yet: what a consumer reads before it knows the type.
+///
+/// A tolerant reader: fields it does not know (a newer producer's `traceparent`) are ignored, not refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawEnvelope {
     pub id: Uuid,

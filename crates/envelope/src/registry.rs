@@ -290,6 +290,15 @@ mod tests {
     }
 
     #[test]
+    fn fields_this_reader_does_not_know_are_ignored() {
+        let envelope = Envelope::new("o-1", Placed { order: "o-1".into(), qty: 2 });
+        let mut detail = serde_json::to_value(&envelope).unwrap();
+        detail["traceparent"] = json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let read = registry().read_bus_event(&bus_event("Placed", detail)).unwrap().decode::<Placed>().unwrap();
+        assert_eq!(read, envelope);
+    }
+
+    #[test]
     fn unknown_type_is_rejected_with_its_name() {
         let mut detail = serde_json::to_value(Envelope::new("o-1", Placed { order: "o".into(), qty: 1 })).unwrap();
         detail["type"] = json!("Teleported");
