@@ -245,3 +245,21 @@ pub fn process_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The function log at `path` once it holds every one of `lines`: the pool writes its log from a task of its own
+/// (and an instance's output arrives through a pipe), so a line appears shortly after the invocation returned.
+pub async fn log_with(path: &Path, lines: &[String], timeout: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if lines.iter().all(|line| log.contains(line.as_str())) {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} lacks one of {lines:?} after {timeout:?}:\n{log}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
