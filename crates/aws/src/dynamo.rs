@@ -103,18 +103,25 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     DisplayErrorContext(err).to_string()
 }
 
+/// The per-item cancellation reasons of a cancelled transaction (its code and, when asked for with
+/// `ReturnValuesOnConditionCheckFailure`, the item found), in the order of the transaction's items; `None` when the
+/// error is not a cancelled transaction.
+pub fn cancellation_reasons(
+    err: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>,
+) -> Option<&[aws_sdk_dynamodb::types::CancellationReason]> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(cancelled.cancellation_reasons()),
+        _ => None,
+    }
+}
+
 /// The per-item cancellation codes of a cancelled transaction (`ConditionalCheckFailed`, `None`, ...), in the
 /// order of the transaction's items; `None` when the error is not a cancelled transaction.
 pub fn cancellation_codes(
     err: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>,
 ) -> Option<Vec<String>> {
-    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-    match err.as_service_error()? {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(
-            cancelled.cancellation_reasons().iter().map(|reason| reason.code().unwrap_or("None").to_owned()).collect(),
-        ),
-        _ => None,
-    }
+    Some(cancellation_reasons(err)?.iter().map(|reason| reason.code().unwrap_or("None").to_owned()).collect())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
 use local_lambda::aws::sdk_config;
 use local_lambda::deploy::deploy_stack;
 use orderflow_aws::DynamoIdempotencyStore;
-use orderflow_aws::dynamo::{Item, key, put_if_absent};
+use orderflow_aws::dynamo::{Item, cancellation_reasons, key, put_if_absent};
 use orderflow_local_cloud::emulator::Emulator;
 use orderflow_toolkit::HandlerError;
 use orderflow_toolkit::idempotency::{Idempotency, IdempotencyError, IdempotencyRecord, epoch_seconds, payload_hash};
@@ -318,10 +318,6 @@ fn cancellation_reason(
     err: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>,
     index: usize,
 ) -> CancellationReason {
-    match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-            cancelled.cancellation_reasons()[index].clone()
-        }
-        _ => panic!("not a cancelled transaction: {err:?}"),
-    }
+    let reasons = cancellation_reasons(err).unwrap_or_else(|| panic!("not a cancelled transaction: {err:?}"));
+    reasons[index].clone()
 }

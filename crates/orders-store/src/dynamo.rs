@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{CancellationReason, Put, TransactWriteItem, Update};
-use orderflow_aws::dynamo::{Item, cancellation_codes, get_n, get_s, key, n, s, timestamp};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use orderflow_aws::dynamo::{Item, cancellation_codes, cancellation_reasons, get_n, get_s, key, n, s, timestamp};
 use orderflow_aws::outbox::outbox_put;
 use orderflow_aws::{DynamoIdempotencyStore, StoreError as TableError};
 use orderflow_domain::order::Order;
@@ -209,14 +209,6 @@ fn code_at(codes: &[String], index: usize) -> &str {
     codes.get(index).map_or("None", String::as_str)
 }
 
-/// The cancellation reason of a cancelled transaction's item at `index`.
-fn cancellation_reason(err: &SdkError<TransactWriteItemsError>, index: usize) -> Option<&CancellationReason> {
-    match err.as_service_error()? {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled.cancellation_reasons().get(index),
-        _ => None,
-    }
-}
-
 impl OrderStore for DynamoOrders {
     async fn place(
         &self,
@@ -240,7 +232,7 @@ impl OrderStore for DynamoOrders {
                 || TableError::from_transaction(&err).context(self.context(format_args!("place {}", order.order_id)));
             let Some(codes) = cancellation_codes(&err) else { return Err(failed().into()) };
             if let Some(record) = idempotency
-                && let Some(reason) = cancellation_reason(&err, IDEMPOTENCY_ITEM)
+                && let Some(reason) = cancellation_reasons(&err).and_then(|reasons| reasons.get(IDEMPOTENCY_ITEM))
                 && let Some(existing) = self.idempotency.existing_record(&record.key, reason).await?
             {
                 return Ok(replay(existing, record)?);
