@@ -25,7 +25,17 @@ pub struct PricedLine {
     pub sku: String,
     pub quantity: u32,
     /// Decimal string, e.g. "12.50".
+    #[schemars(schema_with = "decimal_string")]
     pub unit_price: Decimal,
+}
+
+/// The schema of a [`Decimal`] field: a string of digits with an optional sign and fraction, as the writers emit it
+/// and the readers (rust_decimal with serde-str) read it. schemars' own schema for it also allows JSON numbers,
+/// which the readers refuse.
+pub const DECIMAL_PATTERN: &str = r"^-?[0-9]+(\.[0-9]+)?$";
+
+fn decimal_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "pattern": DECIMAL_PATTERN})
 }
 
 macro_rules! event {
@@ -49,7 +59,8 @@ event!(
 event!(
     /// Every line of the order is reserved; the lines are priced by the catalogue.
     InventoryReserved, 1, "orderflow.inventory" {
-        order_id: String, customer_id: String, lines: Vec<PricedLine>, total: Decimal
+        order_id: String, customer_id: String, lines: Vec<PricedLine>,
+        #[schemars(schema_with = "decimal_string")] total: Decimal
     }
 );
 event!(
@@ -62,16 +73,30 @@ event!(
 );
 event!(
     /// The saga asks for the order's payment.
-    PaymentRequested, 1, "orderflow.saga" { order_id: String, customer_id: String, amount: Decimal }
+    PaymentRequested, 1, "orderflow.saga" {
+        order_id: String, customer_id: String, #[schemars(schema_with = "decimal_string")] amount: Decimal
+    }
 );
-event!(PaymentAuthorized, 1, "orderflow.payment" { order_id: String, payment_id: String, amount: Decimal });
-event!(PaymentDeclined, 1, "orderflow.payment" { order_id: String, amount: Decimal, reason: String });
+event!(
+    PaymentAuthorized, 1, "orderflow.payment" {
+        order_id: String, payment_id: String, #[schemars(schema_with = "decimal_string")] amount: Decimal
+    }
+);
+event!(
+    PaymentDeclined, 1, "orderflow.payment" {
+        order_id: String, #[schemars(schema_with = "decimal_string")] amount: Decimal, reason: String
+    }
+);
 event!(
     /// The compensation of a declined payment: give the order's stock back.
     InventoryReleaseRequested, 1, "orderflow.saga" { order_id: String, reason: String }
 );
 event!(InventoryReleased, 1, "orderflow.inventory" { order_id: String });
-event!(OrderConfirmed, 1, "orderflow.saga" { order_id: String, customer_id: String, total: Decimal });
+event!(
+    OrderConfirmed, 1, "orderflow.saga" {
+        order_id: String, customer_id: String, #[schemars(schema_with = "decimal_string")] total: Decimal
+    }
+);
 event!(ShipmentScheduled, 1, "orderflow.shipping" { order_id: String, shipment_id: String });
 event!(
     OrderShipped, 1, "orderflow.saga" { order_id: String, customer_id: String, shipment_id: String, lines: Vec<OrderLine> }
@@ -85,7 +110,9 @@ event!(
 );
 event!(
     /// An authorized payment was voided at the provider because its order was cancelled.
-    PaymentVoided, 1, "orderflow.payment" { order_id: String, payment_id: String, amount: Decimal }
+    PaymentVoided, 1, "orderflow.payment" {
+        order_id: String, payment_id: String, #[schemars(schema_with = "decimal_string")] amount: Decimal
+    }
 );
 event!(
     /// A scheduled shipment was cancelled because its order was cancelled.

@@ -4,10 +4,19 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use serde_json::{Value, json};
 
-use super::{EventSchema, schemas};
+use super::{DECIMAL_PATTERN, EventSchema, PaymentRequested, schemas};
+
+/// schemars' schema of a `rust_decimal::Decimal`, which the committed schemas had until they said what the readers
+/// accept: it allows JSON numbers, which the readers (serde-str) always refused.
+const SCHEMARS_DECIMAL_PATTERN: &str = r"^-?\d+(\.\d+)?([eE]\d+)?$";
+
+/// What a reader of a `Decimal` accepts, whatever the committed schema claimed (see
+/// [`decimal_strings_of_the_pattern_are_read_and_json_numbers_are_not`]).
+static DECIMAL_AS_READ: LazyLock<Value> = LazyLock::new(|| json!({"type": "string", "pattern": DECIMAL_PATTERN}));
 
 /// Keywords that restrict the values a schema accepts: one added or changed may narrow it, so either breaks.
 const RESTRICTIONS: [&str; 12] = [
@@ -52,6 +61,9 @@ impl<'a> Comparison<'a> {
         else {
             return;
         };
+        // A contract is the language its readers accept: narrowing a schema to what they always accepted breaks
+        // no producer that worked.
+        let old = if is_schemars_decimal(old) { &*DECIMAL_AS_READ } else { old };
         let place = place(at);
         self.compare_types(place, old, new);
         for keyword in RESTRICTIONS {
@@ -130,6 +142,11 @@ impl<'a> Comparison<'a> {
         }
         resolved
     }
+}
+
+fn is_schemars_decimal(schema: &Value) -> bool {
+    schema.get("pattern").and_then(Value::as_str) == Some(SCHEMARS_DECIMAL_PATTERN)
+        && schema.get("type") == Some(&json!(["string", "number"]))
 }
 
 /// How a break at the path `at` is named: the root is the event itself.
@@ -318,5 +335,38 @@ fn the_message_names_the_event_what_broke_and_the_next_version() {
         incompatibility(&generated, &envelope_with_data(placed_data())).unwrap(),
         "OrderPlaced v1: property data.order_id removed; property data.quantity removed; add version 2 with an \
          upcaster instead"
+    );
+}
+
+#[test]
+fn decimal_strings_of_the_pattern_are_read_and_json_numbers_are_not() {
+    let matches = |text: &str| jsonschema::is_valid(&DECIMAL_AS_READ, &json!(text));
+    let read = |amount: Value| {
+        serde_json::from_value::<PaymentRequested>(json!({"order_id": "o-1", "customer_id": "c-1", "amount": amount}))
+    };
+    for accepted in ["12.50", "-1", "0", "1000000.00"] {
+        assert!(matches(accepted), "{accepted}");
+        assert!(read(json!(accepted)).is_ok(), "{accepted}");
+    }
+    for number in [json!(12.5), json!(12)] {
+        assert!(read(number.clone()).is_err(), "the reader accepted the JSON number {number}");
+    }
+    for refused_by_pattern in ["1e5", "12.", ".5", "1,5", ""] {
+        assert!(!matches(refused_by_pattern), "{refused_by_pattern}");
+    }
+}
+
+#[test]
+fn narrowing_schemars_decimal_schema_to_what_the_readers_accept_is_compatible() {
+    let amount = |schema: Value| envelope_with_data(json!({"properties": {"amount": schema}}));
+    let schemars_decimal = json!({"type": ["string", "number"], "pattern": SCHEMARS_DECIMAL_PATTERN});
+    assert_compatible(&amount(schemars_decimal), &amount(DECIMAL_AS_READ.clone()));
+    assert_eq!(
+        breaking_changes(&amount(json!({"type": ["string", "number"]})), &amount(DECIMAL_AS_READ.clone())),
+        [
+            "data.amount: type changed from [\"string\",\"number\"] to \"string\"".to_owned(),
+            format!("data.amount: pattern changed from none to {}", json!(DECIMAL_PATTERN)),
+        ],
+        "only schemars' decimal schema is read as what the readers accept"
     );
 }
