@@ -114,6 +114,71 @@ pub fn sale_per_sku(lines: &[PricedLine]) -> Result<BTreeMap<String, SalesTotals
     Ok(per_sku)
 }
 
+/// What analytics keeps per order to count its sale, whatever order its events arrive in: the reserved prices,
+/// the shipping time, and whether it was cancelled or counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderSale {
+    pub lines: Option<Vec<PricedLine>>,
+    pub shipped_at: Option<OffsetDateTime>,
+    pub cancelled: bool,
+    pub counted: bool,
+}
+
+/// An event of the order that matters to its sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaleFact {
+    /// `InventoryReserved`: the priced lines.
+    Reserved(Vec<PricedLine>),
+    /// `OrderShipped`: its event time picks the window.
+    Shipped(OffsetDateTime),
+    /// `OrderCancelled`.
+    Cancelled,
+}
+
+/// What a fact does to the sales windows: nothing yet, add the sale, or take it back, in the window of
+/// `shipped_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaleChange {
+    Nothing,
+    Count { shipped_at: OffsetDateTime, per_sku: BTreeMap<String, SalesTotals> },
+    Uncount { shipped_at: OffsetDateTime, per_sku: BTreeMap<String, SalesTotals> },
+}
+
+impl OrderSale {
+    /// The order's new state and the change to the windows. A sale is counted once both its prices and its
+    /// shipping are known and it is not cancelled; a cancellation takes a counted sale back; a repeated fact
+    /// changes nothing.
+    pub fn apply(mut self, fact: SaleFact) -> Result<(OrderSale, SaleChange), SalesError> {
+        match fact {
+            SaleFact::Reserved(lines) if self.lines.is_none() => self.lines = Some(lines),
+            SaleFact::Shipped(at) if self.shipped_at.is_none() => self.shipped_at = Some(at),
+            SaleFact::Cancelled if !self.cancelled => {
+                self.cancelled = true;
+                if let (true, Some(lines), Some(shipped_at)) = (self.counted, &self.lines, self.shipped_at) {
+                    let per_sku = sale_per_sku(lines)?
+                        .into_iter()
+                        .map(|(sku, sale)| {
+                            sale.negated().map(|taken| (sku.clone(), taken)).ok_or(SalesError::Overflow { sku })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    self.counted = false;
+                    return Ok((self, SaleChange::Uncount { shipped_at, per_sku }));
+                }
+                return Ok((self, SaleChange::Nothing));
+            }
+            _ => return Ok((self, SaleChange::Nothing)),
+        }
+        match (&self.lines, self.shipped_at, self.cancelled || self.counted) {
+            (Some(lines), Some(shipped_at), false) => {
+                let per_sku = sale_per_sku(lines)?;
+                self.counted = true;
+                Ok((self, SaleChange::Count { shipped_at, per_sku }))
+            }
+            _ => Ok((self, SaleChange::Nothing)),
+        }
+    }
+}
+
 /// The counter shard of a window that an order's sale is written to: the order id spread over `shards` by a
 /// stable hash (FNV-1a), so one hot SKU's writes go to several items and the same order always to the same one.
 pub fn shard_of(order_id: &str, shards: u32) -> u32 {
@@ -202,6 +267,58 @@ mod tests {
         let max = SalesTotals { units: i64::MAX, revenue: Decimal::ZERO };
         let one = SalesTotals { units: 1, revenue: Decimal::ZERO };
         assert_eq!(SalesTotals::sum([max, one], "A"), Err(SalesError::Overflow { sku: "A".into() }));
+    }
+
+    fn replay(facts: Vec<SaleFact>) -> Vec<SaleChange> {
+        let mut sale = OrderSale::default();
+        facts
+            .into_iter()
+            .map(|fact| {
+                let (next, change) = sale.clone().apply(fact).unwrap();
+                sale = next;
+                change
+            })
+            .collect()
+    }
+
+    fn a_sale() -> BTreeMap<String, SalesTotals> {
+        sale_per_sku(&[line("A", 2, "12.50")]).unwrap()
+    }
+
+    const SHIPPED: OffsetDateTime = datetime!(2026-11-24 10:00:30 UTC);
+
+    #[test]
+    fn a_sale_is_counted_once_its_prices_and_shipping_are_known_in_either_order() {
+        let count = SaleChange::Count { shipped_at: SHIPPED, per_sku: a_sale() };
+        let reserved = || SaleFact::Reserved(vec![line("A", 2, "12.50")]);
+        assert_eq!(replay(vec![reserved(), SaleFact::Shipped(SHIPPED)]), [SaleChange::Nothing, count.clone()]);
+        assert_eq!(replay(vec![SaleFact::Shipped(SHIPPED), reserved()]), [SaleChange::Nothing, count]);
+    }
+
+    #[test]
+    fn repeated_facts_count_nothing_more() {
+        let reserved = || SaleFact::Reserved(vec![line("A", 2, "12.50")]);
+        let changes = replay(vec![reserved(), SaleFact::Shipped(SHIPPED), reserved(), SaleFact::Shipped(SHIPPED)]);
+        assert_eq!(changes[2..], [SaleChange::Nothing, SaleChange::Nothing]);
+    }
+
+    #[test]
+    fn a_cancellation_takes_a_counted_sale_back_from_its_window_once() {
+        let reserved = SaleFact::Reserved(vec![line("A", 2, "12.50")]);
+        let changes = replay(vec![reserved, SaleFact::Shipped(SHIPPED), SaleFact::Cancelled, SaleFact::Cancelled]);
+        let taken_back: BTreeMap<String, SalesTotals> =
+            a_sale().into_iter().map(|(sku, sale)| (sku, sale.negated().unwrap())).collect();
+        assert_eq!(
+            changes[2..],
+            [SaleChange::Uncount { shipped_at: SHIPPED, per_sku: taken_back }, SaleChange::Nothing]
+        );
+    }
+
+    #[test]
+    fn an_order_cancelled_before_its_sale_is_complete_is_never_counted() {
+        let reserved = SaleFact::Reserved(vec![line("A", 2, "12.50")]);
+        let changes = replay(vec![SaleFact::Cancelled, reserved, SaleFact::Shipped(SHIPPED)]);
+        assert_eq!(changes, [SaleChange::Nothing, SaleChange::Nothing, SaleChange::Nothing]);
     }
 
     #[test]
