@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 use crate::events::PricedLine;
+use crate::order::ValidationError;
 
 /// The start (in UTC) of the tumbling window of `window_seconds` that contains `at`. The window of the earliest
 /// representable times may start before them: it is clamped to the earliest one.
@@ -179,6 +180,46 @@ impl OrderSale {
     }
 }
 
+/// The longest range `GET /analytics/sales` serves in one answer.
+pub const MAX_SALES_RANGE: Duration = Duration::days(31);
+
+/// The longest SKU, in bytes.
+const MAX_SKU_BYTES: usize = 128;
+
+/// A validated `GET /analytics/sales?sku=&from=&to=`: the closed windows of `sku` starting in `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalesQuery {
+    pub sku: String,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+}
+
+impl SalesQuery {
+    /// Reads the query parameters; an error names the parameter. `from` and `to` are RFC 3339, `from < to`, and
+    /// the range is at most [`MAX_SALES_RANGE`].
+    pub fn parse(sku: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<SalesQuery, ValidationError> {
+        let invalid = |field: &str, message: String| ValidationError { field: field.to_owned(), message };
+        let sku = sku.ok_or_else(|| invalid("sku", "is required".into()))?;
+        let sku_chars_ok = sku.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if sku.is_empty() || sku.len() > MAX_SKU_BYTES || !sku_chars_ok {
+            return Err(invalid("sku", format!("must be 1 to {MAX_SKU_BYTES} bytes of [A-Za-z0-9._-]")));
+        }
+        let time = |field: &str, value: Option<&str>| {
+            let value = value.ok_or_else(|| invalid(field, "is required".into()))?;
+            OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| invalid(field, "must be an RFC 3339 time, e.g. 2026-11-24T10:00:00Z".into()))
+        };
+        let (from, to) = (time("from", from)?, time("to", to)?);
+        if to <= from {
+            return Err(invalid("to", "must be later than from".into()));
+        }
+        if to - from > MAX_SALES_RANGE {
+            return Err(invalid("to", format!("must be at most {} days after from", MAX_SALES_RANGE.whole_days())));
+        }
+        Ok(SalesQuery { sku: sku.to_owned(), from, to })
+    }
+}
+
 /// The counter shard of a window that an order's sale is written to: the order id spread over `shards` by a
 /// stable hash (FNV-1a), so one hot SKU's writes go to several items and the same order always to the same one.
 pub fn shard_of(order_id: &str, shards: u32) -> u32 {
@@ -319,6 +360,34 @@ mod tests {
         let reserved = SaleFact::Reserved(vec![line("A", 2, "12.50")]);
         let changes = replay(vec![SaleFact::Cancelled, reserved, SaleFact::Shipped(SHIPPED)]);
         assert_eq!(changes, [SaleChange::Nothing, SaleChange::Nothing, SaleChange::Nothing]);
+    }
+
+    #[test]
+    fn a_sales_query_reads_its_sku_and_range_in_any_offset() {
+        let query = SalesQuery::parse(Some("SKU-1"), Some("2026-11-24T10:00:00Z"), Some("2026-11-24T12:00:00+01:00"));
+        let expected = SalesQuery {
+            sku: "SKU-1".into(),
+            from: datetime!(2026-11-24 10:00:00 UTC),
+            to: datetime!(2026-11-24 11:00:00 UTC),
+        };
+        assert_eq!(query, Ok(expected));
+    }
+
+    #[test]
+    fn a_bad_sales_query_names_the_parameter() {
+        let field = |sku: Option<&str>, from: Option<&str>, to: Option<&str>| {
+            SalesQuery::parse(sku, from, to).unwrap_err().field
+        };
+        let (from, to) = (Some("2026-11-24T10:00:00Z"), Some("2026-11-24T11:00:00Z"));
+        assert_eq!(field(None, from, to), "sku");
+        assert_eq!(field(Some("SKU 1"), from, to), "sku");
+        assert_eq!(field(Some(&"S".repeat(129)), from, to), "sku");
+        assert_eq!(field(Some("SKU-1"), None, to), "from");
+        assert_eq!(field(Some("SKU-1"), Some("yesterday"), to), "from");
+        assert_eq!(field(Some("SKU-1"), from, None), "to");
+        assert_eq!(field(Some("SKU-1"), to, from), "to");
+        assert_eq!(field(Some("SKU-1"), from, Some("2026-12-26T10:00:00Z")), "to");
+        assert!(SalesQuery::parse(Some("SKU-1"), from, Some("2026-12-25T10:00:00Z")).is_ok(), "31 days is allowed");
     }
 
     #[test]
