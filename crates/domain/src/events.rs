@@ -130,6 +130,45 @@ event!(
     }
 );
 
+event!(
+    /// A SKU's tumbling sales window closed: the units and revenue of the orders shipped in it, net of
+    /// cancellations. Exactly one per SKU and window; a later change to it is a [`SalesWindowCorrected`].
+    SalesWindowClosed, 1, "orderflow.analytics" {
+        sku: String,
+        /// RFC 3339 start of the window (inclusive).
+        #[serde(with = "time::serde::rfc3339")]
+        #[schemars(with = "String")]
+        window_start: OffsetDateTime,
+        /// RFC 3339 end of the window (exclusive).
+        #[serde(with = "time::serde::rfc3339")]
+        #[schemars(with = "String")]
+        window_end: OffsetDateTime,
+        units: i64,
+        /// Decimal string.
+        revenue: Decimal
+    }
+);
+event!(
+    /// An event arrived for a window that had already closed: the change it made and the window's new totals.
+    SalesWindowCorrected, 1, "orderflow.analytics" {
+        sku: String,
+        /// RFC 3339 start of the window (inclusive).
+        #[serde(with = "time::serde::rfc3339")]
+        #[schemars(with = "String")]
+        window_start: OffsetDateTime,
+        /// RFC 3339 end of the window (exclusive).
+        #[serde(with = "time::serde::rfc3339")]
+        #[schemars(with = "String")]
+        window_end: OffsetDateTime,
+        delta_units: i64,
+        /// Decimal string.
+        delta_revenue: Decimal,
+        units: i64,
+        /// Decimal string.
+        revenue: Decimal
+    }
+);
+
 /// The `reason` of an [`OrderCancelled`] emitted because the order's deadline passed in a non-final state.
 pub const CANCELLED_BY_DEADLINE: &str = "deadline";
 
@@ -177,6 +216,8 @@ pub fn registry() -> Registry {
         .register::<PaymentVoided>()
         .register::<ShipmentCancelled>()
         .register::<FraudSuspected>()
+        .register::<SalesWindowClosed>()
+        .register::<SalesWindowCorrected>()
 }
 
 /// The JSON Schema of one version of one event type, as published in `events/schemas/`.
@@ -225,6 +266,8 @@ pub fn schemas() -> Vec<EventSchema> {
         envelope_schema::<PaymentVoided>(),
         envelope_schema::<ShipmentCancelled>(),
         envelope_schema::<FraudSuspected>(),
+        envelope_schema::<SalesWindowClosed>(),
+        envelope_schema::<SalesWindowCorrected>(),
     ]
 }
 

@@ -21,7 +21,7 @@ const REFUSED_SAMPLES: [(&str, &str); 7] = [
 
 /// The schemas the samples exercise: each must validate at least one sample event, so the test cannot pass by
 /// finding no event at all.
-const SAMPLED_SCHEMAS: [&str; 11] = [
+const SAMPLED_SCHEMAS: [&str; 12] = [
     "InventoryReleaseRequested.v1.json",
     "InventoryReserved.v1.json",
     "OrderCancelled.v1.json",
@@ -32,6 +32,7 @@ const SAMPLED_SCHEMAS: [&str; 11] = [
     "PaymentAuthorized.v1.json",
     "PaymentDeclined.v1.json",
     "PaymentRequested.v1.json",
+    "SalesWindowClosed.v1.json",
     "ShipmentScheduled.v1.json",
 ];
 
