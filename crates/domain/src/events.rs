@@ -144,7 +144,7 @@ event!(
         #[schemars(with = "String")]
         window_end: OffsetDateTime,
         units: i64,
-        /// Decimal string.
+        #[schemars(schema_with = "decimal_string")]
         revenue: Decimal
     }
 );
@@ -161,10 +161,10 @@ event!(
         #[schemars(with = "String")]
         window_end: OffsetDateTime,
         delta_units: i64,
-        /// Decimal string.
+        #[schemars(schema_with = "decimal_string")]
         delta_revenue: Decimal,
         units: i64,
-        /// Decimal string.
+        #[schemars(schema_with = "decimal_string")]
         revenue: Decimal
     }
 );
