@@ -223,10 +223,7 @@ impl SalesQuery {
 /// The counter shard of a window that an order's sale is written to: the order id spread over `shards` by a
 /// stable hash (FNV-1a), so one hot SKU's writes go to several items and the same order always to the same one.
 pub fn shard_of(order_id: &str, shards: u32) -> u32 {
-    let hash = order_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
-    u32::try_from(hash % u64::from(shards.max(1))).unwrap_or(0)
+    crate::stable_hash(order_id) % shards.max(1)
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 use orderflow_aws::ConfigError;
 use orderflow_aws::config::env_or;
 use orderflow_domain::order::{Deadlines, Order};
+use orderflow_domain::stable_hash;
 use orderflow_toolkit::idempotency::{IdempotencyError, IdempotencyRecord};
 use orderflow_toolkit::{HandlerError, OutboxRecord};
 use serde::{Deserialize, Serialize};
@@ -157,10 +158,9 @@ pub const DEADLINE_INDEX: &str = "ByDeadline";
 /// How many partitions the deadline index spreads the open orders over, so no one partition takes every write.
 pub const DEADLINE_SHARDS: u32 = 4;
 
-/// The deadline index partition of an order: `OPEN#<0..DEADLINE_SHARDS>`, from a hash of its id (FNV-1a: stable
-/// across builds, unlike the standard library's hasher).
+/// The deadline index partition of an order: `OPEN#<0..DEADLINE_SHARDS>`, from the [`stable_hash`] of its id.
 pub fn deadline_shard(order_id: &str) -> String {
-    shard_key(fnv1a(order_id) % DEADLINE_SHARDS)
+    shard_key(stable_hash(order_id) % DEADLINE_SHARDS)
 }
 
 /// Every partition of the deadline index.
@@ -170,10 +170,6 @@ pub fn deadline_shards() -> impl Iterator<Item = String> {
 
 fn shard_key(index: u32) -> String {
     format!("OPEN#{index}")
-}
-
-fn fnv1a(text: &str) -> u32 {
-    text.bytes().fold(0x811c_9dc5, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
 }
 
 /// The deadline the index holds for `order` (epoch seconds): only a non-final order has one.
