@@ -204,7 +204,10 @@ pub async fn wait_until_quiet(cloud: &LocalCloud, deadline: Instant) {
             queued += queue_depth(&sqs, url).await.unwrap_or(1);
         }
         let (outbox, relayed) = if queued == 0 {
-            (count_items(cloud, "OutboxTableName").await, cloud.runner().stream_records_finished())
+            // Every item of both tables was one INSERT on their streams (events, and the orders' heads and
+            // idempotency records the relay skips); the heads' later MODIFYs are filtered out before the relay.
+            let inserted = count_items(cloud, "OutboxTableName").await + count_items(cloud, "OrdersTableName").await;
+            (inserted, cloud.runner().stream_records_finished())
         } else {
             (0, 0)
         };
@@ -250,6 +253,20 @@ pub async fn count_items(cloud: &LocalCloud, table_output: &str) -> u64 {
 }
 
 /// Every item of a table (scan, all pages).
+/// Every event written for the bus: the Outbox table's records and the events of the orders event store, each
+/// with `pk` its order id (as the Outbox keys them), `source`, `detail_type` and `detail`.
+pub async fn published_events(cloud: &LocalCloud) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let mut events = scan(cloud, "OutboxTableName").await;
+    for mut item in scan(cloud, "OrdersTableName").await {
+        if item.contains_key("detail_type") {
+            let order_id = item.get("order_id").cloned().expect("an event of the event store names its order");
+            item.insert("pk".into(), order_id);
+            events.push(item);
+        }
+    }
+    events
+}
+
 pub async fn scan(cloud: &LocalCloud, table_output: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
     let dynamodb = aws_sdk_dynamodb::Client::new(cloud.sdk_config());
     let table = cloud.output(table_output).expect("table output");

@@ -93,7 +93,7 @@ pub async fn stock_settled(api: &Api, sku: &str, deadline: Instant) -> (u64, u64
 /// Problems with the effects of orders in their final states (`status_of`: order id -> final status): every
 /// expected outbox event, payment, shipment and notification exactly once, nothing else.
 pub async fn effect_problems(cloud: &LocalCloud, status_of: &HashMap<String, String>) -> Vec<String> {
-    let outbox = per_order(&scan(cloud, "OutboxTableName").await, "", "detail_type");
+    let outbox = per_order(&super::published_events(cloud).await, "", "detail_type");
     let payments = per_order(&scan(cloud, "PaymentsTableName").await, "PAYMENT#", "status");
     let shipments = per_order(&scan(cloud, "ShipmentsTableName").await, "SHIPMENT#", "status");
     let notifications = per_order(&scan(cloud, "NotificationsTableName").await, "ORDER#", "event_type");

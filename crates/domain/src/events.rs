@@ -57,6 +57,11 @@ event!(
     OrderPlaced, 1, "orderflow.orders" { order_id: String, customer_id: String, lines: Vec<OrderLine> }
 );
 event!(
+    /// The saga took over an order it met before any `OrderPlaced` of it (a legacy producer's order, reserved by
+    /// inventory from `OrderCreated`): the first event of that order's stream. Published; no service reacts to it.
+    OrderAdopted, 1, "orderflow.saga" { order_id: String, customer_id: String, lines: Vec<OrderLine> }
+);
+event!(
     /// Every line of the order is reserved; the lines are priced by the catalogue.
     InventoryReserved, 1, "orderflow.inventory" {
         order_id: String, customer_id: String, lines: Vec<PricedLine>,
@@ -201,6 +206,7 @@ pub fn registry() -> Registry {
         .register::<OrderPlaced>()
         .upcaster(OrderPlaced::TYPE, 0, order_placed_v0_to_v1)
         .legacy(LEGACY_ORDER_CREATED, OrderPlaced::TYPE, 0, "order_id")
+        .register::<OrderAdopted>()
         .register::<InventoryReserved>()
         .register::<InventoryRejected>()
         .register::<PaymentRequested>()
@@ -251,6 +257,7 @@ pub fn schemas() -> Vec<EventSchema> {
     vec![
         EventSchema { event_type: OrderPlaced::TYPE, version: 0, schema: legacy },
         envelope_schema::<OrderPlaced>(),
+        envelope_schema::<OrderAdopted>(),
         envelope_schema::<InventoryReserved>(),
         envelope_schema::<InventoryRejected>(),
         envelope_schema::<PaymentRequested>(),

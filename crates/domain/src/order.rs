@@ -1,14 +1,14 @@
 //! Orders: the request that places one, and the state machine the saga drives it through.
 
-use orderflow_envelope::{Envelope, Event};
+use orderflow_envelope::{Envelope, EnvelopeError, Event, RawEnvelope};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::events::{
     CANCELLED_BY_DEADLINE, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved,
-    OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced, OrderRejected, OrderShipped, PaymentAuthorized,
-    PaymentDeclined, PaymentRequested, ShipmentScheduled,
+    OrderAdopted, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced, OrderRejected, OrderShipped,
+    PaymentAuthorized, PaymentDeclined, PaymentRequested, ShipmentScheduled,
 };
 
 /// The most units of one SKU a single order may ask for.
@@ -158,77 +158,189 @@ pub struct HistoryEntry {
     pub at: OffsetDateTime,
 }
 
-/// An order as the saga keeps it and `GET /orders/{id}` shows it (with its status [`OrderStatus::public`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "StoredOrder")]
+/// An order as its events make it: the fold of its stream ([`Order::from_events`]), what the saga decides on and
+/// `GET /orders/{id}` shows (with its status [`OrderStatus::public`]). Never stored: only its events are.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub order_id: String,
     pub customer_id: String,
     pub status: OrderStatus,
     pub lines: Vec<OrderLine>,
-    /// Known once the catalogue priced the lines (on `InventoryReserved`).
+    /// Known once the catalogue priced the lines (on `PaymentRequested`, which carries the reserved total).
     pub total: Option<Decimal>,
+    /// The order's events, their types and when they occurred.
     pub history: Vec<HistoryEntry>,
-    /// Incremented on every change: the condition of every write (optimistic concurrency).
+    /// How many events the order has: the next event is `version + 1`, appended only if no other writer took it.
     pub version: u64,
-    /// When the order is cancelled if it is still in its current, non-final state; `None` once final (and for
-    /// orders stored before deadlines existed).
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    /// When the order is cancelled if it is still in its current, non-final state: [`Deadlines::due`] of the
+    /// event that brought it there; `None` once final.
     pub deadline_at: Option<OffsetDateTime>,
 }
 
-impl Order {
-    /// A new order, as placed at `placed_at`: PENDING until its deadline.
-    pub fn placed(
-        order_id: String,
-        customer_id: String,
-        lines: Vec<OrderLine>,
-        placed_at: OffsetDateTime,
-        deadlines: &Deadlines,
-    ) -> Self {
-        Self {
-            order_id,
-            customer_id,
-            status: OrderStatus::Pending,
-            lines,
-            total: None,
-            history: vec![HistoryEntry { event_type: OrderPlaced::TYPE.into(), at: placed_at }],
-            version: 1,
-            deadline_at: Some(deadlines.due(placed_at)),
+/// One event of an order's stream, in the event store and on the bus. The orders API writes the first
+/// ([`OrderEvent::Placed`]); the saga appends the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderEvent {
+    Placed(Envelope<OrderPlaced>),
+    /// The first event of an order the saga met before any `OrderPlaced` of it (a legacy producer's order, which
+    /// inventory reserves straight from `OrderCreated`).
+    Adopted(Envelope<OrderAdopted>),
+    PaymentRequested(Envelope<PaymentRequested>),
+    Rejected(Envelope<OrderRejected>),
+    Confirmed(Envelope<OrderConfirmed>),
+    ReleaseRequested(Envelope<InventoryReleaseRequested>),
+    Cancelled(Envelope<OrderCancelled>),
+    Shipped(Envelope<OrderShipped>),
+}
+
+/// Calls `$body` with the envelope of whichever variant `$event` is.
+macro_rules! on_envelope {
+    ($event:expr, $envelope:ident => $body:expr) => {
+        match $event {
+            OrderEvent::Placed($envelope) => $body,
+            OrderEvent::Adopted($envelope) => $body,
+            OrderEvent::PaymentRequested($envelope) => $body,
+            OrderEvent::Rejected($envelope) => $body,
+            OrderEvent::Confirmed($envelope) => $body,
+            OrderEvent::ReleaseRequested($envelope) => $body,
+            OrderEvent::Cancelled($envelope) => $body,
+            OrderEvent::Shipped($envelope) => $body,
+        }
+    };
+}
+
+impl OrderEvent {
+    pub fn event_type(&self) -> &str {
+        on_envelope!(self, e => &e.event_type)
+    }
+
+    pub fn occurred_at(&self) -> OffsetDateTime {
+        on_envelope!(self, e => e.occurred_at)
+    }
+
+    pub fn id(&self) -> uuid::Uuid {
+        on_envelope!(self, e => e.id)
+    }
+
+    pub fn order_id(&self) -> &str {
+        on_envelope!(self, e => &e.data.order_id)
+    }
+
+    /// The envelope without its type: what the event store writes and the bus carries.
+    pub fn raw(&self) -> RawEnvelope {
+        on_envelope!(self, e => RawEnvelope::from(e))
+    }
+
+    /// The event an envelope of the order's stream holds, once [`Registry::upcast`] brought it to the current
+    /// version of its type.
+    pub fn decode(raw: &RawEnvelope) -> Result<Self, EnvelopeError> {
+        Ok(match raw.event_type.as_str() {
+            OrderPlaced::TYPE => Self::Placed(raw.decode()?),
+            OrderAdopted::TYPE => Self::Adopted(raw.decode()?),
+            PaymentRequested::TYPE => Self::PaymentRequested(raw.decode()?),
+            OrderRejected::TYPE => Self::Rejected(raw.decode()?),
+            OrderConfirmed::TYPE => Self::Confirmed(raw.decode()?),
+            InventoryReleaseRequested::TYPE => Self::ReleaseRequested(raw.decode()?),
+            OrderCancelled::TYPE => Self::Cancelled(raw.decode()?),
+            OrderShipped::TYPE => Self::Shipped(raw.decode()?),
+            other => return Err(EnvelopeError::NotHandled(format!("{other} in an order's stream"))),
+        })
+    }
+
+    /// The bus source of the event: the service that decided it.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::Placed(_) => OrderPlaced::SOURCE,
+            Self::Adopted(_) => OrderAdopted::SOURCE,
+            Self::PaymentRequested(_) => PaymentRequested::SOURCE,
+            Self::Rejected(_) => OrderRejected::SOURCE,
+            Self::Confirmed(_) => OrderConfirmed::SOURCE,
+            Self::ReleaseRequested(_) => InventoryReleaseRequested::SOURCE,
+            Self::Cancelled(_) => OrderCancelled::SOURCE,
+            Self::Shipped(_) => OrderShipped::SOURCE,
         }
     }
 }
 
-/// An order as read from its JSON, before [`Order`] takes it over: the migration on read of orders stored before
-/// [`OrderStatus::Releasing`] existed, which stayed RESERVED after their payment was declined (the saga then told
-/// them by the `PaymentDeclined` in their history).
-#[derive(Deserialize)]
-struct StoredOrder {
-    order_id: String,
-    customer_id: String,
-    status: OrderStatus,
-    lines: Vec<OrderLine>,
-    total: Option<Decimal>,
-    history: Vec<HistoryEntry>,
-    version: u64,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    deadline_at: Option<OffsetDateTime>,
+/// An order's stream that no sequence of decisions can produce: corrupt, or written by a bug.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("the stream starts with {event_type}, not with OrderPlaced or OrderAdopted")]
+    NoStart { event_type: String },
+    #[error("event {version} ({event_type}) starts the order again")]
+    StartedTwice { version: u64, event_type: String },
+    #[error("event {version} ({event_type}) cannot follow status {status}")]
+    InvalidTransition { version: u64, event_type: String, status: &'static str },
 }
 
-impl From<StoredOrder> for Order {
-    fn from(stored: StoredOrder) -> Self {
-        let StoredOrder { order_id, customer_id, status, lines, total, history, version, deadline_at } = stored;
-        let declined = history.iter().any(|entry| entry.event_type == PaymentDeclined::TYPE);
-        let status = match status {
-            OrderStatus::Reserved if declined => OrderStatus::Releasing,
-            status => status,
+impl Order {
+    /// The order its events make, in stream order (`None` for no events). Pure: the event store, the saga and the
+    /// read models all derive an order with it and nothing else.
+    pub fn from_events<'a>(
+        events: impl IntoIterator<Item = &'a OrderEvent>,
+        deadlines: &Deadlines,
+    ) -> Result<Option<Self>, FoldError> {
+        let mut order: Option<Self> = None;
+        for event in events {
+            order = Some(match order {
+                None => Self::start(event, deadlines)?,
+                Some(order) => order.apply(event, deadlines)?,
+            });
+        }
+        Ok(order)
+    }
+
+    /// The order its first event starts.
+    fn start(event: &OrderEvent, deadlines: &Deadlines) -> Result<Self, FoldError> {
+        let (order_id, customer_id, lines) = match event {
+            OrderEvent::Placed(e) => (&e.data.order_id, &e.data.customer_id, &e.data.lines),
+            OrderEvent::Adopted(e) => (&e.data.order_id, &e.data.customer_id, &e.data.lines),
+            other => return Err(FoldError::NoStart { event_type: other.event_type().to_owned() }),
         };
-        Self { order_id, customer_id, status, lines, total, history, version, deadline_at }
+        Ok(Self {
+            order_id: order_id.clone(),
+            customer_id: customer_id.clone(),
+            status: OrderStatus::Pending,
+            lines: lines.clone(),
+            total: None,
+            history: vec![HistoryEntry { event_type: event.event_type().to_owned(), at: event.occurred_at() }],
+            version: 1,
+            deadline_at: Some(deadlines.due(event.occurred_at())),
+        })
+    }
+
+    /// The order after its next event.
+    pub fn apply(mut self, event: &OrderEvent, deadlines: &Deadlines) -> Result<Self, FoldError> {
+        use OrderStatus::*;
+        let version = self.version + 1;
+        let status = match (event, self.status) {
+            (OrderEvent::Placed(_) | OrderEvent::Adopted(_), _) => {
+                return Err(FoldError::StartedTwice { version, event_type: event.event_type().to_owned() });
+            }
+            (OrderEvent::PaymentRequested(e), Pending) => {
+                self.total = Some(e.data.amount);
+                Reserved
+            }
+            (OrderEvent::Rejected(_), Pending) => Rejected,
+            (OrderEvent::Confirmed(_), Reserved) => Confirmed,
+            (OrderEvent::ReleaseRequested(_), Reserved) => Releasing,
+            (OrderEvent::Cancelled(_), status) if !status.is_final() => Cancelled,
+            (OrderEvent::Shipped(_), Confirmed) => Shipped,
+            (_, status) => {
+                return Err(FoldError::InvalidTransition {
+                    version,
+                    event_type: event.event_type().to_owned(),
+                    status: status.as_str(),
+                });
+            }
+        };
+        self.status = status;
+        self.version = version;
+        self.history.push(HistoryEntry { event_type: event.event_type().to_owned(), at: event.occurred_at() });
+        self.deadline_at = (!status.is_final()).then(|| deadlines.due(event.occurred_at()));
+        Ok(self)
     }
 }
-
-/// The history entry of [`SagaInput::DeadlinePassed`].
-pub const DEADLINE_PASSED: &str = "DeadlinePassed";
 
 /// What the saga reacts to: the events of the bus, and the deadline sweeper's check.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,22 +358,11 @@ pub enum SagaInput {
     },
 }
 
-/// The event the saga emits on a step, already caused by the input.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SagaOutput {
-    PaymentRequested(Envelope<PaymentRequested>),
-    OrderRejected(Envelope<OrderRejected>),
-    OrderConfirmed(Envelope<OrderConfirmed>),
-    InventoryReleaseRequested(Envelope<InventoryReleaseRequested>),
-    OrderCancelled(Envelope<OrderCancelled>),
-    OrderShipped(Envelope<OrderShipped>),
-}
-
 /// What the saga does with an input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Store `order` (conditional on the version it was read at) and emit `output` with it, atomically.
-    Advance { order: Box<Order>, output: SagaOutput },
+    /// Append these events to the order's stream, after the version it was decided on, atomically.
+    Append(Vec<OrderEvent>),
     /// A duplicate or stale event: nothing to do, acknowledge it.
     Ignore(String),
     /// The event is ahead of the order (out-of-order delivery): retry later.
@@ -289,49 +390,39 @@ impl SagaInput {
             Self::PaymentDeclined(_) => PaymentDeclined::TYPE,
             Self::InventoryReleased(_) => InventoryReleased::TYPE,
             Self::ShipmentScheduled(_) => ShipmentScheduled::TYPE,
-            Self::DeadlinePassed { .. } => DEADLINE_PASSED,
-        }
-    }
-
-    fn occurred_at(&self) -> OffsetDateTime {
-        match self {
-            Self::InventoryReserved(e) => e.occurred_at,
-            Self::InventoryRejected(e) => e.occurred_at,
-            Self::PaymentAuthorized(e) => e.occurred_at,
-            Self::PaymentDeclined(e) => e.occurred_at,
-            Self::InventoryReleased(e) => e.occurred_at,
-            Self::ShipmentScheduled(e) => e.occurred_at,
-            Self::DeadlinePassed { now, .. } => *now,
+            Self::DeadlinePassed { .. } => "DeadlinePassed",
         }
     }
 }
 
-/// The saga's state machine: given the order as stored (`None` if the saga has not seen it) and an input,
-/// what to store and emit. Pure, so duplicates and reordering are tested without AWS.
+/// The event `data` that `cause` causes. It occurred when its cause did (event time: the order entered its new
+/// state then, and its deadline counts from there), and its id derives from the cause's, so deciding again on the
+/// same cause yields the same event.
+fn caused_by<C, T: Event>(cause: &Envelope<C>, data: T) -> Envelope<T> {
+    let mut envelope = Envelope::caused_by(cause, data);
+    envelope.id = uuid::Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
+    envelope.occurred_at = cause.occurred_at;
+    envelope
+}
+
+/// The append that adopts an order the saga has not seen (a legacy producer's order: inventory reserved it from
+/// `OrderCreated`) from what the inventory event `cause` says, with the step `next` that event causes.
+fn adopt<C>(cause: &Envelope<C>, adopted: OrderAdopted, next: OrderEvent) -> Decision {
+    Decision::Append(vec![OrderEvent::Adopted(caused_by(cause, adopted)), next])
+}
+
+/// The saga's state machine: given the order as its events make it (`None` if it has none) and an input, which
+/// events to append. Pure, so duplicates and reordering are tested without AWS.
 ///
 /// A declined payment moves a RESERVED order to RELEASING (its stock release requested); only there does
 /// `InventoryReleased` cancel it, and nothing else moves it on but its deadline.
 ///
-/// Every step into a non-final state sets the order's deadline to `deadlines` after the input occurred; a step
-/// into a final state clears it. Once final, an order ignores everything: a reply that arrives after the deadline
-/// cancelled its order changes nothing, and the cancellation's compensations undo what the reply did.
-pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines) -> Decision {
+/// Once final, an order ignores everything: a reply that arrives after the deadline cancelled its order changes
+/// nothing, and the cancellation's compensations undo what the reply did.
+pub fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
     use OrderStatus::*;
     let status = current.map(|order| order.status);
-    let advance = |mut order: Order, status: OrderStatus, output: SagaOutput| {
-        order.status = status;
-        order.version += 1;
-        order.history.push(HistoryEntry { event_type: input.event_type().into(), at: input.occurred_at() });
-        order.deadline_at = (!status.is_final()).then(|| deadlines.due(input.occurred_at()));
-        Decision::Advance { order: Box::new(order), output }
-    };
-    // An order the saga has not seen yet (event before the placed order is visible, or a legacy producer's order)
-    // starts from what the inventory event says.
-    let seen_or = |order_id: &str, customer_id: &str, lines: Vec<OrderLine>| {
-        current.cloned().unwrap_or_else(|| {
-            Order::placed(order_id.into(), customer_id.into(), lines, input.occurred_at(), deadlines)
-        })
-    };
+    let one = |event: OrderEvent| Decision::Append(vec![event]);
     match (input, current) {
         (SagaInput::DeadlinePassed { order_id, now }, _) => match current {
             Some(order) if !order.status.is_final() && order.deadline_at.is_some_and(|due| due <= *now) => {
@@ -340,8 +431,9 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
                     customer_id: order.customer_id.clone(),
                     reason: CANCELLED_BY_DEADLINE.to_owned(),
                 };
-                let output = SagaOutput::OrderCancelled(Envelope::new(order.order_id.clone(), cancelled));
-                advance(order.clone(), Cancelled, output)
+                let mut envelope = Envelope::new(order.order_id.clone(), cancelled);
+                envelope.occurred_at = *now;
+                one(OrderEvent::Cancelled(envelope))
             }
             Some(order) => Decision::Ignore(format!(
                 "order {order_id} is {} with deadline {}: not overdue at {now}",
@@ -352,22 +444,32 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
         },
         (SagaInput::InventoryReserved(e), None | Some(Order { status: Pending, .. })) => {
             let d = &e.data;
-            let lines = d.lines.iter().map(|l| OrderLine { sku: l.sku.clone(), quantity: l.quantity }).collect();
-            let mut order = seen_or(&d.order_id, &d.customer_id, lines);
-            order.total = Some(d.total);
             let request =
                 PaymentRequested { order_id: d.order_id.clone(), customer_id: d.customer_id.clone(), amount: d.total };
-            advance(order, Reserved, SagaOutput::PaymentRequested(Envelope::caused_by(e, request)))
+            let next = OrderEvent::PaymentRequested(caused_by(e, request));
+            if current.is_some() {
+                return one(next);
+            }
+            let lines = d.lines.iter().map(|l| OrderLine { sku: l.sku.clone(), quantity: l.quantity }).collect();
+            adopt(e, OrderAdopted { order_id: d.order_id.clone(), customer_id: d.customer_id.clone(), lines }, next)
         }
         (SagaInput::InventoryRejected(e), None | Some(Order { status: Pending, .. })) => {
             let d = &e.data;
-            let order = seen_or(&d.order_id, &d.customer_id, d.lines.clone());
             let rejected = OrderRejected {
                 order_id: d.order_id.clone(),
                 customer_id: d.customer_id.clone(),
                 reason: d.reason.clone(),
             };
-            advance(order, Rejected, SagaOutput::OrderRejected(Envelope::caused_by(e, rejected)))
+            let next = OrderEvent::Rejected(caused_by(e, rejected));
+            if current.is_some() {
+                return one(next);
+            }
+            let adopted = OrderAdopted {
+                order_id: d.order_id.clone(),
+                customer_id: d.customer_id.clone(),
+                lines: d.lines.clone(),
+            };
+            adopt(e, adopted, next)
         }
         (SagaInput::PaymentAuthorized(e), Some(order @ Order { status: Reserved, .. })) => {
             let confirmed = OrderConfirmed {
@@ -375,17 +477,17 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
                 customer_id: order.customer_id.clone(),
                 total: e.data.amount,
             };
-            advance(order.clone(), Confirmed, SagaOutput::OrderConfirmed(Envelope::caused_by(e, confirmed)))
+            one(OrderEvent::Confirmed(caused_by(e, confirmed)))
         }
         (SagaInput::PaymentDeclined(e), Some(order @ Order { status: Reserved, .. })) => {
             let release = InventoryReleaseRequested { order_id: order.order_id.clone(), reason: e.data.reason.clone() };
-            advance(order.clone(), Releasing, SagaOutput::InventoryReleaseRequested(Envelope::caused_by(e, release)))
+            one(OrderEvent::ReleaseRequested(caused_by(e, release)))
         }
         (SagaInput::InventoryReleased(e), Some(order @ Order { status: Releasing, .. })) => {
             let reason = "payment declined, stock released".to_owned();
             let cancelled =
                 OrderCancelled { order_id: order.order_id.clone(), customer_id: order.customer_id.clone(), reason };
-            advance(order.clone(), Cancelled, SagaOutput::OrderCancelled(Envelope::caused_by(e, cancelled)))
+            one(OrderEvent::Cancelled(caused_by(e, cancelled)))
         }
         (SagaInput::ShipmentScheduled(e), Some(order @ Order { status: Confirmed, .. })) => {
             let shipped = OrderShipped {
@@ -394,7 +496,7 @@ pub fn decide(current: Option<&Order>, input: &SagaInput, deadlines: &Deadlines)
                 shipment_id: e.data.shipment_id.clone(),
                 lines: order.lines.clone(),
             };
-            advance(order.clone(), Shipped, SagaOutput::OrderShipped(Envelope::caused_by(e, shipped)))
+            one(OrderEvent::Shipped(caused_by(e, shipped)))
         }
         // Inputs that only follow a state the order has not reached: they arrived early.
         (
@@ -426,6 +528,9 @@ mod tests {
     use super::*;
     use crate::events::PricedLine;
 
+    /// When [`placed`] places the order.
+    const T0: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
+
     /// Deadlines of a minute, as a test configures them.
     const DEADLINES: Deadlines = Deadlines { per_state: Duration::minutes(1) };
 
@@ -441,18 +546,42 @@ mod tests {
         )
     }
 
-    fn placed() -> Order {
+    fn order_placed() -> OrderEvent {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-        Order::placed("o-1".into(), "c-1".into(), lines, datetime!(2026-11-24 10:00 UTC), &DEADLINES)
+        let placed = OrderPlaced { order_id: "o-1".into(), customer_id: "c-1".into(), lines };
+        let mut envelope = Envelope::new("o-1", placed);
+        envelope.occurred_at = T0;
+        OrderEvent::Placed(envelope)
+    }
+
+    fn placed() -> Order {
+        fold(&[order_placed()]).unwrap().unwrap()
+    }
+
+    fn fold(events: &[OrderEvent]) -> Result<Option<Order>, FoldError> {
+        Order::from_events(events, &DEADLINES)
     }
 
     fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
-        super::decide(current, input, &DEADLINES)
+        super::decide(current, input)
     }
 
-    fn advance(current: Option<&Order>, input: &SagaInput) -> (Order, SagaOutput) {
+    /// The order after `events` were appended to `current`.
+    fn appended(current: Option<&Order>, events: &[OrderEvent]) -> Order {
+        let mut order = current.cloned();
+        for event in events {
+            order = Some(match order {
+                None => Order::start(event, &DEADLINES).unwrap(),
+                Some(order) => order.apply(event, &DEADLINES).unwrap(),
+            });
+        }
+        order.expect("at least one event")
+    }
+
+    /// The order after the step `input` and the last event the step appended.
+    fn advance(current: Option<&Order>, input: &SagaInput) -> (Order, OrderEvent) {
         match decide(current, input) {
-            Decision::Advance { order, output } => (*order, output),
+            Decision::Append(events) => (appended(current, &events), events.last().unwrap().clone()),
             other => panic!("expected to advance, got {other:?}"),
         }
     }
@@ -471,7 +600,7 @@ mod tests {
         assert_eq!(order.status, OrderStatus::Reserved);
         assert_eq!(order.total, Some("25.00".parse().unwrap()));
         assert_eq!(order.version, 2);
-        let SagaOutput::PaymentRequested(request) = output else { panic!("{output:?}") };
+        let OrderEvent::PaymentRequested(request) = output else { panic!("{output:?}") };
         assert_eq!(request.data.amount, "25.00".parse().unwrap());
         assert_eq!(request.correlation_id, "o-1");
         assert_eq!(request.causation_id, Some(reserved_id(&input)));
@@ -497,6 +626,8 @@ mod tests {
         assert_eq!(order.customer_id, "c-1");
         assert_eq!(order.lines, vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }]);
         assert_eq!(order.status, OrderStatus::Reserved);
+        assert_eq!(order.version, 2, "OrderAdopted, then PaymentRequested");
+        assert_eq!(order.history[0].event_type, "OrderAdopted");
     }
 
     #[test]
@@ -515,13 +646,13 @@ mod tests {
         let (order, output) = advance(Some(&order), &payment_declined());
         assert_eq!(order.status, OrderStatus::Releasing);
         assert_eq!(order.status.public(), OrderStatus::Reserved);
-        assert!(matches!(output, SagaOutput::InventoryReleaseRequested(_)));
+        assert!(matches!(output, OrderEvent::ReleaseRequested(_)));
         assert!(matches!(decide(Some(&order), &payment_declined()), Decision::Ignore(_)));
 
         let released = SagaInput::InventoryReleased(Envelope::new("o-1", InventoryReleased { order_id: "o-1".into() }));
         let (order, output) = advance(Some(&order), &released);
         assert_eq!(order.status, OrderStatus::Cancelled);
-        assert!(matches!(output, SagaOutput::OrderCancelled(_)));
+        assert!(matches!(output, OrderEvent::Cancelled(_)));
         assert!(order.status.is_final());
     }
 
@@ -543,9 +674,6 @@ mod tests {
     }
 
     // ------------------------------------------------------------------ deadlines, given / when / then
-
-    /// When [`placed`] places the order.
-    const T0: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
 
     /// `envelope` as if it occurred `seconds` after [`T0`].
     fn at<T>(mut envelope: Envelope<T>, seconds: i64) -> Envelope<T> {
@@ -607,17 +735,20 @@ mod tests {
     }
 
     impl When {
-        /// Checks the decision against `expected` and returns it.
-        fn then(self, expected: Then) -> Decision {
+        /// Checks the decision against `expected`; returns the order after it and the decision.
+        fn then(self, expected: Then) -> (Order, Decision) {
             match (&expected, &self.decision) {
-                (Then::Advances(status), Decision::Advance { order, .. }) => {
+                (Then::Advances(status), Decision::Append(events)) => {
+                    let order = appended(Some(&self.before), events);
                     assert_eq!(order.status, *status, "{:?}", self.decision);
                     assert_eq!(order.version, self.before.version + 1);
+                    (order, self.decision)
                 }
-                (Then::Ignored, Decision::Ignore(_)) | (Then::NotYet, Decision::NotYet(_)) => {}
+                (Then::Ignored, Decision::Ignore(_)) | (Then::NotYet, Decision::NotYet(_)) => {
+                    (self.before, self.decision)
+                }
                 _ => panic!("from {:?}, expected {}, got {:?}", self.before.status, expected.name(), self.decision),
             }
-            self.decision
         }
     }
 
@@ -631,9 +762,12 @@ mod tests {
         }
     }
 
-    fn cancellation(decision: Decision) -> (Order, Envelope<OrderCancelled>) {
+    fn cancellation((order, decision): (Order, Decision)) -> (Order, Envelope<OrderCancelled>) {
         match decision {
-            Decision::Advance { order, output: SagaOutput::OrderCancelled(cancelled) } => (*order, cancelled),
+            Decision::Append(mut events) => match events.pop() {
+                Some(OrderEvent::Cancelled(cancelled)) if events.is_empty() => (order, cancelled),
+                other => panic!("expected OrderCancelled alone, got {other:?}"),
+            },
             other => panic!("expected OrderCancelled, got {other:?}"),
         }
     }
@@ -684,7 +818,7 @@ mod tests {
             assert_eq!(cancelled.causation_id, None, "no event caused it: {state}");
             assert_eq!(order.deadline_at, None, "{state}");
             let last = order.history.last().unwrap();
-            assert_eq!((last.event_type.as_str(), last.at), (DEADLINE_PASSED, datetime!(2026-11-24 10:10 UTC)));
+            assert_eq!((last.event_type.as_str(), last.at), ("OrderCancelled", datetime!(2026-11-24 10:10 UTC)));
         }
     }
 
@@ -716,16 +850,6 @@ mod tests {
             .when(scheduled_at(601))
             .then(Then::Ignored);
         given(&[reserved_at(0), declined_at(1), deadline_checked_at(600)]).when(released_at(601)).then(Then::Ignored);
-    }
-
-    #[test]
-    fn an_order_stored_without_a_deadline_reads_and_is_never_overdue() {
-        let mut json = serde_json::to_value(placed()).unwrap();
-        assert_eq!(json["deadline_at"], "2026-11-24T10:01:00Z", "stored as RFC 3339");
-        json.as_object_mut().unwrap().remove("deadline_at");
-        let legacy: Order = serde_json::from_value(json).unwrap();
-        assert_eq!(legacy.deadline_at, None);
-        Given(legacy).when(deadline_checked_at(600)).then(Then::Ignored);
     }
 
     #[test]
@@ -766,33 +890,115 @@ mod tests {
         assert!(serde_json::from_str::<HistoryEntry>(r#"{"type":"OrderPlaced","at":"yesterday"}"#).is_err());
     }
 
-    #[test]
-    fn a_releasing_order_is_stored_as_releasing_and_reads_back_the_same() {
-        let releasing = given(&[reserved_at(0), declined_at(1)]).0;
-        let json = serde_json::to_value(&releasing).unwrap();
-        assert_eq!(json["status"], "RELEASING");
-        assert_eq!(serde_json::from_value::<Order>(json).unwrap(), releasing);
+    // ------------------------------------------------------------------ the fold of an order's stream
+
+    fn request_payment(order: &Order, amount: &str, at: i64) -> OrderEvent {
+        let request = PaymentRequested {
+            order_id: order.order_id.clone(),
+            customer_id: order.customer_id.clone(),
+            amount: amount.parse().unwrap(),
+        };
+        OrderEvent::PaymentRequested(at_(Envelope::new("o-1", request), at))
+    }
+
+    fn at_<T>(mut envelope: Envelope<T>, seconds: i64) -> Envelope<T> {
+        envelope.occurred_at = T0 + Duration::seconds(seconds);
+        envelope
+    }
+
+    fn cancelled(at: i64) -> OrderEvent {
+        let data = OrderCancelled { order_id: "o-1".into(), customer_id: "c-1".into(), reason: "customer".into() };
+        OrderEvent::Cancelled(at_(Envelope::new("o-1", data), at))
     }
 
     #[test]
-    fn an_order_stored_reserved_after_its_payment_was_declined_reads_as_releasing_and_its_release_cancels_it() {
-        let mut json = serde_json::to_value(given(&[reserved_at(0), declined_at(1)]).0).unwrap();
-        json["status"] = "RESERVED".into();
-
-        let stored: Order = serde_json::from_value(json).unwrap();
-
-        assert_eq!(stored.status, OrderStatus::Releasing);
-        assert_eq!(stored.deadline_at, Some(T0 + Duration::seconds(61)), "its deadline is kept");
-        Given(stored.clone()).when(released_at(2)).then(Then::Advances(OrderStatus::Cancelled));
-        Given(stored).when(declined_at(2)).then(Then::Ignored);
+    fn a_reply_ahead_of_its_order_waits() {
+        given(&[]).when(authorized_at(1)).then(Then::NotYet);
+        given(&[reserved_at(0)]).when(scheduled_at(1)).then(Then::NotYet);
     }
 
     #[test]
-    fn an_order_stored_reserved_without_a_declined_payment_reads_as_reserved() {
-        let reserved = given(&[reserved_at(0)]).0;
-        let stored: Order = serde_json::from_value(serde_json::to_value(&reserved).unwrap()).unwrap();
-        assert_eq!(stored.status, OrderStatus::Reserved);
-        Given(stored).when(released_at(2)).then(Then::NotYet);
+    fn no_events_is_no_order() {
+        assert_eq!(fold(&[]), Ok(None));
+    }
+
+    #[test]
+    fn an_order_is_the_fold_of_its_events_and_its_history_is_their_types() {
+        let placed = placed();
+        let events = [order_placed(), request_payment(&placed, "25.00", 10), cancelled(20)];
+
+        let order = fold(&events).unwrap().unwrap();
+
+        assert_eq!(
+            (order.status, order.version, order.total),
+            (OrderStatus::Cancelled, 3, Some("25.00".parse().unwrap()))
+        );
+        let history: Vec<(&str, OffsetDateTime)> =
+            order.history.iter().map(|entry| (entry.event_type.as_str(), entry.at)).collect();
+        assert_eq!(
+            history,
+            [
+                ("OrderPlaced", T0),
+                ("PaymentRequested", T0 + Duration::seconds(10)),
+                ("OrderCancelled", T0 + Duration::seconds(20))
+            ]
+        );
+        assert_eq!(order.deadline_at, None, "final");
+        assert_eq!(fold(&events[..2]).unwrap().unwrap().deadline_at, Some(T0 + Duration::seconds(70)));
+    }
+
+    #[test]
+    fn every_step_the_saga_decides_folds_into_the_order_it_decided_on() {
+        // The saga decides on the fold of the stream; what it appends must fold again into the state it meant.
+        let mut events = vec![order_placed()];
+        for input in [reserved_at(1), authorized_at(2), scheduled_at(3)] {
+            let order = fold(&events).unwrap().unwrap();
+            let Decision::Append(appended) = decide(Some(&order), &input) else { panic!("{input:?} must advance") };
+            events.extend(appended);
+        }
+        let order = fold(&events).unwrap().unwrap();
+        assert_eq!((order.status, order.version), (OrderStatus::Shipped, 4));
+        let types: Vec<&str> = events.iter().map(OrderEvent::event_type).collect();
+        assert_eq!(types, ["OrderPlaced", "PaymentRequested", "OrderConfirmed", "OrderShipped"]);
+    }
+
+    #[test]
+    fn a_stream_no_decision_can_produce_is_refused_naming_the_event() {
+        let placed = placed();
+        assert_eq!(fold(&[cancelled(1)]), Err(FoldError::NoStart { event_type: "OrderCancelled".into() }));
+        assert_eq!(
+            fold(&[order_placed(), order_placed()]),
+            Err(FoldError::StartedTwice { version: 2, event_type: "OrderPlaced".into() })
+        );
+        assert_eq!(
+            fold(&[order_placed(), cancelled(1), request_payment(&placed, "1.00", 2)]),
+            Err(FoldError::InvalidTransition {
+                version: 3,
+                event_type: "PaymentRequested".into(),
+                status: "CANCELLED"
+            })
+        );
+    }
+
+    #[test]
+    fn a_decided_event_occurs_when_its_cause_did_and_deciding_again_yields_the_same_event() {
+        let input = reserved_at(7);
+        let (Decision::Append(first), Decision::Append(again)) =
+            (decide(Some(&placed()), &input), decide(Some(&placed()), &input))
+        else {
+            panic!("a reservation advances a placed order")
+        };
+        assert_eq!(first, again);
+        assert_eq!(first[0].occurred_at(), T0 + Duration::seconds(7));
+    }
+
+    #[test]
+    fn an_event_reads_back_from_its_raw_envelope() {
+        let event = request_payment(&placed(), "25.00", 1);
+        assert_eq!(OrderEvent::decode(&event.raw()).unwrap(), event);
+        let mut foreign = event.raw();
+        foreign.event_type = "InventoryReserved".into();
+        assert!(OrderEvent::decode(&foreign).unwrap_err().to_string().contains("in an order's stream"));
     }
 
     #[test]

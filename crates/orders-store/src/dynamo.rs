@@ -1,5 +1,5 @@
-//! The DynamoDB adapter: every change is one `TransactWriteItems` of the conditional order write and its outbox
-//! record (and, when placing with an idempotency key, the key's record, written by `orderflow_aws`'s
+//! The DynamoDB adapter: every change is one `TransactWriteItems` of the conditional puts of the order's new
+//! events and its head (and, when placing with an idempotency key, the key's record, written by `orderflow_aws`'s
 //! [`DynamoIdempotencyStore::transact_put`]).
 
 use std::fmt::Display;
@@ -8,24 +8,26 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-use orderflow_aws::dynamo::{Item, cancellation_codes, cancellation_reasons, get_n, get_s, key, n, s, timestamp};
-use orderflow_aws::outbox::outbox_put;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use orderflow_aws::dynamo::{Item, cancellation_codes, cancellation_reasons, get_n, get_s, n, s, timestamp};
+use orderflow_aws::outbox::attributes;
 use orderflow_aws::{DynamoIdempotencyStore, StoreError as TableError};
-use orderflow_domain::order::Order;
-use orderflow_toolkit::OutboxRecord;
+use orderflow_domain::events::{OrderPlaced, registry};
+use orderflow_domain::order::{Deadlines, Order, OrderEvent};
 use orderflow_toolkit::idempotency::IdempotencyRecord;
+use orderflow_toolkit::{Envelope, RawEnvelope, Registry};
 use time::OffsetDateTime;
 
 use crate::{
-    DEADLINE_INDEX, DEADLINE_SHARDS, IDEMPOTENCY_PK_PREFIX, IDEMPOTENCY_SK, ORDER_SK, OrderStore, Placement,
-    StoreError, deadline_shard, deadline_shards, indexed_deadline, order_pk, replay,
+    DEADLINE_INDEX, DEADLINE_SHARDS, EVENT_SK_PREFIX, HEAD_SK, IDEMPOTENCY_PK_PREFIX, IDEMPOTENCY_SK, OrderStore,
+    Placement, StoreError, appended, bus_record, deadline_shard, deadline_shards, event_sk, indexed_deadline, order_pk,
+    replay,
 };
 
-/// Attribute names of the order item.
+/// Attribute names of the event and head items.
 mod attr {
-    pub const ORDER: &str = "order";
     pub const ORDER_ID: &str = "order_id";
+    pub const EVENT_ID: &str = "event_id";
     pub const CUSTOMER_ID: &str = "customer_id";
     pub const STATUS: &str = "status";
     pub const VERSION: &str = "version";
@@ -38,30 +40,33 @@ mod attr {
 /// The most items one page of a deadline index query asks for.
 const OVERDUE_PAGE: i32 = 100;
 
-/// The position of the idempotency record's put in the transaction of `place`: after the order's.
-const IDEMPOTENCY_ITEM: usize = 1;
+/// The position of the idempotency record's put in the transaction of `place`: after the event's and the head's.
+const IDEMPOTENCY_ITEM: usize = 2;
 
 /// How often `place` tries again when DynamoDB cancels its transaction because another transaction held one of
 /// its items (`TransactionConflict`: two requests with the same idempotency key at once).
 const PLACE_ATTEMPTS: u32 = 3;
 
-/// The Orders table (orders and the idempotency records of requests) and the Outbox table.
+/// The Orders table: the event store of orders and the idempotency records of requests.
 #[derive(Debug, Clone)]
 pub struct DynamoOrders {
     client: Client,
     orders_table: String,
-    outbox_table: String,
+    /// When an order is due after it enters a state: the head's deadline, and the fold's.
+    deadlines: Deadlines,
+    /// Reads every stored event at the current version of its type.
+    registry: Registry,
     /// The idempotency records' layout in the Orders table: `IDEMPOTENCY#<key>` / `IDEMPOTENCY`.
     idempotency: DynamoIdempotencyStore,
 }
 
 impl DynamoOrders {
-    pub fn new(client: Client, orders_table: impl Into<String>, outbox_table: impl Into<String>) -> Self {
+    pub fn new(client: Client, orders_table: impl Into<String>, deadlines: Deadlines) -> Self {
         let orders_table = orders_table.into();
         let idempotency = DynamoIdempotencyStore::new(client.clone(), &orders_table)
             .with_key_prefix(IDEMPOTENCY_PK_PREFIX)
             .with_sort_key("sk", IDEMPOTENCY_SK);
-        Self { client, orders_table, outbox_table: outbox_table.into(), idempotency }
+        Self { client, orders_table, deadlines, registry: registry(), idempotency }
     }
 
     /// What a failure names: the table and what was asked of it.
@@ -69,19 +74,49 @@ impl DynamoOrders {
         format!("orders table {}, {what}", self.orders_table)
     }
 
-    fn order_put(&self, order: &Order) -> Result<TransactWriteItem, TableError> {
-        let json = order_json(order)?;
+    /// The puts of `events`, appended after `current`, and of the head of `order`, the order they make. Each event
+    /// is put only if its version is free: the optimistic concurrency of the whole append.
+    fn append_items(
+        &self,
+        current: Option<&Order>,
+        events: &[OrderEvent],
+        order: &Order,
+    ) -> Result<Vec<TransactWriteItem>, TableError> {
+        let first_version = current.map_or(1, |order| order.version + 1);
+        let created_at = timestamp(OffsetDateTime::now_utc())?;
+        let mut items = Vec::with_capacity(events.len() + 1);
+        for (version, event) in (first_version..).zip(events) {
+            let record = bus_record(event);
+            let put = Put::builder()
+                .table_name(&self.orders_table)
+                .item("pk", s(order_pk(&order.order_id)))
+                .item("sk", s(event_sk(version)))
+                .item(attr::ORDER_ID, s(&order.order_id))
+                .item(attr::VERSION, n(version))
+                .item(attr::EVENT_ID, s(record.event_id.to_string()))
+                .item(attributes::SOURCE, s(record.source))
+                .item(attributes::DETAIL_TYPE, s(record.detail_type))
+                .item(attributes::DETAIL, s(record.detail))
+                .item(attr::CREATED_AT, created_at.clone())
+                .condition_expression("attribute_not_exists(pk)")
+                .build()?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        items.push(self.head_put(order)?);
+        Ok(items)
+    }
+
+    /// The head of `order`: what the deadline index and operators read without folding. Unconditional: the event
+    /// puts of its transaction carry the condition.
+    fn head_put(&self, order: &Order) -> Result<TransactWriteItem, TableError> {
         let mut put = Put::builder()
             .table_name(&self.orders_table)
             .item("pk", s(order_pk(&order.order_id)))
-            .item("sk", s(ORDER_SK))
+            .item("sk", s(HEAD_SK))
             .item(attr::ORDER_ID, s(&order.order_id))
             .item(attr::CUSTOMER_ID, s(&order.customer_id))
             .item(attr::STATUS, s(order.status.as_str()))
-            .item(attr::VERSION, n(order.version))
-            .item(attr::CREATED_AT, timestamp(OffsetDateTime::now_utc())?)
-            .item(attr::ORDER, s(json))
-            .condition_expression("attribute_not_exists(pk)");
+            .item(attr::VERSION, n(order.version));
         if let Some(total) = order.total {
             put = put.item(attr::TOTAL, s(total.to_string()));
         }
@@ -93,47 +128,46 @@ impl DynamoOrders {
         Ok(TransactWriteItem::builder().put(put.build()?).build())
     }
 
-    /// Replaces the order's attributes (keeping `created_at`) if it is still at `expected_version`. The deadline
-    /// index keys go with the order's deadline: removed once it is final, so the sparse index holds open orders only.
-    fn order_update(&self, order: &Order, expected_version: u64) -> Result<TransactWriteItem, TableError> {
-        let json = order_json(order)?;
-        let mut set = vec!["#order = :order", "#status = :status", "#version = :version"];
-        let mut remove = Vec::new();
-        let mut update = Update::builder()
-            .table_name(&self.orders_table)
-            .set_key(Some(key(order_pk(&order.order_id), ORDER_SK)))
-            .condition_expression("#version = :expected")
-            .expression_attribute_names("#order", attr::ORDER)
-            .expression_attribute_names("#status", attr::STATUS)
-            .expression_attribute_names("#version", attr::VERSION)
-            .expression_attribute_names("#total", attr::TOTAL)
-            .expression_attribute_names("#deadline_at", attr::DEADLINE_AT)
-            .expression_attribute_names("#deadline_shard", attr::DEADLINE_SHARD)
-            .expression_attribute_values(":order", s(json))
-            .expression_attribute_values(":status", s(order.status.as_str()))
-            .expression_attribute_values(":version", n(order.version))
-            .expression_attribute_values(":expected", n(expected_version));
-        match order.total {
-            Some(total) => {
-                set.push("#total = :total");
-                update = update.expression_attribute_values(":total", s(total.to_string()));
+    /// The order's events in version order, read strongly consistent.
+    async fn events(&self, order_id: &str) -> Result<Vec<OrderEvent>, TableError> {
+        let context = || self.context(format_args!("events of order {order_id}"));
+        let mut events = Vec::new();
+        let mut start_key = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.orders_table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :events)")
+                .expression_attribute_values(":pk", s(order_pk(order_id)))
+                .expression_attribute_values(":events", s(EVENT_SK_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| TableError::from(e).context(context()))?;
+            for item in output.items() {
+                let expected = events.len() as u64 + 1;
+                events.push(self.event_from_item(item, expected).map_err(|e| e.context(context()))?);
             }
-            None => remove.push("#total"),
-        }
-        match indexed_deadline(order) {
-            Some(deadline_at) => {
-                set.extend(["#deadline_at = :deadline_at", "#deadline_shard = :deadline_shard"]);
-                update = update
-                    .expression_attribute_values(":deadline_at", n(deadline_at))
-                    .expression_attribute_values(":deadline_shard", s(deadline_shard(&order.order_id)));
+            start_key = output.last_evaluated_key;
+            if start_key.is_none() {
+                return Ok(events);
             }
-            None => remove.extend(["#deadline_at", "#deadline_shard"]),
         }
-        let mut expression = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
+
+    /// The event an item holds, which must be the order's event `expected` (versions have no gaps).
+    fn event_from_item(&self, item: &Item, expected: u64) -> Result<OrderEvent, TableError> {
+        let version: u64 = get_n(item, attr::VERSION)?;
+        if version != expected {
+            return Err(TableError::Corrupt(format!("event {version} where event {expected} belongs")));
         }
-        Ok(TransactWriteItem::builder().update(update.update_expression(expression).build()?).build())
+        let corrupt = |e: String| TableError::Corrupt(format!("event {version}: {e}"));
+        let raw: RawEnvelope =
+            serde_json::from_str(get_s(item, attributes::DETAIL)?).map_err(|e| corrupt(e.to_string()))?;
+        let raw = self.registry.upcast(raw).map_err(|e| corrupt(e.to_string()))?;
+        OrderEvent::decode(&raw).map_err(|e| corrupt(e.to_string()))
     }
 
     /// Ids of at most `limit` orders of one deadline shard due at or before `now` (epoch seconds), oldest first.
@@ -171,38 +205,9 @@ impl DynamoOrders {
         Ok(order_ids)
     }
 
-    async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
-        let context = || self.context(format_args!("GetItem {pk} / {sk}"));
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.orders_table)
-            .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| TableError::from(e).context(context()))?;
-        Ok(output.item)
-    }
-
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
         self.client.transact_write_items().set_transact_items(Some(items)).send().await.map(|_| ())
     }
-}
-
-/// The order as the item's JSON.
-fn order_json(order: &Order) -> Result<String, TableError> {
-    serde_json::to_string(order)
-        .map_err(|e| TableError::Permanent(format!("order {} does not serialise as JSON: {e}", order.order_id)))
-}
-
-/// The order an item holds; its `version` attribute (the one conditions compare) is authoritative.
-fn order_from_item(item: &Item) -> Result<Order, TableError> {
-    let json = get_s(item, attr::ORDER)?;
-    let mut order: Order =
-        serde_json::from_str(json).map_err(|e| TableError::Corrupt(format!("item attribute order: {e}")))?;
-    order.version = get_n(item, attr::VERSION)?;
-    Ok(order)
 }
 
 fn code_at(codes: &[String], index: usize) -> &str {
@@ -212,18 +217,18 @@ fn code_at(codes: &[String], index: usize) -> &str {
 impl OrderStore for DynamoOrders {
     async fn place(
         &self,
-        order: &Order,
-        event: &OutboxRecord,
+        placed: &Envelope<OrderPlaced>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Placement, StoreError> {
+        let events = [OrderEvent::Placed(placed.clone())];
+        let order = appended(None, &events, &self.deadlines)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut items = vec![self.order_put(order)?];
+            let mut items = self.append_items(None, &events, &order)?;
             if let Some(record) = idempotency {
                 items.push(self.idempotency.transact_put(record, SystemTime::now())?);
             }
-            items.push(outbox_put(&self.outbox_table, event)?);
             let err = match self.transact(items).await {
                 Ok(()) => return Ok(Placement::Placed),
                 Err(err) => err,
@@ -250,33 +255,35 @@ impl OrderStore for DynamoOrders {
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
-        let Some(item) = self.get_item(&order_pk(order_id), ORDER_SK).await? else { return Ok(None) };
-        let order = order_from_item(&item).map_err(|e| e.context(self.context(format_args!("order {order_id}"))))?;
-        Ok(Some(order))
+        let events = self.events(order_id).await?;
+        Order::from_events(&events, &self.deadlines).map_err(|err| {
+            TableError::Corrupt(err.to_string()).context(self.context(format_args!("order {order_id}"))).into()
+        })
     }
 
-    async fn save(&self, order: &Order, expected_version: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
-        let write = match expected_version {
-            None => self.order_put(order)?,
-            Some(expected) => self.order_update(order, expected)?,
-        };
-        let err = match self.transact(vec![write, outbox_put(&self.outbox_table, event)?]).await {
-            Ok(()) => return Ok(()),
+    async fn append(&self, current: Option<&Order>, events: &[OrderEvent]) -> Result<Order, StoreError> {
+        let order = appended(current, events, &self.deadlines)?;
+        let err = match self.transact(self.append_items(current, events, &order)?).await {
+            Ok(()) => return Ok(order),
             Err(err) => err,
         };
+        let version = current.map_or(0, |order| order.version);
         match cancellation_codes(&err) {
-            // The order changed since it was read, or another transaction is writing it right now: either way the
-            // caller reloads it and decides again.
-            Some(codes) if matches!(code_at(&codes, 0), "ConditionalCheckFailed" | "TransactionConflict") => {
+            // Another writer appended since the order was read, or is appending right now: either way the caller
+            // reloads it and decides again.
+            Some(codes)
+                if codes[..events.len().min(codes.len())]
+                    .iter()
+                    .any(|code| matches!(code.as_str(), "ConditionalCheckFailed" | "TransactionConflict")) =>
+            {
                 Err(StoreError::Conflict(format!(
-                    "order {} is no longer at version {} ({})",
+                    "order {} is no longer at version {version} ({})",
                     order.order_id,
-                    expected_version.map_or("none".into(), |v| v.to_string()),
-                    code_at(&codes, 0)
+                    codes.join(", ")
                 )))
             }
             _ => Err(TableError::from_transaction(&err)
-                .context(self.context(format_args!("save {}", order.order_id)))
+                .context(self.context(format_args!("append to {} after version {version}", order.order_id)))
                 .into()),
         }
     }
@@ -290,32 +297,5 @@ impl OrderStore for DynamoOrders {
             order_ids.extend(self.overdue_in_shard(&shard, now.unix_timestamp(), room).await?);
         }
         Ok(order_ids)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use orderflow_domain::events::OrderLine;
-
-    #[test]
-    fn an_item_without_the_order_json_is_corrupt_naming_the_attribute() {
-        let item = Item::from([("version".to_owned(), n(1))]);
-        assert_eq!(order_from_item(&item), Err(TableError::Corrupt("item attribute order: is missing".into())));
-    }
-
-    #[test]
-    fn the_version_attribute_wins_over_the_json() {
-        let mut order = Order::placed(
-            "o-1".into(),
-            "c-1".into(),
-            vec![OrderLine { sku: "S".into(), quantity: 1 }],
-            time::macros::datetime!(2026-11-24 10:00 UTC),
-            &orderflow_domain::order::Deadlines::default(),
-        );
-        order.version = 3;
-        let item =
-            Item::from([("order".to_owned(), s(serde_json::to_string(&order).unwrap())), ("version".to_owned(), n(4))]);
-        assert_eq!(order_from_item(&item).unwrap().version, 4);
     }
 }

@@ -1,32 +1,41 @@
-//! The Orders table of orderflow, shared by the orders API and the order saga.
+//! The Orders table of orderflow: the event store of orders, shared by the orders API and the order saga.
+//!
+//! An order is its events: one item per event, keyed by order id and version, and its state is their fold
+//! ([`Order::from_events`]), derived on every read and never stored. Every write is an append of the next
+//! versions under the condition that no other writer took them (optimistic concurrency): of two writers racing on
+//! one order exactly one wins, the other fails with [`StoreError::Conflict`] and decides again on the order as it
+//! now is. The table's DynamoDB stream carries each new event to the bus through the outbox relay: the event store
+//! is the orders' outbox, and nothing is written and then published.
 //!
 //! A port, [`OrderStore`], with two adapters that keep the same conditional and transactional semantics:
-//! [`InMemoryOrders`] for handler tests and [`DynamoOrders`] for the DynamoDB table. Every write that changes an
-//! order carries the event it causes (an [`OutboxRecord`]) in the same transaction, and is conditional:
-//! - [`OrderStore::place`] creates an order only if its id is new, and writes the `COMPLETED` idempotency record of
-//!   the request's key (the toolkit's, see [`placement_record`]) only if the key has no live record, so a retried
-//!   `POST /orders` returns the order it created the first time ([`Placement::Existing`]), and the same key with
-//!   another request is refused ([`Placement::KeyReused`]): the toolkit's replay of the record found
-//!   ([`IdempotencyRecord::replay`]);
-//! - [`OrderStore::save`] writes an order only if it still has the version it was read at (optimistic
-//!   concurrency), so a duplicate or concurrent saga step fails with [`StoreError::Conflict`] instead of applying
-//!   twice.
+//! [`InMemoryOrders`] for handler tests and [`DynamoOrders`] for the DynamoDB table.
+//! - [`OrderStore::place`] starts an order's stream with its `OrderPlaced` only if the order is new, and writes
+//!   the `COMPLETED` idempotency record of the request's key (the toolkit's, see [`placement_record`]) only if the
+//!   key has no live record, so a retried `POST /orders` returns the order it created the first time
+//!   ([`Placement::Existing`]), and the same key with another request is refused ([`Placement::KeyReused`]): the
+//!   toolkit's replay of the record found ([`IdempotencyRecord::replay`]);
+//! - [`OrderStore::append`] appends events after the version the order was read at.
 //!
-//! [`saga::apply`] is the saga's step on this store (load, decide, save, and again on a conflict), shared by the
+//! [`saga::apply`] is the saga's step on this store (load, decide, append, and again on a conflict), shared by the
 //! order saga and the deadline sweeper, which finds the orders to check with [`OrderStore::overdue`].
 //!
-//! Items (see docs/architecture.md): `ORDER#<id>` / `ORDER` holds the order as JSON in `order`, with `status`
-//! (S), `version` (N), `order_id`, `customer_id`, `total` (S, once priced) and `created_at` as their own
-//! attributes, and, while the order is not final, `deadline_at` (N, epoch seconds) and `deadline_shard` (S,
-//! [`deadline_shard`]): the keys of the sparse index [`DEADLINE_INDEX`]. `IDEMPOTENCY#<key>` / `IDEMPOTENCY`
-//! is the idempotency record of a request's key in the layout of `orderflow_aws::idempotency` (`status`
-//! `COMPLETED`, `payload_hash`, `expiration` (the TTL attribute, epoch seconds), and `response`, the
-//! [`PlacedOrder`] as JSON).
+//! Items (see docs/architecture.md):
+//! - `ORDER#<id>` / `EVENT#<version, 10 digits>`: one event; `source`, `detail_type` and `detail` (the envelope as
+//!   JSON) are the attributes the relay publishes, with `order_id`, `version` (N) and `event_id`.
+//! - `ORDER#<id>` / `HEAD`: the order's latest `version`, `status`, `customer_id`, `total` (once priced) and, while
+//!   it is not final, `deadline_at` (N, epoch seconds) and `deadline_shard` (S, [`deadline_shard`]): the keys of
+//!   the sparse index [`DEADLINE_INDEX`]. Written in the same transaction as the events it sums up, so the index
+//!   is never ahead of the stream; reads never need it.
+//! - `IDEMPOTENCY#<key>` / `IDEMPOTENCY`: the idempotency record of a request's key in the layout of
+//!   `orderflow_aws::idempotency` (`status` `COMPLETED`, `payload_hash`, `expiration` (the TTL attribute, epoch
+//!   seconds), and `response`, the [`PlacedOrder`] as JSON).
+//!
+//! Orders written before the event store (one `ORDER#<id>` / `ORDER` snapshot item) are not read any more.
 //!
 //! Failures: a reused idempotency key is an answer to the request, so it is a [`Placement`]; a failed version
 //! condition stays an error, [`StoreError::Conflict`], because no caller may take it for success and the saga's
-//! loop answers it by reloading; every other failure is the table's, classed transient or permanent once for every
-//! store by [`orderflow_aws::StoreError`] ([`StoreError::Table`]).
+//! loop answers it by reloading; a stream that does not fold is corrupt; every other failure is the table's,
+//! classed transient or permanent once for every store by [`orderflow_aws::StoreError`] ([`StoreError::Table`]).
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
@@ -35,10 +44,11 @@ use std::time::{Duration, SystemTime};
 
 use orderflow_aws::ConfigError;
 use orderflow_aws::config::env_or;
-use orderflow_domain::order::{Deadlines, Order};
+use orderflow_domain::events::OrderPlaced;
+use orderflow_domain::order::{Deadlines, Order, OrderEvent};
 use orderflow_domain::stable_hash;
 use orderflow_toolkit::idempotency::{IdempotencyError, IdempotencyRecord};
-use orderflow_toolkit::{HandlerError, OutboxRecord};
+use orderflow_toolkit::{Envelope, HandlerError, OutboxRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -118,31 +128,28 @@ impl From<StoreError> for HandlerError {
     }
 }
 
-/// The Orders table: orders, their events (through the outbox) and the idempotency records of HTTP requests.
+/// The event store of orders, with the idempotency records of HTTP requests.
 pub trait OrderStore: Send + Sync {
-    /// Writes a new order (`order.version` is its first version) with the event that announces it, and
-    /// `idempotency`, the record of the request's key ([`placement_record`] of this order), all in one transaction,
-    /// unless the key has a live record: then nothing is written and that record answers
-    /// ([`Placement::Existing`] or [`Placement::KeyReused`]).
+    /// Starts the stream of a new order with `placed`, and writes `idempotency`, the record of the request's key
+    /// ([`placement_record`] of this order), in one transaction, unless the key has a live record: then nothing is
+    /// written and that record answers ([`Placement::Existing`] or [`Placement::KeyReused`]).
     fn place(
         &self,
-        order: &Order,
-        event: &OutboxRecord,
+        placed: &Envelope<OrderPlaced>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> impl Future<Output = Result<Placement, StoreError>> + Send;
 
-    /// The order as last written (strongly consistent), `None` when unknown.
+    /// The order its events make, read strongly consistent; `None` when it has none.
     fn get(&self, order_id: &str) -> impl Future<Output = Result<Option<Order>, StoreError>> + Send;
 
-    /// Writes `order` with the event its change causes, in one transaction, only if the stored order still has
-    /// `expected_version` (`None`: only if there is no such order yet). Fails with [`StoreError::Conflict`]
-    /// otherwise, writing nothing.
-    fn save(
+    /// Appends `events` (all of one order) after `current`, the order as it was read (`None`: it had no events),
+    /// in one transaction, and returns the order they make. Fails with [`StoreError::Conflict`], writing nothing,
+    /// when another writer appended since `current` was read.
+    fn append(
         &self,
-        order: &Order,
-        expected_version: Option<u64>,
-        event: &OutboxRecord,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        current: Option<&Order>,
+        events: &[OrderEvent],
+    ) -> impl Future<Output = Result<Order, StoreError>> + Send;
 
     /// Ids of at most `limit` non-final orders whose deadline is at or before `now`, oldest deadlines first
     /// within each shard. Read from an eventually consistent index: load each order before acting on it.
@@ -151,6 +158,41 @@ pub trait OrderStore: Send + Sync {
         now: OffsetDateTime,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// The order after `events` are appended to `current`, or why the events cannot follow it (a bug of the writer:
+/// permanent, nothing is written).
+pub fn appended(current: Option<&Order>, events: &[OrderEvent], deadlines: &Deadlines) -> Result<Order, StoreError> {
+    let first = events.first().ok_or_else(|| permanent("an append of no events".to_owned()))?;
+    if let Some(other) = events.iter().find(|event| event.order_id() != first.order_id()) {
+        return Err(permanent(format!("an append of events of orders {} and {}", first.order_id(), other.order_id())));
+    }
+    let folded = match current {
+        None => Order::from_events(events, deadlines),
+        Some(order) => events.iter().try_fold(order.clone(), |order, event| order.apply(event, deadlines)).map(Some),
+    };
+    match folded {
+        Ok(Some(order)) => Ok(order),
+        Ok(None) => Err(permanent("an append of no events".to_owned())),
+        Err(err) => Err(permanent(format!("order {}: {err}", first.order_id()))),
+    }
+}
+
+fn permanent(reason: String) -> StoreError {
+    StoreError::Table(orderflow_aws::StoreError::Permanent(reason))
+}
+
+/// The record the relay publishes for an event of the store: its envelope as the bus `detail`, partitioned by
+/// order.
+pub fn bus_record(event: &OrderEvent) -> OutboxRecord {
+    let raw = event.raw();
+    OutboxRecord {
+        partition: raw.correlation_id.clone(),
+        event_id: raw.id,
+        source: event.source().to_owned(),
+        detail_type: raw.event_type.clone(),
+        detail: serde_json::to_string(&raw).expect("an envelope serialises to JSON"),
+    }
 }
 
 /// The index of non-final orders by deadline (partition `deadline_shard`, sort `deadline_at`).
@@ -190,16 +232,24 @@ pub fn deadlines_from_env() -> Result<Deadlines, ConfigError> {
     })
 }
 
-/// The partition key of an order item.
+/// The partition key of an order's items.
 pub fn order_pk(order_id: &str) -> String {
     format!("ORDER#{order_id}")
 }
 
+/// The sort key of an order's event `version`: zero-padded, so the events sort in version order.
+pub fn event_sk(version: u64) -> String {
+    format!("{EVENT_SK_PREFIX}{version:010}")
+}
+
+/// The sort key prefix of an order's events.
+pub const EVENT_SK_PREFIX: &str = "EVENT#";
+
 /// The partition key of an idempotency record: this prefix and the request's key.
 pub const IDEMPOTENCY_PK_PREFIX: &str = "IDEMPOTENCY#";
 
-/// The sort keys of the Orders table's items.
-pub const ORDER_SK: &str = "ORDER";
+/// The sort keys of the Orders table's other items: an order's head and an idempotency record.
+pub const HEAD_SK: &str = "HEAD";
 pub const IDEMPOTENCY_SK: &str = "IDEMPOTENCY";
 
 #[cfg(test)]
@@ -223,9 +273,19 @@ mod tests {
     fn only_a_non_final_order_is_indexed_by_its_deadline() {
         let deadlines = Deadlines::from_seconds(60).unwrap();
         let lines = vec![OrderLine { sku: "S".into(), quantity: 1 }];
-        let mut order = Order::placed("o-1".into(), "c-1".into(), lines, datetime!(2026-11-24 10:00 UTC), &deadlines);
+        let mut placed = Envelope::new("o-1", OrderPlaced { order_id: "o-1".into(), customer_id: "c-1".into(), lines });
+        placed.occurred_at = datetime!(2026-11-24 10:00 UTC);
+        let mut order = appended(None, &[OrderEvent::Placed(placed)], &deadlines).unwrap();
         assert_eq!(indexed_deadline(&order), Some(datetime!(2026-11-24 10:01 UTC).unix_timestamp()));
         order.status = OrderStatus::Cancelled;
         assert_eq!(indexed_deadline(&order), None, "even if a final order kept its deadline");
+    }
+
+    #[test]
+    fn events_sort_by_version_and_an_append_that_does_not_fold_is_refused() {
+        assert!(event_sk(9) < event_sk(10));
+        assert_eq!(event_sk(7), "EVENT#0000000007");
+        let err = appended(None, &[], &Deadlines::default()).unwrap_err();
+        assert!(!err.is_transient(), "{err}");
     }
 }

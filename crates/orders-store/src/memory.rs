@@ -4,19 +4,22 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use orderflow_domain::order::Order;
-use orderflow_toolkit::OutboxRecord;
+use orderflow_domain::events::OrderPlaced;
+use orderflow_domain::order::{Deadlines, Order, OrderEvent};
 use orderflow_toolkit::idempotency::IdempotencyRecord;
+use orderflow_toolkit::{Envelope, OutboxRecord};
 use time::OffsetDateTime;
 
-use crate::{OrderStore, Placement, StoreError, indexed_deadline, replay};
+use crate::{OrderStore, Placement, StoreError, appended, bus_record, indexed_deadline, replay};
 
 #[derive(Debug, Default)]
 struct State {
-    orders: BTreeMap<String, Order>,
+    /// Every order's events, in version order.
+    streams: BTreeMap<String, Vec<OrderEvent>>,
     /// Idempotency records by key.
     idempotency: BTreeMap<String, IdempotencyRecord>,
-    outbox: Vec<OutboxRecord>,
+    /// Every event appended, in commit order, as the table's stream hands them to the relay.
+    published: Vec<OutboxRecord>,
     failures: VecDeque<StoreError>,
     writes: usize,
 }
@@ -26,12 +29,38 @@ impl State {
         self.failures.pop_front().map_or(Ok(()), Err)
     }
 
-    /// The outbox put's condition: an event id is written once.
-    fn check_outbox(&self, event: &OutboxRecord) -> Result<(), StoreError> {
-        if self.outbox.iter().any(|r| r.partition == event.partition && r.event_id == event.event_id) {
-            return Err(StoreError::Conflict(format!("outbox already holds event {}", event.event_id)));
+    fn fold(&self, order_id: &str, deadlines: &Deadlines) -> Result<Option<Order>, StoreError> {
+        let Some(events) = self.streams.get(order_id) else { return Ok(None) };
+        Order::from_events(events, deadlines)
+            .map_err(|err| StoreError::Table(orderflow_aws::StoreError::Corrupt(format!("order {order_id}: {err}"))))
+    }
+
+    fn version(&self, order_id: &str) -> Option<u64> {
+        self.streams.get(order_id).map(|events| events.len() as u64)
+    }
+
+    /// Appends `events` after `current` if the stream is still at its version: the condition of every event put.
+    fn append(
+        &mut self,
+        current: Option<&Order>,
+        events: &[OrderEvent],
+        deadlines: &Deadlines,
+    ) -> Result<Order, StoreError> {
+        let order = appended(current, events, deadlines)?;
+        let stored = self.version(&order.order_id);
+        let expected = current.map(|order| order.version);
+        if stored != expected {
+            return Err(StoreError::Conflict(format!(
+                "order {} is at version {} (expected {})",
+                order.order_id,
+                stored.map_or("none".into(), |v| v.to_string()),
+                expected.map_or("none".into(), |v| v.to_string()),
+            )));
         }
-        Ok(())
+        self.streams.entry(order.order_id.clone()).or_default().extend(events.iter().cloned());
+        self.published.extend(events.iter().map(bus_record));
+        self.writes += 1;
+        Ok(order)
     }
 }
 
@@ -39,21 +68,28 @@ impl State {
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryOrders {
     state: Arc<Mutex<State>>,
+    deadlines: Deadlines,
 }
 
 impl InMemoryOrders {
+    /// An empty store whose orders are due `deadlines` after they enter a state.
+    pub fn new(deadlines: Deadlines) -> Self {
+        Self { state: Arc::default(), deadlines }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every outbox record written, in commit order.
+    /// Every event appended, in commit order, as the relay publishes it (the event store is the orders' outbox).
     pub fn outbox(&self) -> Vec<OutboxRecord> {
-        self.state().outbox.clone()
+        self.state().published.clone()
     }
 
-    /// Every stored order.
+    /// Every order, as its events make it.
     pub fn orders(&self) -> Vec<Order> {
-        self.state().orders.values().cloned().collect()
+        let state = self.state();
+        state.streams.keys().filter_map(|id| state.fold(id, &self.deadlines).ok().flatten()).collect()
     }
 
     /// How many transactions committed.
@@ -70,8 +106,7 @@ impl InMemoryOrders {
 impl OrderStore for InMemoryOrders {
     async fn place(
         &self,
-        order: &Order,
-        event: &OutboxRecord,
+        placed: &Envelope<OrderPlaced>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Placement, StoreError> {
         let mut state = self.state();
@@ -82,55 +117,39 @@ impl OrderStore for InMemoryOrders {
         {
             return Ok(replay(existing.clone(), record)?);
         }
-        if state.orders.contains_key(&order.order_id) {
-            return Err(StoreError::Conflict(format!("order {} already exists", order.order_id)));
-        }
-        state.check_outbox(event)?;
-        state.orders.insert(order.order_id.clone(), order.clone());
+        state.append(None, &[OrderEvent::Placed(placed.clone())], &self.deadlines)?;
         if let Some(record) = idempotency {
             state.idempotency.insert(record.key.clone(), record.clone());
         }
-        state.outbox.push(event.clone());
-        state.writes += 1;
         Ok(Placement::Placed)
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
         let mut state = self.state();
         state.injected_failure()?;
-        Ok(state.orders.get(order_id).cloned())
+        state.fold(order_id, &self.deadlines)
     }
 
-    async fn save(&self, order: &Order, expected_version: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
+    async fn append(&self, current: Option<&Order>, events: &[OrderEvent]) -> Result<Order, StoreError> {
         let mut state = self.state();
         state.injected_failure()?;
-        let stored = state.orders.get(&order.order_id).map(|o| o.version);
-        if stored != expected_version {
-            return Err(StoreError::Conflict(format!(
-                "order {} is at version {} (expected {})",
-                order.order_id,
-                stored.map_or("none".into(), |v| v.to_string()),
-                expected_version.map_or("none".into(), |v| v.to_string()),
-            )));
-        }
-        state.check_outbox(event)?;
-        state.orders.insert(order.order_id.clone(), order.clone());
-        state.outbox.push(event.clone());
-        state.writes += 1;
-        Ok(())
+        state.append(current, events, &self.deadlines)
     }
 
     async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut state = self.state();
         state.injected_failure()?;
         let now = now.unix_timestamp();
-        let mut due: Vec<(i64, &String)> = state
-            .orders
-            .values()
-            .filter_map(|order| indexed_deadline(order).filter(|&at| at <= now).map(|at| (at, &order.order_id)))
-            .collect();
+        let mut due = Vec::new();
+        for order_id in state.streams.keys() {
+            if let Some(order) = state.fold(order_id, &self.deadlines)?
+                && let Some(at) = indexed_deadline(&order).filter(|&at| at <= now)
+            {
+                due.push((at, order.order_id));
+            }
+        }
         due.sort();
-        Ok(due.into_iter().take(limit).map(|(_, order_id)| order_id.clone()).collect())
+        Ok(due.into_iter().take(limit).map(|(_, order_id)| order_id).collect())
     }
 }
 
@@ -140,44 +159,51 @@ mod tests {
 
     use super::*;
     use crate::placement_record;
-    use orderflow_domain::events::{OrderLine, OrderPlaced};
-    use orderflow_domain::order::{Deadlines, OrderStatus};
-    use orderflow_toolkit::Envelope;
+    use orderflow_domain::events::{CANCELLED_BY_DEADLINE, OrderCancelled, OrderLine, OrderRejected};
+    use orderflow_domain::order::OrderStatus;
     use time::Duration;
     use time::macros::datetime;
 
     const DAY: StdDuration = StdDuration::from_secs(24 * 3600);
 
-    /// When [`order`] places its orders; their deadline is a minute later.
+    /// When [`placed`] places its orders; their deadline is a minute later.
     const PLACED_AT: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
 
-    fn order(id: &str) -> (Order, OutboxRecord) {
-        order_placed_at(id, PLACED_AT)
+    fn store() -> InMemoryOrders {
+        InMemoryOrders::new(Deadlines::from_seconds(60).unwrap())
     }
 
-    fn order_placed_at(id: &str, at: OffsetDateTime) -> (Order, OutboxRecord) {
+    fn placed(id: &str) -> Envelope<OrderPlaced> {
+        placed_at(id, PLACED_AT)
+    }
+
+    fn placed_at(id: &str, at: OffsetDateTime) -> Envelope<OrderPlaced> {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let placed = OrderPlaced { order_id: id.into(), customer_id: "c-1".into(), lines: lines.clone() };
-        let event = OutboxRecord::new(&Envelope::new(id, placed));
-        (Order::placed(id.into(), "c-1".into(), lines, at, &Deadlines::from_seconds(60).unwrap()), event)
+        let mut placed = Envelope::new(id, OrderPlaced { order_id: id.into(), customer_id: "c-1".into(), lines });
+        placed.occurred_at = at;
+        placed
     }
 
-    /// The record of `key` for `request`, placing `order`, live for a day from `at`.
-    fn record_at(key: &str, request: &str, order: &Order, at: SystemTime) -> IdempotencyRecord {
-        placement_record(key, request, &order.order_id, at, DAY).unwrap()
+    fn cancelled(id: &str) -> OrderEvent {
+        let data =
+            OrderCancelled { order_id: id.into(), customer_id: "c-1".into(), reason: CANCELLED_BY_DEADLINE.into() };
+        OrderEvent::Cancelled(Envelope::new(id, data))
     }
 
-    fn record(key: &str, request: &str, order: &Order) -> IdempotencyRecord {
-        record_at(key, request, order, SystemTime::now())
+    /// The record of `key` for `request`, placing `order_id`, live for a day from `at`.
+    fn record_at(key: &str, request: &str, order_id: &str, at: SystemTime) -> IdempotencyRecord {
+        placement_record(key, request, order_id, at, DAY).unwrap()
+    }
+
+    fn record(key: &str, request: &str, order_id: &str) -> IdempotencyRecord {
+        record_at(key, request, order_id, SystemTime::now())
     }
 
     #[tokio::test]
     async fn the_same_key_and_request_return_the_first_order_and_write_nothing() {
-        let store = InMemoryOrders::default();
-        let (first, event) = order("o-1");
-        assert_eq!(store.place(&first, &event, Some(&record("k", "h", &first))).await, Ok(Placement::Placed));
-        let (second, event) = order("o-2");
-        let again = store.place(&second, &event, Some(&record("k", "h", &second))).await;
+        let store = store();
+        assert_eq!(store.place(&placed("o-1"), Some(&record("k", "h", "o-1"))).await, Ok(Placement::Placed));
+        let again = store.place(&placed("o-2"), Some(&record("k", "h", "o-2"))).await;
         assert_eq!(again, Ok(Placement::Existing { order_id: "o-1".into() }));
         assert_eq!(store.orders().len(), 1);
         assert_eq!(store.outbox().len(), 1);
@@ -185,65 +211,81 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_key_with_another_request_is_refused() {
-        let store = InMemoryOrders::default();
-        let (first, event) = order("o-1");
-        store.place(&first, &event, Some(&record("k", "h", &first))).await.unwrap();
-        let (second, event) = order("o-2");
-        let again = store.place(&second, &event, Some(&record("k", "other", &second))).await;
+        let store = store();
+        store.place(&placed("o-1"), Some(&record("k", "h", "o-1"))).await.unwrap();
+        let again = store.place(&placed("o-2"), Some(&record("k", "other", "o-2"))).await;
         assert_eq!(again, Ok(Placement::KeyReused { key: "k".into() }));
     }
 
     #[tokio::test]
     async fn an_expired_record_no_longer_holds_its_key() {
-        let store = InMemoryOrders::default();
-        let (first, event) = order("o-1");
+        let store = store();
         let two_days_ago = SystemTime::now() - 2 * DAY;
-        store.place(&first, &event, Some(&record_at("k", "h", &first, two_days_ago))).await.unwrap();
-        let (second, event) = order("o-2");
-        let again = store.place(&second, &event, Some(&record("k", "other", &second))).await;
+        store.place(&placed("o-1"), Some(&record_at("k", "h", "o-1", two_days_ago))).await.unwrap();
+        let again = store.place(&placed("o-2"), Some(&record("k", "other", "o-2"))).await;
         assert_eq!(again, Ok(Placement::Placed));
-        let (third, event) = order("o-3");
-        let repeat = store.place(&third, &event, Some(&record("k", "other", &third))).await;
+        let repeat = store.place(&placed("o-3"), Some(&record("k", "other", "o-3"))).await;
         assert_eq!(repeat, Ok(Placement::Existing { order_id: "o-2".into() }), "the new record holds it");
     }
 
     #[tokio::test]
     async fn a_record_that_is_not_a_placement_is_a_permanent_error_and_writes_nothing() {
-        let store = InMemoryOrders::default();
-        let (first, event) = order("o-1");
+        let store = store();
         let not_a_placement = IdempotencyRecord::completed("k", "h", "o-1", SystemTime::now(), DAY).unwrap();
-        store.place(&first, &event, Some(&not_a_placement)).await.unwrap();
-        let (second, event) = order("o-2");
-        let err = store.place(&second, &event, Some(&record("k", "h", &second))).await.unwrap_err();
+        store.place(&placed("o-1"), Some(&not_a_placement)).await.unwrap();
+        let err = store.place(&placed("o-2"), Some(&record("k", "h", "o-2"))).await.unwrap_err();
         assert!(!err.is_transient(), "{err:?}");
         assert!(err.to_string().contains("the stored result does not deserialize"), "{err}");
         assert_eq!(store.orders().len(), 1);
     }
 
     #[tokio::test]
-    async fn save_applies_only_at_the_expected_version() {
-        let store = InMemoryOrders::default();
-        let (mut order, event) = order("o-1");
-        store.place(&order, &event, None).await.unwrap();
-        order.version = 2;
-        let (_, next_event) = self::order("o-1");
-        assert!(matches!(store.save(&order, Some(7), &next_event).await, Err(StoreError::Conflict(_))));
-        assert!(matches!(store.save(&order, None, &next_event).await, Err(StoreError::Conflict(_))));
-        store.save(&order, Some(1), &next_event).await.unwrap();
-        assert_eq!(store.get("o-1").await.unwrap().unwrap().version, 2);
+    async fn an_order_is_placed_once() {
+        let store = store();
+        store.place(&placed("o-1"), None).await.unwrap();
+        assert!(matches!(store.place(&placed("o-1"), None).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.outbox().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_append_applies_only_after_the_version_it_was_decided_on() {
+        let store = store();
+        store.place(&placed("o-1"), None).await.unwrap();
+        let read = store.get("o-1").await.unwrap().unwrap();
+
+        let order = store.append(Some(&read), &[cancelled("o-1")]).await.unwrap();
+
+        assert_eq!((order.status, order.version), (OrderStatus::Cancelled, 2));
+        assert_eq!(store.get("o-1").await.unwrap(), Some(order));
+        let stale = store.append(Some(&read), &[cancelled("o-1")]).await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        let placed_again = store.append(None, &[OrderEvent::Placed(placed("o-1"))]).await;
+        assert!(matches!(placed_again, Err(StoreError::Conflict(_))), "{placed_again:?}");
         assert_eq!(store.outbox().len(), 2);
     }
 
     #[tokio::test]
+    async fn an_append_that_cannot_follow_the_order_is_permanent_and_writes_nothing() {
+        let store = store();
+        store.place(&placed("o-1"), None).await.unwrap();
+        let read = store.get("o-1").await.unwrap().unwrap();
+        let cancelled_order = store.append(Some(&read), &[cancelled("o-1")]).await.unwrap();
+        let rejected = OrderRejected { order_id: "o-1".into(), customer_id: "c-1".into(), reason: "late".into() };
+
+        let err = store.append(Some(&cancelled_order), &[OrderEvent::Rejected(Envelope::new("o-1", rejected))]).await;
+
+        assert!(matches!(&err, Err(e) if !e.is_transient()), "{err:?}");
+        assert_eq!(store.get("o-1").await.unwrap().unwrap().version, 2);
+    }
+
+    #[tokio::test]
     async fn overdue_lists_the_open_orders_past_their_deadline_oldest_first_up_to_the_limit() {
-        let store = InMemoryOrders::default();
-        for (id, placed_seconds_later) in [("o-late", 30), ("o-early", 0), ("o-not-yet", 120)] {
-            let (order, event) = order_placed_at(id, PLACED_AT + Duration::seconds(placed_seconds_later));
-            store.place(&order, &event, None).await.unwrap();
+        let store = store();
+        for (id, placed_seconds_later) in [("o-late", 30), ("o-early", 0), ("o-not-yet", 120), ("o-final", 0)] {
+            store.place(&placed_at(id, PLACED_AT + Duration::seconds(placed_seconds_later)), None).await.unwrap();
         }
-        let (mut final_order, event) = order_placed_at("o-final", PLACED_AT);
-        final_order.status = OrderStatus::Rejected;
-        store.place(&final_order, &event, None).await.unwrap();
+        let open = store.get("o-final").await.unwrap().unwrap();
+        store.append(Some(&open), &[cancelled("o-final")]).await.unwrap();
         let now = PLACED_AT + Duration::seconds(90);
 
         assert_eq!(store.overdue(now, 10).await.unwrap(), ["o-early", "o-late"]);

@@ -1,21 +1,20 @@
 //! One saga step on the Orders table, shared by the order saga (events from the bus) and the deadline sweeper
-//! ([`SagaInput::DeadlinePassed`]): load the order, ask the state machine ([`decide`]), and save the new order with
-//! the event it emits, conditional on the version it was read at. When another step changed the order in between
-//! (a concurrent duplicate, or a late reply racing the deadline), the save fails on its condition and the input is
+//! ([`SagaInput::DeadlinePassed`]): load the order (the fold of its events), ask the state machine ([`decide`]), and
+//! append the events it decides after the version it was read at. When another step appended in between (a
+//! concurrent duplicate, or a late reply racing the deadline), the append fails on its condition and the input is
 //! decided again on the order as it now is: exactly one of two racing steps applies, the other is then ignored.
 
-use orderflow_domain::order::{Deadlines, Decision, SagaInput, SagaOutput, decide};
-use orderflow_toolkit::OutboxRecord;
+use orderflow_domain::order::{Decision, SagaInput, decide};
 
 use crate::{OrderStore, StoreError};
 
-/// How many times one input is decided and saved when the order keeps changing under it.
-pub const SAVE_ATTEMPTS: u32 = 5;
+/// How many times one input is decided and appended when the order keeps changing under it.
+pub const APPEND_ATTEMPTS: u32 = 5;
 
 /// What applying an input did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The order moved on to `status` and this event went to the outbox with it.
+    /// The order moved on to `status` with this event (the last one appended).
     Advanced { status: &'static str, emitted: String },
     /// A duplicate, stale or not (yet) overdue input: nothing written.
     Ignored(String),
@@ -27,7 +26,7 @@ pub enum ApplyError {
     /// The input follows a state the order has not reached yet.
     #[error("not yet applicable: {0}")]
     NotYet(String),
-    #[error("order {order_id} kept changing during {SAVE_ATTEMPTS} attempts: {last}")]
+    #[error("order {order_id} kept changing during {APPEND_ATTEMPTS} attempts: {last}")]
     Contended { order_id: String, last: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -43,23 +42,24 @@ impl ApplyError {
     }
 }
 
-/// Applies one input to its order: load, decide, save conditionally; on a version conflict, load and decide again.
-pub async fn apply<S: OrderStore>(store: &S, input: &SagaInput, deadlines: &Deadlines) -> Result<Applied, ApplyError> {
+/// Applies one input to its order: load, decide, append conditionally; on a version conflict, load and decide again.
+pub async fn apply<S: OrderStore>(store: &S, input: &SagaInput) -> Result<Applied, ApplyError> {
     let order_id = input.order_id();
     let mut attempt = 0;
     loop {
         attempt += 1;
         let current = store.get(order_id).await?;
-        let (order, output) = match decide(current.as_ref(), input, deadlines) {
-            Decision::Advance { order, output } => (order, output),
+        let events = match decide(current.as_ref(), input) {
+            Decision::Append(events) => events,
             Decision::Ignore(reason) => return Ok(Applied::Ignored(reason)),
             Decision::NotYet(reason) => return Err(ApplyError::NotYet(reason)),
         };
-        let record = outbox_record(&output);
-        let expected = current.as_ref().map(|order| order.version);
-        match store.save(&order, expected, &record).await {
-            Ok(()) => return Ok(Applied::Advanced { status: order.status.as_str(), emitted: record.detail_type }),
-            Err(StoreError::Conflict(reason)) if attempt < SAVE_ATTEMPTS => {
+        match store.append(current.as_ref(), &events).await {
+            Ok(order) => {
+                let emitted = events.last().map(|event| event.event_type().to_owned()).unwrap_or_default();
+                return Ok(Applied::Advanced { status: order.status.as_str(), emitted });
+            }
+            Err(StoreError::Conflict(reason)) if attempt < APPEND_ATTEMPTS => {
                 tracing::info!(order_id, attempt, reason, "order changed while deciding, deciding again");
             }
             Err(StoreError::Conflict(reason)) => {
@@ -73,18 +73,6 @@ pub async fn apply<S: OrderStore>(store: &S, input: &SagaInput, deadlines: &Dead
     }
 }
 
-/// The outbox record of the event a step emits.
-pub fn outbox_record(output: &SagaOutput) -> OutboxRecord {
-    match output {
-        SagaOutput::PaymentRequested(e) => OutboxRecord::new(e),
-        SagaOutput::OrderRejected(e) => OutboxRecord::new(e),
-        SagaOutput::OrderConfirmed(e) => OutboxRecord::new(e),
-        SagaOutput::InventoryReleaseRequested(e) => OutboxRecord::new(e),
-        SagaOutput::OrderCancelled(e) => OutboxRecord::new(e),
-        SagaOutput::OrderShipped(e) => OutboxRecord::new(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -93,7 +81,7 @@ mod tests {
         CANCELLED_BY_DEADLINE, InventoryReserved, OrderLine, OrderPlaced, PaymentAuthorized, PricedLine,
         ShipmentScheduled,
     };
-    use orderflow_domain::order::{Order, OrderStatus};
+    use orderflow_domain::order::{Deadlines, Order, OrderEvent, OrderStatus};
     use orderflow_toolkit::Envelope;
     use orderflow_toolkit::idempotency::IdempotencyRecord;
     use time::macros::datetime;
@@ -118,24 +106,23 @@ mod tests {
     impl OrderStore for Racing {
         async fn place(
             &self,
-            order: &Order,
-            event: &OutboxRecord,
+            placed: &Envelope<OrderPlaced>,
             key: Option<&IdempotencyRecord>,
         ) -> Result<Placement, StoreError> {
-            self.inner.place(order, event, key).await
+            self.inner.place(placed, key).await
         }
 
         async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
             self.inner.get(order_id).await
         }
 
-        async fn save(&self, order: &Order, expected: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
+        async fn append(&self, current: Option<&Order>, events: &[OrderEvent]) -> Result<Order, StoreError> {
             let rival = self.rival.lock().unwrap().take();
             if let Some(rival) = rival {
-                let applied = apply(&self.inner, &rival, &deadlines()).await.unwrap();
+                let applied = apply(&self.inner, &rival).await.unwrap();
                 assert!(matches!(applied, Applied::Advanced { .. }), "the rival applies first: {applied:?}");
             }
-            self.inner.save(order, expected, event).await
+            self.inner.append(current, events).await
         }
 
         async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -145,11 +132,10 @@ mod tests {
 
     /// A CONFIRMED order whose deadline (a minute after the confirmation at `PLACED_AT`) has passed.
     async fn overdue_confirmed_order() -> InMemoryOrders {
-        let store = InMemoryOrders::default();
+        let store = InMemoryOrders::new(deadlines());
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-        let placed = OrderPlaced { order_id: "o-1".into(), customer_id: "c-1".into(), lines: lines.clone() };
-        let order = Order::placed("o-1".into(), "c-1".into(), lines, PLACED_AT, &deadlines());
-        store.place(&order, &OutboxRecord::new(&Envelope::new("o-1", placed)), None).await.unwrap();
+        let placed = OrderPlaced { order_id: "o-1".into(), customer_id: "c-1".into(), lines };
+        store.place(&occurred_at_placement(Envelope::new("o-1", placed)), None).await.unwrap();
         let reserved = InventoryReserved {
             order_id: "o-1".into(),
             customer_id: "c-1".into(),
@@ -162,7 +148,7 @@ mod tests {
             SagaInput::InventoryReserved(occurred_at_placement(Envelope::new("o-1", reserved))),
             SagaInput::PaymentAuthorized(occurred_at_placement(Envelope::new("o-1", authorized))),
         ] {
-            apply(&store, &input, &deadlines()).await.unwrap();
+            apply(&store, &input).await.unwrap();
         }
         store
     }
@@ -189,14 +175,14 @@ mod tests {
     async fn an_overdue_order_is_cancelled_with_the_reason_deadline_and_a_second_check_changes_nothing() {
         let store = overdue_confirmed_order().await;
 
-        let applied = apply(&store, &deadline_check(), &deadlines()).await.unwrap();
+        let applied = apply(&store, &deadline_check()).await.unwrap();
 
         assert_eq!(applied, Applied::Advanced { status: "CANCELLED", emitted: "OrderCancelled".into() });
         let cancelled = store.outbox().pop().unwrap();
         let detail: serde_json::Value = serde_json::from_str(&cancelled.detail).unwrap();
         assert_eq!(detail["data"]["reason"], CANCELLED_BY_DEADLINE);
         assert_eq!(cancelled.partition, "o-1");
-        assert!(matches!(apply(&store, &deadline_check(), &deadlines()).await.unwrap(), Applied::Ignored(_)));
+        assert!(matches!(apply(&store, &deadline_check()).await.unwrap(), Applied::Ignored(_)));
         assert_eq!(emitted(&store), ["PaymentRequested", "OrderConfirmed", "OrderCancelled"]);
     }
 
@@ -205,7 +191,7 @@ mod tests {
         let store = overdue_confirmed_order().await;
         let racing = Racing { inner: store.clone(), rival: Mutex::new(Some(late_shipment())) };
 
-        let applied = apply(&racing, &deadline_check(), &deadlines()).await.unwrap();
+        let applied = apply(&racing, &deadline_check()).await.unwrap();
 
         assert!(matches!(applied, Applied::Ignored(_)), "{applied:?}");
         assert_eq!(store.get("o-1").await.unwrap().unwrap().status, OrderStatus::Shipped);
@@ -217,7 +203,7 @@ mod tests {
         let store = overdue_confirmed_order().await;
         let racing = Racing { inner: store.clone(), rival: Mutex::new(Some(deadline_check())) };
 
-        let applied = apply(&racing, &late_shipment(), &deadlines()).await.unwrap();
+        let applied = apply(&racing, &late_shipment()).await.unwrap();
 
         assert!(matches!(applied, Applied::Ignored(_)), "{applied:?}");
         let order = store.get("o-1").await.unwrap().unwrap();
@@ -232,16 +218,15 @@ mod tests {
         impl OrderStore for AlwaysConflict {
             async fn place(
                 &self,
-                o: &Order,
-                e: &OutboxRecord,
+                p: &Envelope<OrderPlaced>,
                 k: Option<&IdempotencyRecord>,
             ) -> Result<Placement, StoreError> {
-                self.0.place(o, e, k).await
+                self.0.place(p, k).await
             }
             async fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
                 self.0.get(id).await
             }
-            async fn save(&self, _: &Order, _: Option<u64>, _: &OutboxRecord) -> Result<(), StoreError> {
+            async fn append(&self, _: Option<&Order>, _: &[OrderEvent]) -> Result<Order, StoreError> {
                 Err(StoreError::Conflict("TransactionConflict".into()))
             }
             async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -250,7 +235,7 @@ mod tests {
         }
         let store = overdue_confirmed_order().await;
 
-        let err = apply(&AlwaysConflict(store), &deadline_check(), &deadlines()).await.unwrap_err();
+        let err = apply(&AlwaysConflict(store), &deadline_check()).await.unwrap_err();
 
         assert!(matches!(err, ApplyError::Contended { .. }), "{err}");
     }

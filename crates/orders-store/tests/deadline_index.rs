@@ -3,10 +3,10 @@
 
 mod support;
 
-use orderflow_domain::events::{OrderCancelled, OrderLine, OrderPlaced};
-use orderflow_domain::order::{Deadlines, Order, OrderStatus};
+use orderflow_domain::events::{OrderCancelled, OrderLine, OrderPlaced, PaymentRequested};
+use orderflow_domain::order::{Order, OrderEvent};
 use orderflow_orders_store::{OrderStore, deadline_shard};
-use orderflow_toolkit::{Envelope, OutboxRecord};
+use orderflow_toolkit::Envelope;
 use support::World;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -17,30 +17,39 @@ impl World {
     /// Places an order `seconds_later` than [`PLACED_AT`]; its deadline is a minute after that.
     async fn place(&self, order_id: &str, seconds_later: i64) -> Order {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let deadlines = Deadlines::from_seconds(60).unwrap();
-        let order = Order::placed(
-            order_id.into(),
-            "c-1".into(),
-            lines.clone(),
-            PLACED_AT + Duration::seconds(seconds_later),
-            &deadlines,
-        );
         let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines };
-        self.store.place(&order, &OutboxRecord::new(&Envelope::new(order_id, placed)), None).await.unwrap();
-        order
+        let placed = at(Envelope::new(order_id, placed), seconds_later);
+        self.store.place(&placed, None).await.unwrap();
+        self.store.get(order_id).await.unwrap().expect("the placed order")
     }
 
-    /// The order item's deadline index keys, as stored.
+    /// The order head's deadline index keys, as stored.
     async fn index_keys(&self, order_id: &str) -> (Option<String>, Option<String>) {
-        let item = self.item(&format!("ORDER#{order_id}"), "ORDER").await.expect("the order item");
+        let item = self.item(&format!("ORDER#{order_id}"), "HEAD").await.expect("the order's head");
         let text = |name: &str| item.get(name).map(|v| v.as_s().or(v.as_n()).unwrap().to_owned());
         (text("deadline_shard"), text("deadline_at"))
     }
 }
 
-fn event(order_id: &str) -> OutboxRecord {
+/// `envelope` as if it occurred `seconds` after [`PLACED_AT`].
+fn at<T>(mut envelope: Envelope<T>, seconds: i64) -> Envelope<T> {
+    envelope.occurred_at = PLACED_AT + Duration::seconds(seconds);
+    envelope
+}
+
+fn cancelled(order_id: &str) -> OrderEvent {
     let cancelled = OrderCancelled { order_id: order_id.into(), customer_id: "c-1".into(), reason: "deadline".into() };
-    OutboxRecord::new(&Envelope::new(order_id, cancelled))
+    OrderEvent::Cancelled(Envelope::new(order_id, cancelled))
+}
+
+/// The payment request of `order`, nine minutes after [`PLACED_AT`]: RESERVED, due a minute later.
+fn payment_requested(order: &Order) -> OrderEvent {
+    let request = PaymentRequested {
+        order_id: order.order_id.clone(),
+        customer_id: "c-1".into(),
+        amount: "1.00".parse().unwrap(),
+    };
+    OrderEvent::PaymentRequested(at(Envelope::new(order.order_id.clone(), request), 540))
 }
 
 #[tokio::test]
@@ -65,17 +74,12 @@ async fn the_deadline_index_lists_open_overdue_orders_in_every_shard_and_drops_a
     assert_eq!(world.store.overdue(now, 4).await.unwrap().len(), 4, "bounded by the limit");
 
     // A final order leaves the index; an order that moved on is indexed by its new deadline.
-    let mut cancelled = world.store.get("o-0").await.unwrap().unwrap();
-    cancelled.status = OrderStatus::Cancelled;
-    cancelled.deadline_at = None;
-    cancelled.version += 1;
-    world.store.save(&cancelled, Some(1), &event("o-0")).await.unwrap();
+    let open = world.store.get("o-0").await.unwrap().unwrap();
+    world.store.append(Some(&open), &[cancelled("o-0")]).await.unwrap();
     assert_eq!(world.index_keys("o-0").await, (None, None));
-    let mut moved_on = world.store.get("o-1").await.unwrap().unwrap();
-    moved_on.status = OrderStatus::Reserved;
-    moved_on.deadline_at = Some(PLACED_AT + Duration::minutes(10));
-    moved_on.version += 1;
-    world.store.save(&moved_on, Some(1), &event("o-1")).await.unwrap();
+    let pending = world.store.get("o-1").await.unwrap().unwrap();
+    let moved_on = world.store.append(Some(&pending), &[payment_requested(&pending)]).await.unwrap();
+    assert_eq!(moved_on.deadline_at, Some(PLACED_AT + Duration::minutes(10)));
 
     let overdue = world.store.overdue(now, 100).await.unwrap();
     assert!(!overdue.contains(&"o-0".to_owned()) && !overdue.contains(&"o-1".to_owned()), "{overdue:?}");

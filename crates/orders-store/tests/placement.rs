@@ -1,5 +1,5 @@
-//! `DynamoOrders::place` with an idempotency key against a real emulator (see [`support`]): the order, its event
-//! and the key's record commit in one transaction, and a repeat is answered from the record that cancelled it.
+//! `DynamoOrders::place` with an idempotency key against a real emulator (see [`support`]): the order's first
+//! event, its head and the key's record commit in one transaction, and a repeat is answered from the record that cancelled it.
 
 mod support;
 
@@ -7,39 +7,35 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use orderflow_aws::dynamo::{Item, get_n, get_s};
 use orderflow_domain::events::{OrderLine, OrderPlaced};
-use orderflow_domain::order::{Deadlines, Order};
 use orderflow_orders_store::{OrderStore, Placement, placement_record};
+use orderflow_toolkit::Envelope;
 use orderflow_toolkit::idempotency::{IdempotencyRecord, epoch_seconds, payload_hash};
-use orderflow_toolkit::{Envelope, OutboxRecord};
 use support::World;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-fn order(order_id: &str) -> (Order, OutboxRecord) {
+fn placed(order_id: &str) -> Envelope<OrderPlaced> {
     let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-    let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines: lines.clone() };
-    let event = OutboxRecord::new(&Envelope::new(order_id, placed));
-    let at = time::OffsetDateTime::now_utc();
-    (Order::placed(order_id.into(), "c-1".into(), lines, at, &Deadlines::default()), event)
+    Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines })
 }
 
-fn record_at(key: &str, request: &str, order: &Order, at: SystemTime) -> IdempotencyRecord {
-    placement_record(key, request, &order.order_id, at, DAY).unwrap()
+fn record_at(key: &str, request: &str, order_id: &str, at: SystemTime) -> IdempotencyRecord {
+    placement_record(key, request, order_id, at, DAY).unwrap()
 }
 
 impl World {
     /// Places a new order `order_id` with the record of `key` for `request`, written at `at`.
     async fn place_at(&self, order_id: &str, key: &str, request: &str, at: SystemTime) -> Placement {
-        let (order, event) = order(order_id);
-        self.store.place(&order, &event, Some(&record_at(key, request, &order, at))).await.unwrap()
+        self.store.place(&placed(order_id), Some(&record_at(key, request, order_id, at))).await.unwrap()
     }
 
     async fn place_with(&self, order_id: &str, key: &str, request: &str) -> Placement {
         self.place_at(order_id, key, request, SystemTime::now()).await
     }
 
+    /// The first event of the order: written only by a placement that committed.
     async fn order_item(&self, order_id: &str) -> Option<Item> {
-        self.item(&format!("ORDER#{order_id}"), "ORDER").await
+        self.item(&format!("ORDER#{order_id}"), "EVENT#0000000001").await
     }
 }
 

@@ -5,7 +5,7 @@
 //! - Which orders: at most [`MAX_ORDERS_PER_RUN`] from the Orders table's deadline index
 //!   ([`OrderStore::overdue`]); the next run continues with the rest.
 //! - Each order goes through the saga's own step ([`saga::apply`] with [`SagaInput::DeadlinePassed`]): loaded,
-//!   decided, saved conditionally on its version. A reply racing the deadline is resolved by that condition:
+//!   decided, its cancellation appended conditionally on its version. A reply racing the deadline is resolved by that condition:
 //!   exactly one of them applies, and the other is decided again on the order as it now is, then ignored. An order
 //!   that moved on or ended since the index was read is ignored too.
 //! - One order's failure does not stop the others; the run then fails, so Lambda's asynchronous retry (and the
@@ -13,7 +13,7 @@
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use futures::{StreamExt, stream};
-use orderflow_domain::order::{Deadlines, SagaInput};
+use orderflow_domain::order::SagaInput;
 use orderflow_orders_store::OrderStore;
 use orderflow_orders_store::saga::{self, Applied, ApplyError};
 use orderflow_toolkit::HandlerError;
@@ -43,12 +43,11 @@ pub struct Summary {
 #[derive(Debug, Clone)]
 pub struct Sweeper<S> {
     store: S,
-    deadlines: Deadlines,
 }
 
 impl<S: OrderStore> Sweeper<S> {
-    pub fn new(store: S, deadlines: Deadlines) -> Self {
-        Self { store, deadlines }
+    pub fn new(store: S) -> Self {
+        Self { store }
     }
 
     /// One invocation: `event` is the schedule's tick, whose detail is not used.
@@ -63,7 +62,7 @@ impl<S: OrderStore> Sweeper<S> {
         let outcomes: Vec<(String, Result<Applied, ApplyError>)> = stream::iter(overdue)
             .map(|order_id| async move {
                 let input = SagaInput::DeadlinePassed { order_id: order_id.clone(), now };
-                (order_id, saga::apply(&self.store, &input, &self.deadlines).await)
+                (order_id, saga::apply(&self.store, &input).await)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -117,12 +116,14 @@ fn classify(order_id: &str, err: &ApplyError) -> HandlerError {
 #[cfg(test)]
 mod tests {
     use orderflow_aws::bus_function::handle_scheduled_invocation;
-    use orderflow_domain::events::{InventoryReserved, OrderLine, OrderPlaced, PaymentDeclined, PricedLine};
-    use orderflow_domain::order::{Order, OrderStatus};
+    use orderflow_domain::events::{
+        InventoryReserved, OrderLine, OrderPlaced, PaymentAuthorized, PaymentDeclined, PricedLine, ShipmentScheduled,
+    };
+    use orderflow_domain::order::{Deadlines, Order, OrderEvent, OrderStatus};
     use orderflow_orders_store::{InMemoryOrders, Placement, StoreError};
     use orderflow_test_support::Samples;
+    use orderflow_toolkit::Envelope;
     use orderflow_toolkit::idempotency::IdempotencyRecord;
-    use orderflow_toolkit::{Envelope, OutboxRecord};
     use serde_json::{Value, json};
     use time::Duration;
 
@@ -131,17 +132,18 @@ mod tests {
     const SAMPLES: Samples = Samples::of("order-deadlines");
     const SCHEDULED_EVENT: &str = "scheduled-event.json";
 
-    fn deadlines() -> Deadlines {
-        Deadlines::from_seconds(60).unwrap()
+    /// A store whose orders are due a minute after they enter a state.
+    fn store() -> InMemoryOrders {
+        InMemoryOrders::new(Deadlines::from_seconds(60).unwrap())
     }
 
-    /// Places an order `minutes_ago`; with [`deadlines`] it is overdue from a minute after.
+    /// Places an order `minutes_ago`; in a [`store`] it is overdue from a minute after.
     async fn place(store: &impl OrderStore, order_id: &str, minutes_ago: i64) {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let placed_at = OffsetDateTime::now_utc() - Duration::minutes(minutes_ago);
-        let order = Order::placed(order_id.into(), "c-1".into(), lines.clone(), placed_at, &deadlines());
-        let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines };
-        store.place(&order, &OutboxRecord::new(&Envelope::new(order_id, placed)), None).await.unwrap();
+        let mut placed =
+            Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines });
+        placed.occurred_at = OffsetDateTime::now_utc() - Duration::minutes(minutes_ago);
+        store.place(&placed, None).await.unwrap();
     }
 
     async fn status(store: &InMemoryOrders, order_id: &str) -> OrderStatus {
@@ -155,11 +157,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_scheduled_run_cancels_every_overdue_order_with_the_reason_deadline_and_leaves_the_others() {
-        let store = InMemoryOrders::default();
+        let store = store();
         place(&store, "o-overdue-1", 5).await;
         place(&store, "o-overdue-2", 2).await;
         place(&store, "o-in-time", 0).await;
-        let sweeper = Sweeper::new(store.clone(), deadlines());
+        let sweeper = Sweeper::new(store.clone());
 
         let summary =
             handle_scheduled_invocation(SAMPLES.event(SCHEDULED_EVENT), |tick| sweeper.handle(tick)).await.unwrap();
@@ -183,11 +185,11 @@ mod tests {
 
     #[tokio::test]
     async fn one_run_handles_at_most_its_bound_and_the_next_run_continues() {
-        let store = InMemoryOrders::default();
+        let store = store();
         for i in 0..=MAX_ORDERS_PER_RUN {
             place(&store, &format!("o-{i}"), 5).await;
         }
-        let sweeper = Sweeper::new(store.clone(), deadlines());
+        let sweeper = Sweeper::new(store.clone());
 
         let first = sweeper.sweep(OffsetDateTime::now_utc()).await.unwrap();
         let second = sweeper.sweep(OffsetDateTime::now_utc()).await.unwrap();
@@ -199,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_releasing_its_stock_is_cancelled_by_its_deadline_like_every_non_final_order() {
-        let store = InMemoryOrders::default();
+        let store = store();
         place(&store, "o-releasing", 5).await;
         let mut reserved = Envelope::new(
             "o-releasing",
@@ -221,11 +223,11 @@ mod tests {
         reserved.occurred_at = OffsetDateTime::now_utc() - Duration::minutes(4);
         declined.occurred_at = OffsetDateTime::now_utc() - Duration::minutes(3);
         for input in [SagaInput::InventoryReserved(reserved), SagaInput::PaymentDeclined(declined)] {
-            saga::apply(&store, &input, &deadlines()).await.unwrap();
+            saga::apply(&store, &input).await.unwrap();
         }
         assert_eq!(status(&store, "o-releasing").await, OrderStatus::Releasing);
 
-        let summary = Sweeper::new(store.clone(), deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap();
+        let summary = Sweeper::new(store.clone()).sweep(OffsetDateTime::now_utc()).await.unwrap();
 
         assert_eq!(summary, Summary { overdue: 1, cancelled: 1, ignored: 0, failed: 0 });
         assert_eq!(status(&store, "o-releasing").await, OrderStatus::Cancelled);
@@ -242,11 +244,10 @@ mod tests {
     impl OrderStore for Faulty {
         async fn place(
             &self,
-            order: &Order,
-            event: &OutboxRecord,
+            placed: &Envelope<OrderPlaced>,
             key: Option<&IdempotencyRecord>,
         ) -> Result<Placement, StoreError> {
-            self.inner.place(order, event, key).await
+            self.inner.place(placed, key).await
         }
 
         async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
@@ -256,8 +257,8 @@ mod tests {
             }
         }
 
-        async fn save(&self, order: &Order, expected: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
-            self.inner.save(order, expected, event).await
+        async fn append(&self, current: Option<&Order>, events: &[OrderEvent]) -> Result<Order, StoreError> {
+            self.inner.append(current, events).await
         }
 
         async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -269,15 +270,30 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_that_ended_since_the_index_was_read_is_ignored() {
-        let store = InMemoryOrders::default();
+        let store = store();
         place(&store, "o-shipped", 5).await;
-        let mut shipped = store.get("o-shipped").await.unwrap().unwrap();
-        (shipped.status, shipped.deadline_at, shipped.version) = (OrderStatus::Shipped, None, 2);
-        let placed = OrderPlaced { order_id: "o-shipped".into(), customer_id: "c-1".into(), lines: vec![] };
-        store.save(&shipped, Some(1), &OutboxRecord::new(&Envelope::new("o-shipped", placed))).await.unwrap();
+        let reserved = InventoryReserved {
+            order_id: "o-shipped".into(),
+            customer_id: "c-1".into(),
+            lines: vec![PricedLine { sku: "SKU-1".into(), quantity: 1, unit_price: "12.50".parse().unwrap() }],
+            total: "12.50".parse().unwrap(),
+        };
+        let authorized = PaymentAuthorized {
+            order_id: "o-shipped".into(),
+            payment_id: "p-1".into(),
+            amount: "12.50".parse().unwrap(),
+        };
+        let scheduled = ShipmentScheduled { order_id: "o-shipped".into(), shipment_id: "s-1".into() };
+        for input in [
+            SagaInput::InventoryReserved(Envelope::new("o-shipped", reserved)),
+            SagaInput::PaymentAuthorized(Envelope::new("o-shipped", authorized)),
+            SagaInput::ShipmentScheduled(Envelope::new("o-shipped", scheduled)),
+        ] {
+            saga::apply(&store, &input).await.unwrap();
+        }
         let faulty = Faulty { inner: store.clone(), extra: vec!["o-shipped".into(), "o-gone".into()], failing: None };
 
-        let summary = Sweeper::new(faulty, deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap();
+        let summary = Sweeper::new(faulty).sweep(OffsetDateTime::now_utc()).await.unwrap();
 
         assert_eq!(summary, Summary { overdue: 2, cancelled: 0, ignored: 2, failed: 0 });
         assert_eq!(status(&store, "o-shipped").await, OrderStatus::Shipped);
@@ -285,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_failing_order_does_not_stop_the_others_and_fails_the_run_so_it_is_retried() {
-        let store = InMemoryOrders::default();
+        let store = store();
         for order_id in ["o-1", "o-2", "o-3"] {
             place(&store, order_id, 5).await;
         }
@@ -293,7 +309,7 @@ mod tests {
             StoreError::Table(orderflow_aws::StoreError::Transient("ProvisionedThroughputExceededException".into()));
         let faulty = Faulty { inner: store.clone(), extra: vec![], failing: Some(("o-2".into(), throttled)) };
 
-        let error = Sweeper::new(faulty, deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap_err();
+        let error = Sweeper::new(faulty).sweep(OffsetDateTime::now_utc()).await.unwrap_err();
 
         assert_eq!(error.class(), "Transient", "{error}");
         assert!(error.reason().starts_with("1 of 3 overdue orders failed, e.g. order o-2: "), "{error}");
@@ -301,28 +317,28 @@ mod tests {
         assert_eq!(status(&store, "o-2").await, OrderStatus::Pending);
         assert_eq!(status(&store, "o-3").await, OrderStatus::Cancelled);
 
-        let retried = Sweeper::new(store.clone(), deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap();
+        let retried = Sweeper::new(store.clone()).sweep(OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(retried, Summary { overdue: 1, cancelled: 1, ignored: 0, failed: 0 });
     }
 
     #[tokio::test]
     async fn a_corrupt_order_fails_the_run_as_permanent() {
-        let store = InMemoryOrders::default();
+        let store = store();
         place(&store, "o-1", 5).await;
         let corrupt = StoreError::Table(orderflow_aws::StoreError::Corrupt("item attribute order: is missing".into()));
         let faulty = Faulty { inner: store, extra: vec![], failing: Some(("o-1".into(), corrupt)) };
 
-        let error = Sweeper::new(faulty, deadlines()).sweep(OffsetDateTime::now_utc()).await.unwrap_err();
+        let error = Sweeper::new(faulty).sweep(OffsetDateTime::now_utc()).await.unwrap_err();
 
         assert_eq!(error.class(), "Permanent", "{error}");
     }
 
     #[tokio::test]
     async fn a_payload_that_is_not_an_eventbridge_event_fails_permanently_and_writes_nothing() {
-        let store = InMemoryOrders::default();
+        let store = store();
         place(&store, "o-1", 5).await;
 
-        let sweeper = Sweeper::new(store.clone(), deadlines());
+        let sweeper = Sweeper::new(store.clone());
         let error = handle_scheduled_invocation(json!({"Records": []}), |tick| sweeper.handle(tick)).await.unwrap_err();
 
         assert_eq!(error.error_type, "HandlerError::Permanent");

@@ -18,13 +18,12 @@ use crate::handler::Sweeper;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
-    let env =
-        || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?, deadlines_from_env()?));
-    let (orders_table, outbox_table, deadlines) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let env = || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, deadlines_from_env()?));
+    let (orders_table, deadlines) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
 
     let config = load_sdk_config().await;
-    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table);
-    let sweeper = Sweeper::new(store, deadlines);
+    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, deadlines);
+    let sweeper = Sweeper::new(store);
     let sweeper = &sweeper;
     run_scheduled_function(|tick| sweeper.handle(tick)).await
 }

@@ -1,9 +1,10 @@
 //! The order saga: reads the events that move an order on, asks the order state machine
-//! ([`orderflow_domain::order::decide`]) what they mean for the stored order, and stores the new order together
-//! with the event it emits, in one transaction conditioned on the version it was read at.
+//! ([`orderflow_domain::order::decide`]) what they mean for the order (the fold of its events in the event store),
+//! and appends the events it decides after the version the order was read at (optimistic concurrency).
 //!
 //! - Duplicates and stale redeliveries: `decide` ignores an event that is no longer valid from the order's state,
-//!   and the version condition stops a duplicate processed concurrently from applying twice.
+//!   and the version condition stops a duplicate processed concurrently from applying twice (the loser reads the
+//!   order again and decides again).
 //! - Out-of-order delivery: an event that follows a state the order has not reached yet fails transiently, so the
 //!   queue delivers it again later (and moves it to the DLQ after `maxReceiveCount`).
 //! - Malformed, unknown or unhandled events go to the DLQ at once with their reason.
@@ -13,7 +14,7 @@
 use orderflow_domain::events::{
     InventoryRejected, InventoryReleased, InventoryReserved, PaymentAuthorized, PaymentDeclined, ShipmentScheduled,
 };
-use orderflow_domain::order::{Deadlines, SagaInput};
+use orderflow_domain::order::SagaInput;
 use orderflow_orders_store::OrderStore;
 use orderflow_orders_store::saga::{self, Applied, ApplyError};
 use orderflow_toolkit::{EnvelopeError, Event, HandlerError, Registry, SqsRecord};
@@ -47,14 +48,13 @@ impl From<SagaError> for HandlerError {
 #[derive(Debug, Clone)]
 pub struct Saga<S> {
     store: S,
-    deadlines: Deadlines,
     registry: Registry,
 }
 
 impl<S: OrderStore> Saga<S> {
-    /// A saga that gives every state it moves an order into a deadline of `deadlines`.
-    pub fn new(store: S, deadlines: Deadlines) -> Self {
-        Self { store, deadlines, registry: orderflow_domain::events::registry() }
+    /// A saga over the event store `store` (whose deadlines every state it moves an order into gets).
+    pub fn new(store: S) -> Self {
+        Self { store, registry: orderflow_domain::events::registry() }
     }
 
     /// Reads an SQS body (an EventBridge event) as a saga input, upcasting older versions.
@@ -75,9 +75,9 @@ impl<S: OrderStore> Saga<S> {
         Ok(input)
     }
 
-    /// Applies one input ([`saga::apply`]: load, decide, save conditionally, and again on a version conflict).
+    /// Applies one input ([`saga::apply`]: load, decide, append conditionally, and again on a version conflict).
     pub async fn apply(&self, input: &SagaInput) -> Result<Applied, SagaError> {
-        Ok(saga::apply(&self.store, input, &self.deadlines).await?)
+        Ok(saga::apply(&self.store, input).await?)
     }
 
     /// Handles one SQS record.
@@ -106,12 +106,12 @@ mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-    use orderflow_domain::events::{OrderLine, OrderPlaced, PricedLine};
-    use orderflow_domain::order::{Order, OrderStatus};
+    use orderflow_domain::events::{OrderAdopted, OrderLine, OrderPlaced, PricedLine};
+    use orderflow_domain::order::{Deadlines, Order, OrderEvent, OrderStatus};
     use orderflow_orders_store::{InMemoryOrders, Placement, StoreError};
     use orderflow_test_support::{Samples, SqsHarness, bus_body, failed_ids, sqs_batch};
+    use orderflow_toolkit::Envelope;
     use orderflow_toolkit::idempotency::IdempotencyRecord;
-    use orderflow_toolkit::{Envelope, OutboxRecord};
     use serde_json::{Value, json};
     use time::OffsetDateTime;
 
@@ -134,21 +134,20 @@ mod tests {
 
     impl World {
         fn new() -> Self {
-            let store = InMemoryOrders::default();
-            let saga = Saga::new(store.clone(), Deadlines::default());
-            Self { saga, store, sqs: SqsHarness::with_concurrency(CONCURRENCY) }
+            Self::with_deadlines(Deadlines::default())
+        }
+
+        fn with_deadlines(deadlines: Deadlines) -> Self {
+            let store = InMemoryOrders::new(deadlines);
+            Self { saga: Saga::new(store.clone()), store, sqs: SqsHarness::with_concurrency(CONCURRENCY) }
         }
 
         /// The order as the orders API places it.
         async fn with_placed_order(self, order_id: &str) -> Self {
             let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-            let placed = Envelope::new(
-                order_id,
-                OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines: lines.clone() },
-            );
-            let order =
-                Order::placed(order_id.into(), "c-1".into(), lines, OffsetDateTime::now_utc(), &Deadlines::default());
-            let placement = self.store.place(&order, &OutboxRecord::new(&placed), None::<&IdempotencyRecord>).await;
+            let placed =
+                Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines });
+            let placement = self.store.place(&placed, None::<&IdempotencyRecord>).await;
             assert_eq!(placement, Ok(Placement::Placed));
             self
         }
@@ -167,9 +166,10 @@ mod tests {
             self.store.get(order_id).await.unwrap().expect("order is stored")
         }
 
-        /// Event types in the outbox after the placement, in commit order.
+        /// Event types the saga appended after the order's first event (placed or adopted), in commit order.
         fn emitted(&self) -> Vec<String> {
-            self.store.outbox().into_iter().map(|r| r.detail_type).filter(|t| t != OrderPlaced::TYPE).collect()
+            let decided = |t: &String| t != OrderPlaced::TYPE && t != OrderAdopted::TYPE;
+            self.store.outbox().into_iter().map(|r| r.detail_type).filter(decided).collect()
         }
     }
 
@@ -224,7 +224,7 @@ mod tests {
         let order = world.order(SAMPLE_ORDER).await;
         assert_eq!(order.status, OrderStatus::Shipped);
         let history: Vec<_> = order.history.iter().map(|h| h.event_type.as_str()).collect();
-        assert_eq!(history, ["OrderPlaced", "InventoryReserved", "PaymentAuthorized", "ShipmentScheduled"]);
+        assert_eq!(history, ["OrderPlaced", "PaymentRequested", "OrderConfirmed", "OrderShipped"], "its own events");
         assert_eq!(order.version, 4);
         assert_eq!(world.emitted(), ["PaymentRequested", "OrderConfirmed", "OrderShipped"]);
         let shipped = outbox_detail(&world.store, "OrderShipped");
@@ -269,6 +269,7 @@ mod tests {
         let order = world.order(SAMPLE_ORDER).await;
         assert_eq!(order.status, OrderStatus::Reserved);
         assert_eq!(order.customer_id, "c-1");
+        assert_eq!(order.history[0].event_type, "OrderAdopted", "the stream starts with the adoption");
         assert_eq!(world.emitted(), ["PaymentRequested"]);
     }
 
@@ -313,8 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_step_gives_the_order_the_configured_deadline_and_replies_after_a_deadline_cancel_change_nothing() {
-        let mut world = World::new().with_placed_order(SAMPLE_ORDER).await;
-        world.saga = Saga::new(world.store.clone(), Deadlines::from_seconds(5).unwrap());
+        let world = World::with_deadlines(Deadlines::from_seconds(5).unwrap()).with_placed_order(SAMPLE_ORDER).await;
         world.deliver(INVENTORY_RESERVED).await;
         let reserved = world.order(SAMPLE_ORDER).await;
         assert_eq!(reserved.deadline_at, Some(time::macros::datetime!(2026-11-24 10:00:06 UTC)), "occurred_at + 5 s");
@@ -361,23 +361,22 @@ mod tests {
     impl OrderStore for Racing {
         async fn place(
             &self,
-            order: &Order,
-            event: &OutboxRecord,
+            placed: &Envelope<OrderPlaced>,
             key: Option<&IdempotencyRecord>,
         ) -> Result<Placement, StoreError> {
-            self.inner.place(order, event, key).await
+            self.inner.place(placed, key).await
         }
 
         async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
             self.inner.get(order_id).await
         }
 
-        async fn save(&self, order: &Order, expected: Option<u64>, event: &OutboxRecord) -> Result<(), StoreError> {
+        async fn append(&self, current: Option<&Order>, events: &[OrderEvent]) -> Result<Order, StoreError> {
             let rival_input = self.rival_input.lock().unwrap().take();
             if let Some(input) = rival_input {
                 self.rival.apply(&input).await.expect("the rival applies first");
             }
-            self.inner.save(order, expected, event).await
+            self.inner.append(current, events).await
         }
 
         async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -392,11 +391,11 @@ mod tests {
         let input = world.saga.decode(&body).unwrap();
         let racing = Racing {
             inner: world.store.clone(),
-            rival: Saga::new(world.store.clone(), Deadlines::default()),
+            rival: Saga::new(world.store.clone()),
             rival_input: std::sync::Mutex::new(Some(input.clone())),
         };
 
-        let outcome = Saga::new(racing, Deadlines::default()).apply(&input).await.unwrap();
+        let outcome = Saga::new(racing).apply(&input).await.unwrap();
 
         assert!(matches!(outcome, Applied::Ignored(_)), "{outcome:?}");
         assert_eq!(world.emitted(), ["PaymentRequested"], "emitted once, by the rival");
@@ -409,12 +408,12 @@ mod tests {
         // The saga reads the RESERVED order to apply a decline; before it saves, the payment is authorized.
         let racing = Racing {
             inner: world.store.clone(),
-            rival: Saga::new(world.store.clone(), Deadlines::default()),
+            rival: Saga::new(world.store.clone()),
             rival_input: std::sync::Mutex::new(Some(world.saga.decode(&SAMPLES.sqs_body(PAYMENT_AUTHORIZED)).unwrap())),
         };
         let declined = world.saga.decode(&SAMPLES.sqs_body(PAYMENT_DECLINED)).unwrap();
 
-        let outcome = Saga::new(racing, Deadlines::default()).apply(&declined).await.unwrap();
+        let outcome = Saga::new(racing).apply(&declined).await.unwrap();
 
         assert!(matches!(outcome, Applied::Ignored(_)), "a decline after the confirmation is stale: {outcome:?}");
         assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Confirmed);
@@ -427,16 +426,15 @@ mod tests {
         impl OrderStore for AlwaysConflict {
             async fn place(
                 &self,
-                o: &Order,
-                e: &OutboxRecord,
+                p: &Envelope<OrderPlaced>,
                 k: Option<&IdempotencyRecord>,
             ) -> Result<Placement, StoreError> {
-                self.0.place(o, e, k).await
+                self.0.place(p, k).await
             }
             async fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
                 self.0.get(id).await
             }
-            async fn save(&self, _: &Order, _: Option<u64>, _: &OutboxRecord) -> Result<(), StoreError> {
+            async fn append(&self, _: Option<&Order>, _: &[OrderEvent]) -> Result<Order, StoreError> {
                 Err(StoreError::Conflict("TransactionConflict".into()))
             }
             async fn overdue(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -444,7 +442,7 @@ mod tests {
             }
         }
         let world = World::new().with_placed_order(SAMPLE_ORDER).await;
-        let saga = Saga::new(AlwaysConflict(world.store.clone()), Deadlines::default());
+        let saga = Saga::new(AlwaysConflict(world.store.clone()));
         let input = saga.decode(&SAMPLES.sqs_body(INVENTORY_RESERVED)).unwrap();
 
         let err = saga.apply(&input).await.unwrap_err();

@@ -15,12 +15,11 @@ use crate::handler::{CONCURRENCY, Saga};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     orderflow_toolkit::logging::init();
-    let env =
-        || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, required_env("OUTBOX_TABLE")?, deadlines_from_env()?));
-    let (orders_table, outbox_table, deadlines) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let env = || Ok::<_, ConfigError>((required_env("ORDERS_TABLE")?, deadlines_from_env()?));
+    let (orders_table, deadlines) = env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
 
     let config = orderflow_aws::load_sdk_config().await;
-    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, outbox_table);
-    let saga = Saga::new(store, deadlines);
+    let store = DynamoOrders::new(aws_sdk_dynamodb::Client::new(&config), orders_table, deadlines);
+    let saga = Saga::new(store);
     run_sqs_consumer(&config, CONCURRENCY, |record| saga.handle_record(record)).await
 }

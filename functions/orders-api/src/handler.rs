@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! POST /orders          {"customer_id", "lines": [{"sku", "quantity"}]}, header Idempotency-Key (optional)
-//!                       -> 202 {"order_id", "status"}; the PENDING order and OrderPlaced v1 in one transaction
+//!                       -> 202 {"order_id", "status"}; the order's first event, OrderPlaced v1, in the event store
 //! GET  /orders/{id}     -> 200 {"order_id", "customer_id", "status", "lines", "total", "history": [{"type", "at"}]}
 //! PUT  /inventory/{sku} {"available", "price"} -> 200 {"sku", "available", "reserved", "shipped", "price"}
 //! GET  /inventory/{sku} -> 200 {"sku", "available", "reserved", "shipped", "price"}
@@ -26,11 +26,11 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use orderflow_domain::Decimal;
 use orderflow_domain::events::{OrderLine, OrderPlaced};
 use orderflow_domain::inventory::Restock;
-use orderflow_domain::order::{Deadlines, HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
+use orderflow_domain::order::{HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
 use orderflow_inventory_store::StockStore;
 use orderflow_orders_store::{OrderStore, Placement, StoreError, placement_record};
+use orderflow_toolkit::Envelope;
 use orderflow_toolkit::idempotency::IdempotencyError;
-use orderflow_toolkit::{Envelope, OutboxRecord};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -258,13 +258,12 @@ impl<'a> From<&'a Order> for OrderView<'a> {
 pub struct Api<O, S> {
     orders: O,
     stock: S,
-    deadlines: Deadlines,
 }
 
 impl<O: OrderStore, S: StockStore> Api<O, S> {
     /// The API over its stores; a placed order is PENDING until `deadlines` after it was placed.
-    pub fn new(orders: O, stock: S, deadlines: Deadlines) -> Self {
-        Self { orders, stock, deadlines }
+    pub fn new(orders: O, stock: S) -> Self {
+        Self { orders, stock }
     }
 
     /// Answers one request. Never fails: every error is an HTTP response (and 5xx details are logged).
@@ -327,22 +326,20 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
                 lines: place.lines.clone(),
             },
         );
-        let order = Order::placed(order_id, place.customer_id, place.lines, placed.occurred_at, &self.deadlines);
 
-        let (order_id, status) =
-            match self.orders.place(&order, &OutboxRecord::new(&placed), idempotency.as_ref()).await? {
-                Placement::Placed => {
-                    tracing::info!(order_id = order.order_id, customer_id = order.customer_id, "order placed");
-                    (order.order_id, order.status)
-                }
-                Placement::Existing { order_id } => {
-                    // The same request again: answer as the first time, with the order's status as it is now.
-                    let status = self.orders.get(&order_id).await?.map_or(OrderStatus::Pending, |order| order.status);
-                    tracing::info!(order_id, "idempotent replay of a placed order");
-                    (order_id, status)
-                }
-                Placement::KeyReused { key } => return Err(ApiError::IdempotencyKeyReused { key }),
-            };
+        let (order_id, status) = match self.orders.place(&placed, idempotency.as_ref()).await? {
+            Placement::Placed => {
+                tracing::info!(order_id, customer_id = place.customer_id, "order placed");
+                (order_id, OrderStatus::Pending)
+            }
+            Placement::Existing { order_id } => {
+                // The same request again: answer as the first time, with the order's status as it is now.
+                let status = self.orders.get(&order_id).await?.map_or(OrderStatus::Pending, |order| order.status);
+                tracing::info!(order_id, "idempotent replay of a placed order");
+                (order_id, status)
+            }
+            Placement::KeyReused { key } => return Err(ApiError::IdempotencyKeyReused { key }),
+        };
         let mut response =
             json_response(StatusCode::ACCEPTED, &Accepted { order_id: &order_id, status: status.public() });
         // A replayed order id comes from the table: refuse one that is not a header value rather than panic.
@@ -386,7 +383,9 @@ fn check_sku(sku: &str) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use orderflow_domain::events::{InventoryReleaseRequested, PaymentRequested};
     use orderflow_domain::inventory::Stock;
+    use orderflow_domain::order::{Deadlines, OrderEvent};
     use orderflow_orders_store::InMemoryOrders;
     use orderflow_test_support::Samples;
     use serde_json::Value;
@@ -413,9 +412,15 @@ mod tests {
 
     impl World {
         fn new() -> Self {
-            let orders = InMemoryOrders::default();
+            let orders = InMemoryOrders::new(Deadlines::from_seconds(60).unwrap());
             let stock = MemoryInventory::default();
-            Self { api: Api::new(orders.clone(), stock.clone(), Deadlines::from_seconds(60).unwrap()), orders, stock }
+            Self { api: Api::new(orders.clone(), stock.clone()), orders, stock }
+        }
+
+        /// Appends `events` to the order `order_id` as the saga would.
+        async fn append(&self, order_id: &str, events: &[OrderEvent]) -> Order {
+            let current = self.orders.get(order_id).await.unwrap();
+            self.orders.append(current.as_ref(), events).await.unwrap()
         }
 
         async fn call(&self, sample: &str) -> (StatusCode, Value) {
@@ -470,7 +475,7 @@ mod tests {
         assert_eq!(body["status"], "PENDING");
         let order_id = body["order_id"].as_str().unwrap();
         Uuid::parse_str(order_id).expect("order ids are UUIDs");
-        assert_eq!(world.orders.writes(), 1, "order, key and event commit together");
+        assert_eq!(world.orders.writes(), 1, "the event and the key commit together");
         let order = world.orders.get(order_id).await.unwrap().unwrap();
         assert_eq!(order.status, OrderStatus::Pending);
         assert_eq!(order.lines, vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }]);
@@ -478,6 +483,7 @@ mod tests {
         assert_eq!(outbox.len(), 1);
         assert_eq!((outbox[0].source.as_str(), outbox[0].detail_type.as_str()), ("orderflow.orders", "OrderPlaced"));
         assert_eq!(outbox[0].partition, order_id);
+        assert_eq!(order.version, 1, "the order is its one event");
         let detail: Value = serde_json::from_str(&outbox[0].detail).unwrap();
         assert_eq!(detail["version"], 1);
         assert_eq!(detail["correlation_id"], order_id);
@@ -530,14 +536,7 @@ mod tests {
     async fn a_replay_reports_the_status_the_order_has_now() {
         let world = World::new();
         let (_, first) = world.call(PLACE_ORDER).await;
-        let mut order = world.orders.get(first["order_id"].as_str().unwrap()).await.unwrap().unwrap();
-        order.status = OrderStatus::Reserved;
-        order.version += 1;
-        let placed = OutboxRecord::new(&Envelope::new(
-            order.order_id.clone(),
-            OrderPlaced { order_id: order.order_id.clone(), customer_id: "c-1".into(), lines: vec![] },
-        ));
-        world.orders.save(&order, Some(1), &placed).await.unwrap();
+        let order = world.append(first["order_id"].as_str().unwrap(), &[payment_requested(&first)]).await;
 
         let (status, again) = world.call(PLACE_ORDER).await;
 
@@ -549,14 +548,15 @@ mod tests {
     async fn an_order_releasing_its_stock_reads_and_replays_as_reserved() {
         let world = World::new();
         let (_, first) = world.call(PLACE_ORDER).await;
-        let mut order = world.orders.get(first["order_id"].as_str().unwrap()).await.unwrap().unwrap();
-        order.status = OrderStatus::Releasing;
-        order.version += 1;
-        let placed = OutboxRecord::new(&Envelope::new(
-            order.order_id.clone(),
-            OrderPlaced { order_id: order.order_id.clone(), customer_id: "c-1".into(), lines: vec![] },
-        ));
-        world.orders.save(&order, Some(1), &placed).await.unwrap();
+        let order_id = first["order_id"].as_str().unwrap();
+        let release = InventoryReleaseRequested { order_id: order_id.into(), reason: "declined".into() };
+        let order = world
+            .append(
+                order_id,
+                &[payment_requested(&first), OrderEvent::ReleaseRequested(Envelope::new(order_id, release))],
+            )
+            .await;
+        assert_eq!(order.status, OrderStatus::Releasing);
 
         let (_, again) = world.call(PLACE_ORDER).await;
         let (_, read) = world.call_at(GET_ORDER, "GET", &format!("/orders/{}", order.order_id)).await;
@@ -634,30 +634,20 @@ mod tests {
     #[tokio::test]
     async fn an_order_reads_with_its_status_total_and_history() {
         let world = World::new();
-        let mut order = Order::placed(
-            SAMPLE_ORDER.into(),
-            "c-1".into(),
-            vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
-            time::macros::datetime!(2026-11-24 10:00 UTC),
-            &Deadlines::default(),
-        );
-        let placed = Envelope::new(
+        let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
+        let mut placed = Envelope::new(
             SAMPLE_ORDER,
-            OrderPlaced { order_id: SAMPLE_ORDER.into(), customer_id: "c-1".into(), lines: order.lines.clone() },
+            OrderPlaced { order_id: SAMPLE_ORDER.into(), customer_id: "c-1".into(), lines },
         );
-        world.orders.place(&order, &OutboxRecord::new(&placed), None).await.unwrap();
+        placed.occurred_at = time::macros::datetime!(2026-11-24 10:00 UTC);
+        world.orders.place(&placed, None).await.unwrap();
         let (_, pending) = world.call(GET_ORDER).await;
         assert_eq!(pending["total"], Value::Null, "unknown until priced");
-        order.status = OrderStatus::Reserved;
-        order.total = Some("25.00".parse().unwrap());
-        let reserved_at = time::macros::datetime!(2026-11-24 10:00:01 UTC);
-        order.history.push(HistoryEntry { event_type: "InventoryReserved".into(), at: reserved_at });
-        order.version = 2;
-        let reserved = Envelope::new(
-            SAMPLE_ORDER,
-            OrderPlaced { order_id: SAMPLE_ORDER.into(), customer_id: "c-1".into(), lines: vec![] },
-        );
-        world.orders.save(&order, Some(1), &OutboxRecord::new(&reserved)).await.unwrap();
+        let mut requested = payment_requested(&json!({"order_id": SAMPLE_ORDER}));
+        if let OrderEvent::PaymentRequested(envelope) = &mut requested {
+            envelope.occurred_at = time::macros::datetime!(2026-11-24 10:00:01 UTC);
+        }
+        world.append(SAMPLE_ORDER, &[requested]).await;
 
         let (status, body) = world.call(GET_ORDER).await;
 
@@ -668,9 +658,17 @@ mod tests {
                 "order_id": SAMPLE_ORDER, "customer_id": "c-1", "status": "RESERVED",
                 "lines": [{"sku": "SKU-1", "quantity": 2}], "total": "25.00",
                 "history": [{"type": "OrderPlaced", "at": "2026-11-24T10:00:00Z"},
-                            {"type": "InventoryReserved", "at": "2026-11-24T10:00:01Z"}]
+                            {"type": "PaymentRequested", "at": "2026-11-24T10:00:01Z"}]
             })
         );
+    }
+
+    /// The saga's payment request of 25.00 for the order a `POST /orders` answered with `placed`.
+    fn payment_requested(placed: &Value) -> OrderEvent {
+        let order_id = placed["order_id"].as_str().unwrap();
+        let request =
+            PaymentRequested { order_id: order_id.into(), customer_id: "c-1".into(), amount: "25.00".parse().unwrap() };
+        OrderEvent::PaymentRequested(Envelope::new(order_id, request))
     }
 
     #[tokio::test]

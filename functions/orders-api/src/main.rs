@@ -32,9 +32,8 @@ async fn main() -> Result<(), Error> {
     let config = orderflow_aws::load_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let api = Api::new(
-        DynamoOrders::new(dynamodb.clone(), orders_table, outbox_table.clone()),
+        DynamoOrders::new(dynamodb.clone(), orders_table, deadlines),
         DynamoInventory::new(dynamodb, inventory_table, outbox_table),
-        deadlines,
     );
 
     let api = &api;

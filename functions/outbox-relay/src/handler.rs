@@ -1,5 +1,5 @@
-//! The outbox relay: publishes the records the services write to the Outbox table to the event bus, from the
-//! table's DynamoDB stream.
+//! The outbox relay: publishes the records the services write to the Outbox table, and the events of the orders
+//! event store (the Orders table), to the event bus, from the tables' DynamoDB streams.
 //!
 //! Stream semantics (one shard, records in order; the outbox key puts an order's events in one partition), with the
 //! toolkit's [`DynamoDbStreamProcessor`] handing the relay the whole batch:
@@ -15,7 +15,9 @@
 //!   it would hold the whole shard back until the event source mapping gives up on the batch. It is logged with the
 //!   reason and skipped; the item stays in the Outbox table (until its TTL) for an operator to repair and write
 //!   again.
-//! - Other records (the REMOVEs of TTL expiry, any MODIFY) are not events and are ignored.
+//! - Other records are not events and are ignored: the REMOVEs of TTL expiry, any MODIFY, and the INSERT of an item
+//!   with none of the event attributes (an order's head, an idempotency record in the Orders table). An item with
+//!   some but not all of them is malformed, as above.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord, StreamRecord};
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
@@ -77,6 +79,10 @@ impl<B: EventBus> Relay<B> {
                 );
                 continue;
             }
+            if !is_event(&record.change) {
+                tracing::debug!(key = %keys(record), "a new item that is not an event, ignored");
+                continue;
+            }
             match bus_entry(&record.change) {
                 Ok(entry) => {
                     entries.push(entry);
@@ -121,6 +127,13 @@ impl DeadLetterSink for LeftInOutbox {
         );
         Ok(())
     }
+}
+
+/// Whether a new image is meant as an event: it has at least one of the attributes the relay publishes.
+fn is_event(change: &StreamRecord) -> bool {
+    [attributes::SOURCE, attributes::DETAIL_TYPE, attributes::DETAIL]
+        .iter()
+        .any(|name| change.new_image.contains_key(*name))
 }
 
 /// The bus entry of an outbox record's new image.
@@ -171,6 +184,7 @@ mod tests {
     const INSERT_TWO_ORDERS: &str = "insert-two-orders.json";
     const REMOVE_IGNORED: &str = "remove-ignored.json";
     const INSERT_MALFORMED: &str = "insert-malformed.json";
+    const INSERT_EVENT_STORE: &str = "insert-event-store.json";
 
     /// An in-memory bus: records what it accepted, and rejects the entries of chosen event types a chosen number
     /// of times (`u32::MAX`: always).
@@ -308,6 +322,16 @@ mod tests {
         assert_eq!(failed_sequence_numbers(&response).len(), 4);
         assert_eq!(failed_sequence_numbers(&response)[0], "100000000000000000011");
         assert!(bus.accepted().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_event_store_stream_publishes_its_events_and_ignores_heads_and_idempotency_records() {
+        let bus = MemoryBus::default();
+
+        let response = relay(&bus).handle(SAMPLES.event(INSERT_EVENT_STORE)).await.unwrap();
+
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(bus.accepted(), [("ORDER#o-1".into(), "OrderPlaced".into())], "the event, partitioned by order");
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The tests' Orders and Outbox tables: the moto server of the local cloud (started here, or the one
+//! The tests' Orders table: the moto server of the local cloud (started here, or the one
 //! `AWS_ENDPOINT_URL` names), with the tables of `infra/stateful.yaml` itself deployed through CloudFormation.
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use local_lambda::aws::sdk_config;
 use local_lambda::deploy::deploy_stack;
 use orderflow_aws::dynamo::Item;
+use orderflow_domain::order::Deadlines;
 use orderflow_local_cloud::emulator::Emulator;
 use orderflow_orders_store::DynamoOrders;
 
@@ -38,9 +39,8 @@ impl World {
         .expect("infra/stateful.yaml deploys");
         let client = aws_sdk_dynamodb::Client::new(&config);
         let orders_table = outputs.get("OrdersTableName").expect("OrdersTableName").to_owned();
-        let outbox_table = outputs.get("OutboxTableName").expect("OutboxTableName").to_owned();
         World {
-            store: DynamoOrders::new(client.clone(), &orders_table, outbox_table),
+            store: DynamoOrders::new(client.clone(), &orders_table, Deadlines::from_seconds(60).unwrap()),
             client,
             orders_table,
             _emulator: emulator,
