@@ -76,8 +76,13 @@ fn events_in_record(at: String, record: &Value) -> Option<Found> {
             None => bus_event(at, &body),
         };
     }
-    // An outbox row's stream record: the row's `detail` attribute is the envelope; a REMOVE has no new image.
+    // An outbox row's stream record: the row's `detail` attribute is the envelope; a REMOVE has no new image, and
+    // an item with none of the event attributes (an order's head, an idempotency record) is no event, as the relay
+    // reads it.
     let image = record.pointer("/dynamodb/NewImage")?;
+    if ["source", "detail_type", "detail"].iter().all(|name| image.get(name).is_none()) {
+        return None;
+    }
     let at = format!("{at}.dynamodb.NewImage.detail");
     Some(match image.pointer("/detail/S").and_then(Value::as_str).map(serde_json::from_str::<Value>) {
         Some(Ok(envelope)) => envelope_event(at, &envelope),

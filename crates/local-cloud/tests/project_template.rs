@@ -67,10 +67,11 @@ async fn the_project_template_resolves_against_the_deployed_stateful_stack() {
         "{routes:?}"
     );
     let relay = functions.iter().find(|f| f.name == "outbox-relay").unwrap();
-    assert_eq!(relay.streams.len(), 1);
-    let stream = &relay.streams[0];
-    assert_eq!((stream.max_retry_attempts, stream.max_record_age), (None, None), "the relay never gives up");
-    assert!(stream.bisect_on_error);
+    assert_eq!(relay.streams.len(), 2, "the Outbox table's stream and the orders event store's");
+    for stream in &relay.streams {
+        assert_eq!((stream.max_retry_attempts, stream.max_record_age), (None, None), "the relay never gives up");
+        assert!(stream.bisect_on_error);
+    }
 
     // Notifications: the async invocations' failures go to the retry queue, which the function consumes too.
     let export = |name: &str| resolver.exports()[&format!("orderflow-dev-{name}")].clone();
