@@ -280,7 +280,16 @@ impl Order {
         events: impl IntoIterator<Item = &'a OrderEvent>,
         deadlines: &Deadlines,
     ) -> Result<Option<Self>, FoldError> {
-        let mut order: Option<Self> = None;
+        Self::fold_onto(None, events, deadlines)
+    }
+
+    /// The order `events` make when they follow `current` (`None`: an order with no events yet).
+    pub fn fold_onto<'a>(
+        current: Option<&Self>,
+        events: impl IntoIterator<Item = &'a OrderEvent>,
+        deadlines: &Deadlines,
+    ) -> Result<Option<Self>, FoldError> {
+        let mut order = current.cloned();
         for event in events {
             order = Some(match order {
                 None => Self::start(event, deadlines)?,
@@ -568,14 +577,7 @@ mod tests {
 
     /// The order after `events` were appended to `current`.
     fn appended(current: Option<&Order>, events: &[OrderEvent]) -> Order {
-        let mut order = current.cloned();
-        for event in events {
-            order = Some(match order {
-                None => Order::start(event, &DEADLINES).unwrap(),
-                Some(order) => order.apply(event, &DEADLINES).unwrap(),
-            });
-        }
-        order.expect("at least one event")
+        Order::fold_onto(current, events, &DEADLINES).unwrap().expect("at least one event")
     }
 
     /// The order after the step `input` and the last event the step appended.

@@ -167,11 +167,7 @@ pub fn appended(current: Option<&Order>, events: &[OrderEvent], deadlines: &Dead
     if let Some(other) = events.iter().find(|event| event.order_id() != first.order_id()) {
         return Err(permanent(format!("an append of events of orders {} and {}", first.order_id(), other.order_id())));
     }
-    let folded = match current {
-        None => Order::from_events(events, deadlines),
-        Some(order) => events.iter().try_fold(order.clone(), |order, event| order.apply(event, deadlines)).map(Some),
-    };
-    match folded {
+    match Order::fold_onto(current, events, deadlines) {
         Ok(Some(order)) => Ok(order),
         Ok(None) => Err(permanent("an append of no events".to_owned())),
         Err(err) => Err(permanent(format!("order {}: {err}", first.order_id()))),
