@@ -205,8 +205,10 @@ pub async fn wait_until_quiet(cloud: &LocalCloud, deadline: Instant) {
         }
         let (outbox, relayed) = if queued == 0 {
             // Every item of both tables was one INSERT on their streams (events, and the orders' heads and
-            // idempotency records the relay skips); the heads' later MODIFYs are filtered out before the relay.
-            let inserted = count_items(cloud, "OutboxTableName").await + count_items(cloud, "OrdersTableName").await;
+            // idempotency records the consumers skip); the heads' later MODIFYs are filtered out before them. The
+            // Orders stream has two consumers, the relay and the order-views projection, each done with each INSERT.
+            let inserted =
+                count_items(cloud, "OutboxTableName").await + 2 * count_items(cloud, "OrdersTableName").await;
             (inserted, cloud.runner().stream_records_finished())
         } else {
             (0, 0)

@@ -14,6 +14,7 @@ pub mod dead_letter;
 pub mod dynamo;
 pub mod event_bus;
 pub mod idempotency;
+pub mod operator;
 pub mod outbox;
 pub mod retry_queue;
 pub mod store_error;

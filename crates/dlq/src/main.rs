@@ -5,15 +5,10 @@ use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_sqs::config::Credentials;
-use clap::error::ErrorKind;
+use anyhow::{Context, Result};
 use clap::{ArgGroup, Parser, Subcommand};
+use orderflow_aws::operator::{exit_code_of, operator_sdk_config, parse_command_line};
 use orderflow_dlq::{DeadLetterQueues, Selection, confirm_purge, render};
-
-/// The region used against a local emulator when none is configured.
-const LOCAL_REGION: &str = "us-east-1";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,57 +91,19 @@ enum Command {
     },
 }
 
+/// The commands, for the error of a missing one.
+const COMMANDS: &str = "list, show, redrive or purge";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("{}", usage_error(&err));
-            return ExitCode::from(2);
-        }
-    };
-    match run(cli).await {
-        Ok(code) => code,
-        Err(err) => {
-            let text = format!("{err:#}");
-            eprintln!("error: {}", text.split_whitespace().collect::<Vec<_>>().join(" "));
-            ExitCode::FAILURE
-        }
+    match parse_command_line::<Cli>("orderflow-dlq", COMMANDS) {
+        Ok(cli) => exit_code_of(run(cli).await),
+        Err(code) => code,
     }
-}
-
-/// A usage error on one line: clap's message without the usage and tips that follow it.
-fn usage_error(err: &clap::Error) -> String {
-    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand || err.kind() == ErrorKind::MissingSubcommand {
-        return "error: a command is required: list, show, redrive or purge (see 'orderflow-dlq --help')".to_owned();
-    }
-    let rendered = err.render().to_string();
-    let (mut parts, mut tips) = (Vec::new(), Vec::new());
-    for line in rendered.lines().map(str::trim) {
-        if line.starts_with("Usage:") || line.starts_with("For more information") {
-            break;
-        }
-        if line.starts_with("tip:") {
-            tips.push(line);
-        } else if !line.is_empty() && tips.is_empty() {
-            parts.push(line);
-        }
-    }
-    let mut message = parts.join(" ");
-    for tip in tips {
-        message.push_str("; ");
-        message.push_str(tip);
-    }
-    let message = if message.is_empty() { "error: invalid arguments".to_owned() } else { message };
-    format!("{message} (see 'orderflow-dlq --help')")
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = sdk_config(cli.endpoint_url.as_deref(), cli.region).await?;
+    let config = operator_sdk_config(cli.endpoint_url.as_deref(), cli.region, "orderflow-dlq-local").await?;
     let dlqs = DeadLetterQueues::new(aws_sdk_sqs::Client::new(&config));
     match cli.command {
         Command::List { prefix } => {
@@ -198,77 +155,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The SDK configuration: the default chain, at `endpoint` (else `AWS_ENDPOINT_URL`, which the SDK reads itself).
-/// For an endpoint on this machine, the emulators' static test credentials unless AWS_ACCESS_KEY_ID or AWS_PROFILE
-/// is set, and region us-east-1 unless one is configured.
-async fn sdk_config(endpoint: Option<&str>, region: Option<String>) -> Result<SdkConfig> {
-    let env_endpoint = std::env::var("AWS_ENDPOINT_URL").ok().filter(|url| !url.trim().is_empty());
-    let endpoint = endpoint.map(str::to_owned).or(env_endpoint);
-    if let Some(url) = &endpoint
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        bail!("endpoint URL {url:?} must start with http:// or https://");
-    }
-    let local = endpoint.as_deref().is_some_and(is_local);
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(url) = &endpoint {
-        loader = loader.endpoint_url(url);
-    }
-    if let Some(region) = region {
-        loader = loader.region(Region::new(region));
-    }
-    let has = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    if local && !has("AWS_ACCESS_KEY_ID") && !has("AWS_PROFILE") {
-        loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "orderflow-dlq-local"));
-    }
-    let config = loader.load().await;
-    if config.region().is_some() {
-        return Ok(config);
-    }
-    if local {
-        return Ok(config.into_builder().region(Region::new(LOCAL_REGION)).build());
-    }
-    bail!("no AWS region configured: set AWS_REGION, a profile's region, or pass --region")
-}
-
-/// Whether the endpoint URL names this machine (an emulator).
-fn is_local(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
-    };
-    host == "localhost"
-        || host.ends_with(".localhost")
-        || host.starts_with("127.")
-        || host == "::1"
-        || host == "localhost.localstack.cloud"
-}
-
 #[cfg(test)]
 mod tests {
+    use orderflow_aws::operator::usage_error;
+
     use super::*;
 
     #[test]
     fn the_cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn local_endpoints() {
-        for url in [
-            "http://127.0.0.1:4566",
-            "http://localhost:5000/",
-            "http://[::1]:4566",
-            "http://localhost.localstack.cloud:4566",
-        ] {
-            assert!(is_local(url), "{url}");
-        }
-        for url in ["https://sqs.eu-west-1.amazonaws.com", "http://10.0.0.5:4566", "http://example.com:127"] {
-            assert!(!is_local(url), "{url}");
-        }
     }
 
     #[test]
@@ -283,10 +179,11 @@ mod tests {
         ];
         for args in cases {
             let err = Cli::try_parse_from(*args).expect_err("invalid");
-            let line = usage_error(&err);
+            let line = usage_error(&err, "orderflow-dlq", COMMANDS);
             assert!(!line.contains('\n') && line.starts_with("error: "), "{args:?}: {line}");
         }
         let err = Cli::try_parse_from(["orderflow-dlq", "redrive", "q-dlq"]).expect_err("needs a selection");
-        assert!(usage_error(&err).contains("--all"), "{}", usage_error(&err));
+        let line = usage_error(&err, "orderflow-dlq", COMMANDS);
+        assert!(line.contains("--all"), "{line}");
     }
 }

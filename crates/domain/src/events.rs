@@ -109,8 +109,8 @@ event!(
 event!(OrderRejected, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String });
 event!(
     /// The order ended cancelled; inventory, payment and shipping compensate on it (release the stock, void an
-    /// authorized payment, cancel a scheduled shipment). `reason` is [`CANCELLED_BY_DEADLINE`] when the order's
-    /// deadline passed.
+    /// authorized payment, cancel a scheduled shipment). `reason` is [`CANCELLED_BY_CUSTOMER`] when its customer
+    /// asked, [`CANCELLED_BY_DEADLINE`] when the order's deadline passed.
     OrderCancelled, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String }
 );
 event!(
@@ -176,6 +176,8 @@ event!(
 
 /// The `reason` of an [`OrderCancelled`] emitted because the order's deadline passed in a non-final state.
 pub const CANCELLED_BY_DEADLINE: &str = "deadline";
+/// The `reason` of an [`OrderCancelled`] its customer asked for (`POST /orders/{id}/cancel`).
+pub const CANCELLED_BY_CUSTOMER: &str = "customer";
 
 /// The seed's legacy shape, version 0 of `OrderPlaced`: a legacy producer puts
 /// `{"type": "OrderCreated", "data": {...}}` on the bus with detail-type `OrderCreated`.

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::events::{
-    CANCELLED_BY_DEADLINE, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved,
-    OrderAdopted, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced, OrderRejected, OrderShipped,
-    PaymentAuthorized, PaymentDeclined, PaymentRequested, ShipmentScheduled,
+    CANCELLED_BY_CUSTOMER, CANCELLED_BY_DEADLINE, InventoryRejected, InventoryReleaseRequested, InventoryReleased,
+    InventoryReserved, OrderAdopted, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced, OrderRejected,
+    OrderShipped, PaymentAuthorized, PaymentDeclined, PaymentRequested, ShipmentScheduled,
 };
 
 /// The most units of one SKU a single order may ask for.
@@ -121,6 +121,10 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// The statuses the public contract shows ([`OrderStatus::public`]).
+    pub const PUBLIC: [Self; 6] =
+        [Self::Pending, Self::Reserved, Self::Confirmed, Self::Shipped, Self::Rejected, Self::Cancelled];
+
     pub fn is_final(self) -> bool {
         matches!(self, Self::Shipped | Self::Rejected | Self::Cancelled)
     }
@@ -365,6 +369,12 @@ pub enum SagaInput {
         order_id: String,
         now: OffsetDateTime,
     },
+    /// Not a bus event: the customer asks at `now` to cancel the order (`POST /orders/{id}/cancel`). Granted
+    /// until the order is final: a SHIPPED order (its shipment recorded) can no longer be cancelled.
+    CancelRequested {
+        order_id: String,
+        now: OffsetDateTime,
+    },
 }
 
 /// What the saga does with an input.
@@ -387,7 +397,7 @@ impl SagaInput {
             Self::PaymentDeclined(e) => &e.data.order_id,
             Self::InventoryReleased(e) => &e.data.order_id,
             Self::ShipmentScheduled(e) => &e.data.order_id,
-            Self::DeadlinePassed { order_id, .. } => order_id,
+            Self::DeadlinePassed { order_id, .. } | Self::CancelRequested { order_id, .. } => order_id,
         }
     }
 
@@ -400,6 +410,7 @@ impl SagaInput {
             Self::InventoryReleased(_) => InventoryReleased::TYPE,
             Self::ShipmentScheduled(_) => ShipmentScheduled::TYPE,
             Self::DeadlinePassed { .. } => "DeadlinePassed",
+            Self::CancelRequested { .. } => "CancelRequested",
         }
     }
 }
@@ -412,6 +423,19 @@ fn caused_by<C, T: Event>(cause: &Envelope<C>, data: T) -> Envelope<T> {
     envelope.id = uuid::Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
     envelope.occurred_at = cause.occurred_at;
     envelope
+}
+
+/// The cancellation of `order` at `now` for `reason`: a decision of the order's own (a deadline, a customer's
+/// request), so it has no cause and occurs when it is decided.
+fn cancelled(order: &Order, reason: &str, now: OffsetDateTime) -> OrderEvent {
+    let cancelled = OrderCancelled {
+        order_id: order.order_id.clone(),
+        customer_id: order.customer_id.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut envelope = Envelope::new(order.order_id.clone(), cancelled);
+    envelope.occurred_at = now;
+    OrderEvent::Cancelled(envelope)
 }
 
 /// The append that adopts an order the saga has not seen (a legacy producer's order: inventory reserved it from
@@ -435,14 +459,7 @@ pub fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
     match (input, current) {
         (SagaInput::DeadlinePassed { order_id, now }, _) => match current {
             Some(order) if !order.status.is_final() && order.deadline_at.is_some_and(|due| due <= *now) => {
-                let cancelled = OrderCancelled {
-                    order_id: order.order_id.clone(),
-                    customer_id: order.customer_id.clone(),
-                    reason: CANCELLED_BY_DEADLINE.to_owned(),
-                };
-                let mut envelope = Envelope::new(order.order_id.clone(), cancelled);
-                envelope.occurred_at = *now;
-                one(OrderEvent::Cancelled(envelope))
+                one(cancelled(order, CANCELLED_BY_DEADLINE, *now))
             }
             Some(order) => Decision::Ignore(format!(
                 "order {order_id} is {} with deadline {}: not overdue at {now}",
@@ -450,6 +467,13 @@ pub fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
                 order.deadline_at.map_or_else(|| "none".to_owned(), |due| due.to_string()),
             )),
             None => Decision::Ignore(format!("order {order_id} is unknown: no deadline to enforce")),
+        },
+        (SagaInput::CancelRequested { order_id, now }, _) => match current {
+            Some(order) if !order.status.is_final() => one(cancelled(order, CANCELLED_BY_CUSTOMER, *now)),
+            Some(order) => {
+                Decision::Ignore(format!("order {order_id} is {}: too late to cancel", order.status.public().as_str()))
+            }
+            None => Decision::Ignore(format!("order {order_id} is unknown: nothing to cancel")),
         },
         (SagaInput::InventoryReserved(e), None | Some(Order { status: Pending, .. })) => {
             let d = &e.data;
@@ -822,6 +846,39 @@ mod tests {
             let last = order.history.last().unwrap();
             assert_eq!((last.event_type.as_str(), last.at), ("OrderCancelled", datetime!(2026-11-24 10:10 UTC)));
         }
+    }
+
+    fn cancel_requested_at(seconds: i64) -> SagaInput {
+        SagaInput::CancelRequested { order_id: "o-1".into(), now: T0 + Duration::seconds(seconds) }
+    }
+
+    #[test]
+    fn a_customer_cancels_an_order_in_every_state_before_it_is_final() {
+        let states: [(&str, Vec<SagaInput>); 4] = [
+            ("PENDING", vec![]),
+            ("RESERVED", vec![reserved_at(0)]),
+            ("CONFIRMED", vec![reserved_at(0), authorized_at(1)]),
+            ("RELEASING", vec![reserved_at(0), declined_at(1)]),
+        ];
+        for (state, inputs) in states {
+            let (order, cancelled) =
+                cancellation(given(&inputs).when(cancel_requested_at(5)).then(Then::Advances(OrderStatus::Cancelled)));
+            assert_eq!(cancelled.data.reason, CANCELLED_BY_CUSTOMER, "{state}");
+            assert_eq!(cancelled.causation_id, None, "a request, not an event, caused it: {state}");
+            assert_eq!(order.history.last().unwrap().at, T0 + Duration::seconds(5), "{state}");
+        }
+    }
+
+    #[test]
+    fn a_shipped_order_cannot_be_cancelled_and_a_cancelled_one_is_never_shipped() {
+        let shipped = [reserved_at(0), authorized_at(1), scheduled_at(2)];
+        given(&shipped).when(cancel_requested_at(3)).then(Then::Ignored);
+        let (cancelled, _) = given(&[reserved_at(0), authorized_at(1)])
+            .when(cancel_requested_at(2))
+            .then(Then::Advances(OrderStatus::Cancelled));
+        let (_, decision) = Given(cancelled.clone()).when(scheduled_at(3)).then(Then::Ignored);
+        assert!(matches!(decision, Decision::Ignore(_)));
+        Given(cancelled).when(cancel_requested_at(4)).then(Then::Ignored);
     }
 
     #[test]

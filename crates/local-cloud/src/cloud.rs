@@ -20,9 +20,10 @@ use crate::provider::PaymentProvider;
 use crate::tools::Tools;
 
 /// The Lambda functions, one crate (and binary) each under `functions/`.
-pub const FUNCTIONS: [&str; 9] = [
+pub const FUNCTIONS: [&str; 10] = [
     "orders-api",
     "outbox-relay",
+    "order-views",
     "inventory",
     "payment",
     "order-saga",
@@ -101,6 +102,8 @@ pub struct LocalCloud {
     outputs: StackOutputs,
     runner: Runner,
     stage: String,
+    /// Where the function binaries and the operator commands were built.
+    binaries_dir: PathBuf,
 }
 
 impl LocalCloud {
@@ -137,7 +140,7 @@ impl LocalCloud {
         let mut config = RunnerConfig::new(
             root.join("infra/functions.yaml"),
             resolver,
-            binaries_dir,
+            binaries_dir.clone(),
             sdk_config.clone(),
             emulator.endpoint(),
             log_dir,
@@ -152,7 +155,14 @@ impl LocalCloud {
             .proxied_variables
             .push(ProxiedVariable::new("PAYMENT_PROVIDER_URL", UpstreamKind::Http(PAYMENT_PROVIDER.to_owned())));
         let runner = Runner::start(config).await?;
-        Ok(Self { emulator, provider, sdk_config, outputs, runner, stage: options.stage })
+        Ok(Self { emulator, provider, sdk_config, outputs, runner, stage: options.stage, binaries_dir })
+    }
+
+    /// An operator command built with the functions (`orderflow-views`), to run against this cloud.
+    pub fn operator_command(&self, name: &str) -> Command {
+        let mut command = Command::new(self.binaries_dir.join(name));
+        command.env("AWS_ENDPOINT_URL", self.endpoint());
+        command
     }
 
     pub fn stage(&self) -> &str {
@@ -220,13 +230,16 @@ pub fn stateful_stack_name(stage: &str) -> String {
     format!("orderflow-{stage}-stateful")
 }
 
-/// Builds every function binary and the payment provider (debug profile, shared with the tests) and returns their
-/// directory.
+/// The packages of the operator commands the tests run against the local cloud (`orderflow-views`).
+const OPERATOR_TOOLS: [&str; 1] = ["orderflow-order-views"];
+
+/// Builds every function binary, the payment provider and the operator commands (debug profile, shared with the
+/// tests) and returns their directory.
 pub fn build_functions(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command.arg("build").arg("--quiet").current_dir(root);
-    for package in FUNCTIONS.iter().chain([&PAYMENT_PROVIDER]) {
+    for package in FUNCTIONS.iter().chain([&PAYMENT_PROVIDER]).chain(&OPERATOR_TOOLS) {
         command.args(["--package", package]);
     }
     let status = command.status().context("running cargo build for the functions")?;

@@ -35,7 +35,9 @@ async fn the_project_template_resolves_against_the_deployed_stateful_stack() {
 
     let functions = load_functions(&infra.join("functions.yaml"), &resolver).expect("infra/functions.yaml resolves");
     let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
-    for expected in ["orders-api", "outbox-relay", "inventory", "payment", "order-saga", "shipping", "notifications"] {
+    for expected in
+        ["orders-api", "outbox-relay", "order-views", "inventory", "payment", "order-saga", "shipping", "notifications"]
+    {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     // Every function binary is a crate under functions/.
@@ -62,16 +64,21 @@ async fn the_project_template_resolves_against_the_deployed_stateful_stack() {
     }
     let api = functions.iter().find(|f| f.name == "orders-api").unwrap();
     let routes: Vec<String> = api.http_routes.iter().map(|r| r.route_key()).collect();
-    assert!(
-        routes.contains(&"POST /orders".to_owned()) && routes.contains(&"GET /orders/{id}".to_owned()),
-        "{routes:?}"
-    );
+    for route in
+        ["POST /orders", "GET /orders", "GET /orders/{id}", "GET /orders/{id}/events", "POST /orders/{id}/cancel"]
+    {
+        assert!(routes.contains(&route.to_owned()), "{route} missing from {routes:?}");
+    }
     let relay = functions.iter().find(|f| f.name == "outbox-relay").unwrap();
     assert_eq!(relay.streams.len(), 2, "the Outbox table's stream and the orders event store's");
     for stream in &relay.streams {
         assert_eq!((stream.max_retry_attempts, stream.max_record_age), (None, None), "the relay never gives up");
         assert!(stream.bisect_on_error);
     }
+    let views = functions.iter().find(|f| f.name == "order-views").unwrap();
+    assert_eq!(views.streams.len(), 1, "the orders event store's stream");
+    assert_eq!(views.streams[0].stream_arn, resolver.exports()["orderflow-dev-OrdersTableStreamArn"]);
+    assert_eq!((views.streams[0].max_retry_attempts, views.streams[0].max_record_age), (None, None));
 
     // Notifications: the async invocations' failures go to the retry queue, which the function consumes too.
     let export = |name: &str| resolver.exports()[&format!("orderflow-dev-{name}")].clone();

@@ -19,9 +19,9 @@ use orderflow_toolkit::{Envelope, RawEnvelope, Registry};
 use time::OffsetDateTime;
 
 use crate::{
-    DEADLINE_INDEX, DEADLINE_SHARDS, EVENT_SK_PREFIX, HEAD_SK, IDEMPOTENCY_PK_PREFIX, IDEMPOTENCY_SK, OrderStore,
-    Placement, StoreError, appended, bus_record, deadline_shard, deadline_shards, event_sk, indexed_deadline, order_pk,
-    replay,
+    DEADLINE_INDEX, DEADLINE_SHARDS, EVENT_SK_PREFIX, EventLog, HEAD_SK, IDEMPOTENCY_PK_PREFIX, IDEMPOTENCY_SK,
+    OrderStore, Placement, StoreError, appended, bus_record, deadline_shard, deadline_shards, event_sk,
+    indexed_deadline, order_pk, replay,
 };
 
 /// Attribute names of the event and head items.
@@ -129,7 +129,7 @@ impl DynamoOrders {
     }
 
     /// The order's events in version order, read strongly consistent.
-    async fn events(&self, order_id: &str) -> Result<Vec<OrderEvent>, TableError> {
+    async fn read_events(&self, order_id: &str) -> Result<Vec<OrderEvent>, TableError> {
         let context = || self.context(format_args!("events of order {order_id}"));
         let mut events = Vec::new();
         let mut start_key = None;
@@ -147,27 +147,23 @@ impl DynamoOrders {
                 .await
                 .map_err(|e| TableError::from(e).context(context()))?;
             for item in output.items() {
-                let expected = events.len() as u64 + 1;
-                events.push(self.event_from_item(item, expected).map_err(|e| e.context(context()))?);
+                events.push(self.event_from_item(item).map_err(|e| e.context(context()))?);
             }
             start_key = output.last_evaluated_key;
             if start_key.is_none() {
-                return Ok(events);
+                return in_version_order(events).map_err(|e| e.context(context()));
             }
         }
     }
 
-    /// The event an item holds, which must be the order's event `expected` (versions have no gaps).
-    fn event_from_item(&self, item: &Item, expected: u64) -> Result<OrderEvent, TableError> {
+    /// The event an item holds, with its version.
+    fn event_from_item(&self, item: &Item) -> Result<(u64, OrderEvent), TableError> {
         let version: u64 = get_n(item, attr::VERSION)?;
-        if version != expected {
-            return Err(TableError::Corrupt(format!("event {version} where event {expected} belongs")));
-        }
         let corrupt = |e: String| TableError::Corrupt(format!("event {version}: {e}"));
         let raw: RawEnvelope =
             serde_json::from_str(get_s(item, attributes::DETAIL)?).map_err(|e| corrupt(e.to_string()))?;
         let raw = self.registry.upcast(raw).map_err(|e| corrupt(e.to_string()))?;
-        OrderEvent::decode(&raw).map_err(|e| corrupt(e.to_string()))
+        Ok((version, OrderEvent::decode(&raw).map_err(|e| corrupt(e.to_string()))?))
     }
 
     /// Ids of at most `limit` orders of one deadline shard due at or before `now` (epoch seconds), oldest first.
@@ -208,6 +204,17 @@ impl DynamoOrders {
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
         self.client.transact_write_items().set_transact_items(Some(items)).send().await.map(|_| ())
     }
+}
+
+/// An order's events sorted by version, which must run 1, 2, ... without a gap.
+fn in_version_order(mut events: Vec<(u64, OrderEvent)>) -> Result<Vec<OrderEvent>, TableError> {
+    events.sort_by_key(|(version, _)| *version);
+    for (expected, (version, _)) in (1..).zip(&events) {
+        if *version != expected {
+            return Err(TableError::Corrupt(format!("event {version} where event {expected} belongs")));
+        }
+    }
+    Ok(events.into_iter().map(|(_, event)| event).collect())
 }
 
 fn code_at(codes: &[String], index: usize) -> &str {
@@ -255,7 +262,7 @@ impl OrderStore for DynamoOrders {
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
-        let events = self.events(order_id).await?;
+        let events = self.read_events(order_id).await?;
         Order::from_events(&events, &self.deadlines).map_err(|err| {
             TableError::Corrupt(err.to_string()).context(self.context(format_args!("order {order_id}"))).into()
         })
@@ -297,5 +304,45 @@ impl OrderStore for DynamoOrders {
             order_ids.extend(self.overdue_in_shard(&shard, now.unix_timestamp(), room).await?);
         }
         Ok(order_ids)
+    }
+}
+
+impl EventLog for DynamoOrders {
+    async fn events(&self, order_id: &str) -> Result<Vec<OrderEvent>, StoreError> {
+        Ok(self.read_events(order_id).await?)
+    }
+
+    /// One scan of the event items, page by page; the events are grouped by order in memory (about a kilobyte
+    /// per event), so one pass over the table serves every order.
+    async fn streams(&self) -> Result<Vec<Vec<OrderEvent>>, StoreError> {
+        let mut by_order: std::collections::BTreeMap<String, Vec<(u64, OrderEvent)>> = Default::default();
+        let mut start_key = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.orders_table)
+                .filter_expression("begins_with(sk, :events)")
+                .expression_attribute_values(":events", s(EVENT_SK_PREFIX))
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| TableError::from(e).context(self.context("scan of the events")))?;
+            for item in output.items() {
+                let order_id = get_s(item, attr::ORDER_ID).map_err(TableError::from)?;
+                let event = self.event_from_item(item).map_err(|e| e.context(self.context(order_id)))?;
+                by_order.entry(order_id.to_owned()).or_default().push(event);
+            }
+            start_key = output.last_evaluated_key;
+            if start_key.is_none() {
+                break;
+            }
+        }
+        by_order
+            .into_iter()
+            .map(|(order_id, events)| {
+                in_version_order(events).map_err(|e| e.context(self.context(format_args!("order {order_id}"))).into())
+            })
+            .collect()
     }
 }

@@ -160,6 +160,17 @@ pub trait OrderStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
+/// The event store read as a log rather than as orders: what `GET /orders/{id}/events` and a rebuild of the read
+/// models need, and the saga does not.
+pub trait EventLog: Send + Sync {
+    /// The order's events in version order, each read at the current version of its type, strongly consistent.
+    fn events(&self, order_id: &str) -> impl Future<Output = Result<Vec<OrderEvent>, StoreError>> + Send;
+
+    /// Every order's events in version order, each order's stream once, read eventually consistent (an append
+    /// while it reads may be missed): for a rebuild of the read models, which folds every order.
+    fn streams(&self) -> impl Future<Output = Result<Vec<Vec<OrderEvent>>, StoreError>> + Send;
+}
+
 /// The order after `events` are appended to `current`, or why the events cannot follow it (a bug of the writer:
 /// permanent, nothing is written).
 pub fn appended(current: Option<&Order>, events: &[OrderEvent], deadlines: &Deadlines) -> Result<Order, StoreError> {

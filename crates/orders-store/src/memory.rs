@@ -10,7 +10,7 @@ use orderflow_toolkit::idempotency::IdempotencyRecord;
 use orderflow_toolkit::{Envelope, OutboxRecord};
 use time::OffsetDateTime;
 
-use crate::{OrderStore, Placement, StoreError, appended, bus_record, indexed_deadline, replay};
+use crate::{EventLog, OrderStore, Placement, StoreError, appended, bus_record, indexed_deadline, replay};
 
 #[derive(Debug, Default)]
 struct State {
@@ -150,6 +150,20 @@ impl OrderStore for InMemoryOrders {
         }
         due.sort();
         Ok(due.into_iter().take(limit).map(|(_, order_id)| order_id).collect())
+    }
+}
+
+impl EventLog for InMemoryOrders {
+    async fn events(&self, order_id: &str) -> Result<Vec<OrderEvent>, StoreError> {
+        let mut state = self.state();
+        state.injected_failure()?;
+        Ok(state.streams.get(order_id).cloned().unwrap_or_default())
+    }
+
+    async fn streams(&self) -> Result<Vec<Vec<OrderEvent>>, StoreError> {
+        let mut state = self.state();
+        state.injected_failure()?;
+        Ok(state.streams.values().cloned().collect())
     }
 }
 

@@ -512,7 +512,9 @@ mod tests {
             SagaInput::PaymentDeclined(e) => bus_body(e),
             SagaInput::InventoryReleased(e) => bus_body(e),
             SagaInput::ShipmentScheduled(e) => bus_body(e),
-            SagaInput::DeadlinePassed { .. } => unreachable!("the sweeper's check never travels on the bus"),
+            SagaInput::DeadlinePassed { .. } | SagaInput::CancelRequested { .. } => {
+                unreachable!("the sweeper's check and a customer's request never travel on the bus")
+            }
         }
     }
 

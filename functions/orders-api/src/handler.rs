@@ -3,7 +3,17 @@
 //! ```text
 //! POST /orders          {"customer_id", "lines": [{"sku", "quantity"}]}, header Idempotency-Key (optional)
 //!                       -> 202 {"order_id", "status"}; the order's first event, OrderPlaced v1, in the event store
-//! GET  /orders/{id}     -> 200 {"order_id", "customer_id", "status", "lines", "total", "history": [{"type", "at"}]}
+//! GET  /orders/{id}     -> 200 {"order_id", "customer_id", "status", "lines", "total", "history": [{"type", "at"}],
+//!                       "version", "placed_at"}: the order's view (the read model), which follows its events by
+//!                       the projection's lag; 404 until the projection has seen it
+//! GET  /orders?customer_id=&status=&limit=&cursor=
+//!                       -> 200 {"orders": [<view>...], "next_cursor"}: the customer's orders, newest first, at most
+//!                       `limit` (1..=100, 20 by default), in one status if `status` is given; `next_cursor` (null
+//!                       on the last page) is the `cursor` of the next page
+//! GET  /orders/{id}/events -> 200 {"events": [<envelope>...]}: the order's events in order, from the event store
+//! POST /orders/{id}/cancel -> 202 {"order_id", "status": "CANCELLED"}: `OrderCancelled` (reason `customer`)
+//!                       appended, and every service compensates (stock released, payment voided, shipment
+//!                       cancelled); 409 `not_cancellable` once the order is final (SHIPPED, REJECTED, CANCELLED)
 //! PUT  /inventory/{sku} {"available", "price"} -> 200 {"sku", "available", "reserved", "shipped", "price"}
 //! GET  /inventory/{sku} -> 200 {"sku", "available", "reserved", "shipped", "price"}
 //! ```
@@ -11,6 +21,9 @@
 //! An `Idempotency-Key` is remembered for [`IDEMPOTENCY_KEY_EXPIRES_AFTER`] (24 h): its record (the toolkit's) is
 //! written in the same transaction as the order, so a retry with the same key and body answers with the order the
 //! first request placed and its status now, and writes nothing.
+//!
+//! The customer a request acts for comes from one place, [`customer`]: the body's (or, for a list, the query's)
+//! `customer_id` until the API verifies tokens, then the token's subject.
 //!
 //! Errors are `{"error": "<code>", "message": "<what is wrong, naming the field>"}`: 400 `invalid_json` or
 //! `validation_failed`, 404 `not_found`, 405 `method_not_allowed`, 422 `idempotency_key_reused`, 503
@@ -23,17 +36,19 @@ use lambda_http::http::header::{ALLOW, CONTENT_TYPE, LOCATION};
 use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
-use orderflow_domain::Decimal;
-use orderflow_domain::events::{OrderLine, OrderPlaced};
+use orderflow_domain::events::OrderPlaced;
 use orderflow_domain::inventory::Restock;
-use orderflow_domain::order::{HistoryEntry, Order, OrderStatus, PlaceOrder, ValidationError};
+use orderflow_domain::order::{OrderEvent, OrderStatus, PlaceOrder, SagaInput, ValidationError};
 use orderflow_inventory_store::StockStore;
-use orderflow_orders_store::{OrderStore, Placement, StoreError, placement_record};
-use orderflow_toolkit::Envelope;
+use orderflow_order_views::{Cursor, ListQuery, MAX_PAGE, OrderView, ViewStore};
+use orderflow_orders_store::saga::{self, Applied, ApplyError};
+use orderflow_orders_store::{EventLog, OrderStore, Placement, StoreError, placement_record};
 use orderflow_toolkit::idempotency::IdempotencyError;
+use orderflow_toolkit::{Envelope, RawEnvelope};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The request header that makes `POST /orders` safe to retry.
@@ -44,6 +59,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const IDEMPOTENCY_KEY_EXPIRES_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The longest SKU accepted in a path.
 pub const MAX_SKU_LEN: usize = 128;
+/// How many orders a page of `GET /orders` holds when the request names no `limit`.
+pub const DEFAULT_PAGE: u16 = 20;
 
 /// Why a request failed; each variant is one status and error code.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +73,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{method} is not allowed on {path} (allowed: {allowed})")]
     MethodNotAllowed { method: Method, path: String, allowed: &'static str },
+    #[error("order {order_id} is {status}: it can no longer be cancelled")]
+    NotCancellable { order_id: String, status: &'static str },
     #[error("Idempotency-Key {key:?} was already used with a different request body")]
     IdempotencyKeyReused { key: String },
     /// The tables refused for now (a transient failure: throttling, network); details are logged, not returned.
@@ -72,6 +91,7 @@ impl ApiError {
             Self::InvalidJson(_) | Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotCancellable { .. } => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,6 +104,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::NotCancellable { .. } => "not_cancellable",
             Self::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -140,7 +161,10 @@ impl From<orderflow_aws::StoreError> for ApiError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     PlaceOrder,
+    ListOrders,
     GetOrder(String),
+    GetOrderEvents(String),
+    CancelOrder(String),
     PutStock(String),
     GetStock(String),
 }
@@ -155,11 +179,20 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     match segments.as_slice() {
         [orders] if orders == "orders" => match *method {
             Method::POST => Ok(Route::PlaceOrder),
-            _ => Err(not_allowed("POST")),
+            Method::GET => Ok(Route::ListOrders),
+            _ => Err(not_allowed("GET, POST")),
         },
         [orders, id] if orders == "orders" => match *method {
             Method::GET => Ok(Route::GetOrder(id.clone())),
             _ => Err(not_allowed("GET")),
+        },
+        [orders, id, events] if orders == "orders" && events == "events" => match *method {
+            Method::GET => Ok(Route::GetOrderEvents(id.clone())),
+            _ => Err(not_allowed("GET")),
+        },
+        [orders, id, cancel] if orders == "orders" && cancel == "cancel" => match *method {
+            Method::POST => Ok(Route::CancelOrder(id.clone())),
+            _ => Err(not_allowed("POST")),
         },
         [inventory, sku] if inventory == "inventory" => match *method {
             Method::GET => Ok(Route::GetStock(sku.clone())),
@@ -229,41 +262,66 @@ struct Accepted<'a> {
     status: OrderStatus,
 }
 
-/// The answer to `GET /orders/{id}`, with the order's public status ([`OrderStatus::public`]).
+/// The answer to `GET /orders`: a page of the caller's orders and the cursor of the next.
 #[derive(Debug, Serialize)]
-struct OrderView<'a> {
-    order_id: &'a str,
-    customer_id: &'a str,
-    status: OrderStatus,
-    lines: &'a [OrderLine],
-    total: Option<Decimal>,
-    history: &'a [HistoryEntry],
+struct OrderList {
+    orders: Vec<OrderView>,
+    next_cursor: Option<String>,
 }
 
-impl<'a> From<&'a Order> for OrderView<'a> {
-    fn from(order: &'a Order) -> Self {
-        Self {
-            order_id: &order.order_id,
-            customer_id: &order.customer_id,
-            status: order.status.public(),
-            lines: &order.lines,
-            total: order.total,
-            history: &order.history,
-        }
+/// The answer to `GET /orders/{id}/events`: the order's envelopes in version order.
+#[derive(Debug, Serialize)]
+struct OrderEvents {
+    events: Vec<RawEnvelope>,
+}
+
+/// The customer a request acts for. One place, so that verifying tokens changes only this: until then the
+/// customer is the one the request names (`stand_in`, from its body or query), under the field it came from.
+fn customer(stand_in: Option<&str>, field: &str) -> Result<String, ApiError> {
+    match stand_in.map(str::trim) {
+        Some(customer_id) if !customer_id.is_empty() => Ok(customer_id.to_owned()),
+        _ => Err(validation(field, "is required: the customer the request acts for")),
     }
 }
 
-/// The API over its two ports.
+/// The page of `GET /orders` a request's query asks for.
+fn list_query(request: &Request) -> Result<ListQuery, ApiError> {
+    let params = request.query_string_parameters();
+    let customer_id = customer(params.first("customer_id"), "customer_id")?;
+    let status = params
+        .first("status")
+        .map(|status| {
+            OrderStatus::PUBLIC.into_iter().find(|known| known.as_str() == status).ok_or_else(|| {
+                validation("status", "must be one of PENDING, RESERVED, CONFIRMED, SHIPPED, REJECTED, CANCELLED")
+            })
+        })
+        .transpose()?;
+    let limit = match params.first("limit") {
+        None => DEFAULT_PAGE,
+        Some(limit) => limit
+            .parse::<u16>()
+            .ok()
+            .filter(|limit| (1..=MAX_PAGE).contains(limit))
+            .ok_or_else(|| validation("limit", "must be a whole number from 1 to 100"))?,
+    };
+    let after = params
+        .first("cursor")
+        .map(|cursor| Cursor::decode(cursor).map_err(|err| validation("cursor", &err.to_string())))
+        .transpose()?;
+    Ok(ListQuery { customer_id, status, limit, after })
+}
+
+/// The API over its ports: the event store of orders, their read models, and the stock.
 #[derive(Debug, Clone)]
-pub struct Api<O, S> {
+pub struct Api<O, V, S> {
     orders: O,
+    views: V,
     stock: S,
 }
 
-impl<O: OrderStore, S: StockStore> Api<O, S> {
-    /// The API over its stores; a placed order is PENDING until `deadlines` after it was placed.
-    pub fn new(orders: O, stock: S) -> Self {
-        Self { orders, stock }
+impl<O: OrderStore + EventLog, V: ViewStore, S: StockStore> Api<O, V, S> {
+    pub fn new(orders: O, views: V, stock: S) -> Self {
+        Self { orders, views, stock }
     }
 
     /// Answers one request. Never fails: every error is an HTTP response (and 5xx details are logged).
@@ -293,7 +351,10 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
     async fn dispatch(&self, route: Route, request: &Request) -> Result<Response<Body>, ApiError> {
         match route {
             Route::PlaceOrder => self.place_order(request).await,
+            Route::ListOrders => self.list_orders(request).await,
             Route::GetOrder(id) => self.get_order(&id).await,
+            Route::GetOrderEvents(id) => self.get_order_events(&id).await,
+            Route::CancelOrder(id) => self.cancel_order(&id).await,
             Route::PutStock(sku) => self.put_stock(&sku, request.body()).await,
             Route::GetStock(sku) => self.get_stock(&sku).await,
         }
@@ -318,18 +379,15 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
             }
         };
 
+        let customer_id = customer(Some(&place.customer_id), "customer_id")?;
         let placed = Envelope::new(
             order_id.clone(),
-            OrderPlaced {
-                order_id: order_id.clone(),
-                customer_id: place.customer_id.clone(),
-                lines: place.lines.clone(),
-            },
+            OrderPlaced { order_id: order_id.clone(), customer_id: customer_id.clone(), lines: place.lines.clone() },
         );
 
         let (order_id, status) = match self.orders.place(&placed, idempotency.as_ref()).await? {
             Placement::Placed => {
-                tracing::info!(order_id, customer_id = place.customer_id, "order placed");
+                tracing::info!(order_id, customer_id, "order placed");
                 (order_id, OrderStatus::Pending)
             }
             Placement::Existing { order_id } => {
@@ -350,9 +408,48 @@ impl<O: OrderStore, S: StockStore> Api<O, S> {
     }
 
     async fn get_order(&self, order_id: &str) -> Result<Response<Body>, ApiError> {
-        match self.orders.get(order_id).await? {
-            Some(order) => Ok(json_response(StatusCode::OK, &OrderView::from(&order))),
+        match self.views.get(order_id).await? {
+            Some(view) => Ok(json_response(StatusCode::OK, &view)),
             None => Err(ApiError::NotFound(format!("order {order_id:?} not found"))),
+        }
+    }
+
+    async fn list_orders(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let page = self.views.list(&list_query(request)?).await?;
+        let next_cursor = page.next.as_ref().map(Cursor::encode);
+        Ok(json_response(StatusCode::OK, &OrderList { orders: page.views, next_cursor }))
+    }
+
+    async fn get_order_events(&self, order_id: &str) -> Result<Response<Body>, ApiError> {
+        let events = self.orders.events(order_id).await?;
+        if events.is_empty() {
+            return Err(ApiError::NotFound(format!("order {order_id:?} not found")));
+        }
+        Ok(json_response(StatusCode::OK, &OrderEvents { events: events.iter().map(OrderEvent::raw).collect() }))
+    }
+
+    /// The saga's own step ([`saga::apply`]): the order is cancelled only if no other writer made it final first,
+    /// so a cancel racing the shipment has one winner.
+    async fn cancel_order(&self, order_id: &str) -> Result<Response<Body>, ApiError> {
+        let input = SagaInput::CancelRequested { order_id: order_id.to_owned(), now: OffsetDateTime::now_utc() };
+        match saga::apply(&self.orders, &input).await {
+            Ok(Applied::Advanced { status, .. }) => {
+                tracing::info!(order_id, "order cancelled by its customer");
+                Ok(json_response(StatusCode::ACCEPTED, &json!({"order_id": order_id, "status": status})))
+            }
+            Ok(Applied::Ignored(reason)) => match self.orders.get(order_id).await? {
+                None => Err(ApiError::NotFound(format!("order {order_id:?} not found"))),
+                Some(order) => {
+                    tracing::info!(order_id, reason, "cancel refused");
+                    Err(ApiError::NotCancellable {
+                        order_id: order_id.to_owned(),
+                        status: order.status.public().as_str(),
+                    })
+                }
+            },
+            Err(ApplyError::Store(err)) => Err(err.into()),
+            Err(err @ ApplyError::Contended { .. }) => Err(ApiError::Unavailable(err.to_string())),
+            Err(err @ ApplyError::NotYet(_)) => Err(ApiError::Internal(format!("a cancel cannot wait: {err}"))),
         }
     }
 
@@ -383,9 +480,15 @@ fn check_sku(sku: &str) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use orderflow_domain::events::{InventoryReleaseRequested, PaymentRequested};
+    use orderflow_domain::events::OrderLine;
+    use orderflow_domain::events::{
+        CANCELLED_BY_CUSTOMER, InventoryReleaseRequested, OrderCancelled, OrderConfirmed, OrderShipped,
+        PaymentRequested,
+    };
     use orderflow_domain::inventory::Stock;
+    use orderflow_domain::order::Order;
     use orderflow_domain::order::{Deadlines, OrderEvent};
+    use orderflow_order_views::InMemoryViews;
     use orderflow_orders_store::InMemoryOrders;
     use orderflow_test_support::Samples;
     use serde_json::Value;
@@ -401,26 +504,71 @@ mod tests {
     const PUT_INVENTORY: &str = "put-inventory.json";
     const GET_INVENTORY: &str = "get-inventory.json";
     const UNKNOWN_ROUTE: &str = "unknown-route.json";
+    /// c-1's SHIPPED orders, two at a time.
+    const LIST_ORDERS: &str = "list-orders.json";
+    const GET_ORDER_EVENTS: &str = "get-order-events.json";
+    const CANCEL_ORDER: &str = "cancel-order.json";
     /// The order get-order.json asks for.
     const SAMPLE_ORDER: &str = "5d8c2a1e-7b4f-4c3a-9e21-0f6b8d4a7c13";
 
     struct World {
         orders: InMemoryOrders,
+        views: InMemoryViews,
         stock: MemoryInventory,
-        api: Api<InMemoryOrders, MemoryInventory>,
+        api: Api<InMemoryOrders, InMemoryViews, MemoryInventory>,
     }
 
     impl World {
         fn new() -> Self {
             let orders = InMemoryOrders::new(Deadlines::from_seconds(60).unwrap());
-            let stock = MemoryInventory::default();
-            Self { api: Api::new(orders.clone(), stock.clone()), orders, stock }
+            let (views, stock) = (InMemoryViews::default(), MemoryInventory::default());
+            Self { api: Api::new(orders.clone(), views.clone(), stock.clone()), orders, views, stock }
         }
 
-        /// Appends `events` to the order `order_id` as the saga would.
+        /// Appends `events` to the order `order_id` as the saga would, and projects it as the stream would.
         async fn append(&self, order_id: &str, events: &[OrderEvent]) -> Order {
             let current = self.orders.get(order_id).await.unwrap();
-            self.orders.append(current.as_ref(), events).await.unwrap()
+            let order = self.orders.append(current.as_ref(), events).await.unwrap();
+            self.project(order_id).await;
+            order
+        }
+
+        /// What the order-views function does when the order's events reach it.
+        async fn project(&self, order_id: &str) {
+            orderflow_order_views::project(&self.orders, &self.views, order_id).await.unwrap();
+        }
+
+        /// Places an order of `customer_id` at `at` and projects it.
+        async fn place_at(&self, order_id: &str, customer_id: &str, at: time::OffsetDateTime) {
+            let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
+            let mut placed = Envelope::new(
+                order_id,
+                OrderPlaced { order_id: order_id.into(), customer_id: customer_id.into(), lines },
+            );
+            placed.occurred_at = at;
+            self.orders.place(&placed, None).await.unwrap();
+            self.project(order_id).await;
+        }
+
+        /// `POST` of `path` without a body.
+        async fn post(&self, path: &str) -> (StatusCode, Value) {
+            self.call_at(GET_ORDER, "POST", path).await
+        }
+
+        /// `GET` of `path_and_query` (the get-order sample with another path and query).
+        async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
+            let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+            let mut event: Value = SAMPLES.event(GET_ORDER);
+            event["rawPath"] = json!(path);
+            event["rawQueryString"] = json!(query);
+            event["requestContext"]["http"]["path"] = json!(path);
+            let mut params = serde_json::Map::new();
+            for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                params.insert(name.to_owned(), json!(value));
+            }
+            event["queryStringParameters"] = Value::Object(params);
+            self.send(event).await
         }
 
         async fn call(&self, sample: &str) -> (StatusCode, Value) {
@@ -641,6 +789,9 @@ mod tests {
         );
         placed.occurred_at = time::macros::datetime!(2026-11-24 10:00 UTC);
         world.orders.place(&placed, None).await.unwrap();
+        let (status, _) = world.call(GET_ORDER).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "not yet projected");
+        world.project(SAMPLE_ORDER).await;
         let (_, pending) = world.call(GET_ORDER).await;
         assert_eq!(pending["total"], Value::Null, "unknown until priced");
         let mut requested = payment_requested(&json!({"order_id": SAMPLE_ORDER}));
@@ -658,7 +809,8 @@ mod tests {
                 "order_id": SAMPLE_ORDER, "customer_id": "c-1", "status": "RESERVED",
                 "lines": [{"sku": "SKU-1", "quantity": 2}], "total": "25.00",
                 "history": [{"type": "OrderPlaced", "at": "2026-11-24T10:00:00Z"},
-                            {"type": "PaymentRequested", "at": "2026-11-24T10:00:01Z"}]
+                            {"type": "PaymentRequested", "at": "2026-11-24T10:00:01Z"}],
+                "version": 2, "placed_at": "2026-11-24T10:00:00Z"
             })
         );
     }
@@ -732,7 +884,9 @@ mod tests {
         let (status, body) = world.call_at(GET_ORDER, "DELETE", "/orders/o-1").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(body["error"], "method_not_allowed");
-        let (status, _) = world.call_at(GET_ORDER, "GET", "/orders").await;
+        let (status, _) = world.call_at(GET_ORDER, "DELETE", "/orders").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = world.call_at(GET_ORDER, "POST", "/orders/o-1/events").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         let (status, _) = world.call_at(GET_ORDER, "GET", "/orders/o-1/lines").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -767,7 +921,7 @@ mod tests {
         world.orders.fail_next(StoreError::Table(orderflow_aws::StoreError::Corrupt(
             "item attribute order: is missing".into(),
         )));
-        let (status, body) = world.call(GET_ORDER).await;
+        let (status, body) = world.get(&format!("/orders/{SAMPLE_ORDER}/events")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, json!({"error": "internal_error", "message": "internal server error"}));
 
@@ -785,8 +939,141 @@ mod tests {
         let world = World::new();
         let invalid = orderflow_aws::StoreError::Permanent("ValidationException: one or more parameters".into());
         world.orders.fail_next(StoreError::Table(invalid));
-        let (status, body) = world.call(GET_ORDER).await;
+        let (status, body) = world.get(&format!("/orders/{SAMPLE_ORDER}/events")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, json!({"error": "internal_error", "message": "internal server error"}));
+    }
+
+    #[tokio::test]
+    async fn a_customers_orders_list_newest_first_page_by_page_and_by_status() {
+        let world = World::new();
+        let at = time::macros::datetime!(2026-12-03 10:00 UTC);
+        for i in 0..5 {
+            world.place_at(&format!("o-{i}"), "c-1", at + time::Duration::minutes(i)).await;
+        }
+        world.place_at("o-other", "c-2", at).await;
+        let cancelled = OrderCancelled { order_id: "o-3".into(), customer_id: "c-1".into(), reason: "customer".into() };
+        world.append("o-3", &[OrderEvent::Cancelled(Envelope::new("o-3", cancelled))]).await;
+
+        let (status, first) = world.get("/orders?customer_id=c-1&limit=2").await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(ids(&first), ["o-4", "o-3"]);
+        let cursor = first["next_cursor"].as_str().expect("a next page");
+        let (_, second) = world.get(&format!("/orders?customer_id=c-1&limit=2&cursor={cursor}")).await;
+        assert_eq!(ids(&second), ["o-2", "o-1"]);
+        let cursor = second["next_cursor"].as_str().unwrap();
+        let (_, last) = world.get(&format!("/orders?customer_id=c-1&limit=2&cursor={cursor}")).await;
+        assert_eq!((ids(&last), &last["next_cursor"]), (vec!["o-0".to_owned()], &Value::Null));
+
+        let (_, pending) = world.get("/orders?customer_id=c-1&status=PENDING").await;
+        assert_eq!(ids(&pending), ["o-4", "o-2", "o-1", "o-0"]);
+        let (_, cancelled) = world.get("/orders?customer_id=c-1&status=CANCELLED").await;
+        assert_eq!(ids(&cancelled), ["o-3"]);
+        assert_eq!(cancelled["orders"][0]["history"][1]["type"], "OrderCancelled");
+    }
+
+    fn ids(page: &Value) -> Vec<String> {
+        page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_bad_list_query_is_a_400_naming_the_parameter() {
+        let world = World::new();
+        for (query, field) in [
+            ("", "customer_id"),
+            ("customer_id=c-1&limit=0", "limit"),
+            ("customer_id=c-1&limit=101", "limit"),
+            ("customer_id=c-1&limit=ten", "limit"),
+            ("customer_id=c-1&status=RELEASING", "status"),
+            ("customer_id=c-1&status=shipped", "status"),
+            ("customer_id=c-1&cursor=bm90LWEtY3Vyc29y", "cursor"),
+        ] {
+            let (status, body) = world.get(&format!("/orders?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert_eq!(body["error"], "validation_failed", "{query}");
+            assert!(body["message"].as_str().unwrap().starts_with(field), "{query}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_orders_events_are_its_envelopes_in_order_and_an_unknown_order_has_none() {
+        let world = World::new();
+        world.place_at("o-1", "c-1", time::macros::datetime!(2026-12-03 10:00 UTC)).await;
+        let requested = payment_requested(&json!({"order_id": "o-1"}));
+        world.append("o-1", std::slice::from_ref(&requested)).await;
+
+        let (status, body) = world.get("/orders/o-1/events").await;
+
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let events = body["events"].as_array().unwrap();
+        let types: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["OrderPlaced", "PaymentRequested"]);
+        assert_eq!(events[1]["id"], requested.id().to_string());
+        assert_eq!(events[1]["data"]["amount"], "25.00");
+        let (status, body) = world.get("/orders/o-unknown/events").await;
+        assert_eq!((status, &body["error"]), (StatusCode::NOT_FOUND, &json!("not_found")));
+    }
+
+    #[tokio::test]
+    async fn a_customer_cancels_an_order_before_it_ships_and_it_ends_cancelled_for_reason_customer() {
+        let world = World::new();
+        world.place_at("o-1", "c-1", time::macros::datetime!(2026-12-03 10:00 UTC)).await;
+        world.append("o-1", &[payment_requested(&json!({"order_id": "o-1"}))]).await;
+
+        let (status, body) = world.post("/orders/o-1/cancel").await;
+
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body, json!({"order_id": "o-1", "status": "CANCELLED"}));
+        let events = world.orders.events("o-1").await.unwrap();
+        let Some(OrderEvent::Cancelled(cancelled)) = events.last() else { panic!("{events:?}") };
+        assert_eq!(cancelled.data.reason, CANCELLED_BY_CUSTOMER);
+        assert_eq!(events.len(), 3, "appended after the order's two events");
+        let (status, again) = world.post("/orders/o-1/cancel").await;
+        assert_eq!((status, &again["error"]), (StatusCode::CONFLICT, &json!("not_cancellable")), "once final");
+        assert_eq!(again["message"], "order o-1 is CANCELLED: it can no longer be cancelled");
+    }
+
+    #[tokio::test]
+    async fn a_shipped_order_cannot_be_cancelled_and_an_unknown_one_is_a_404() {
+        let world = World::new();
+        world.place_at("o-1", "c-1", time::macros::datetime!(2026-12-03 10:00 UTC)).await;
+        let confirmed =
+            OrderConfirmed { order_id: "o-1".into(), customer_id: "c-1".into(), total: "25.00".parse().unwrap() };
+        let shipped = OrderShipped {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            shipment_id: "s-1".into(),
+            lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],
+        };
+        let requested = payment_requested(&json!({"order_id": "o-1"}));
+        let (confirmed, shipped) = (Envelope::new("o-1", confirmed), Envelope::new("o-1", shipped));
+        world.append("o-1", &[requested, OrderEvent::Confirmed(confirmed), OrderEvent::Shipped(shipped)]).await;
+
+        let (status, body) = world.post("/orders/o-1/cancel").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["message"], "order o-1 is SHIPPED: it can no longer be cancelled");
+        assert_eq!(world.orders.events("o-1").await.unwrap().len(), 4, "nothing appended");
+
+        let (status, body) = world.post("/orders/o-unknown/cancel").await;
+        assert_eq!((status, &body["error"]), (StatusCode::NOT_FOUND, &json!("not_found")));
+        let (status, _) = world.call_at(GET_ORDER, "GET", "/orders/o-1/cancel").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn the_sample_requests_of_the_order_routes_answer_as_documented() {
+        let world = World::new();
+        world.place_at(SAMPLE_ORDER, "c-1", time::macros::datetime!(2026-12-03 10:00 UTC)).await;
+
+        let (status, list) = world.call(LIST_ORDERS).await;
+        assert_eq!((status, list), (StatusCode::OK, json!({"orders": [], "next_cursor": null})), "none SHIPPED yet");
+        let (status, events) = world.call(GET_ORDER_EVENTS).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(events["events"][0]["data"]["order_id"], SAMPLE_ORDER);
+        let (status, cancelled) = world.call(CANCEL_ORDER).await;
+        assert_eq!(
+            (status, cancelled),
+            (StatusCode::ACCEPTED, json!({"order_id": SAMPLE_ORDER, "status": "CANCELLED"}))
+        );
     }
 }

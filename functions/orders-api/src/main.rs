@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use lambda_http::{Error, Request, service_fn};
 use orderflow_aws::{ConfigError, required_env};
 use orderflow_inventory_store::DynamoInventory;
+use orderflow_order_views::DynamoViews;
 use orderflow_orders_store::{DynamoOrders, deadlines_from_env};
 
 use crate::handler::Api;
@@ -23,16 +24,18 @@ async fn main() -> Result<(), Error> {
             required_env("ORDERS_TABLE")?,
             required_env("INVENTORY_TABLE")?,
             required_env("OUTBOX_TABLE")?,
+            required_env("ORDER_VIEWS_TABLE")?,
             deadlines_from_env()?,
         ))
     };
-    let (orders_table, inventory_table, outbox_table, deadlines) =
+    let (orders_table, inventory_table, outbox_table, views_table, deadlines) =
         env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
 
     let config = orderflow_aws::load_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let api = Api::new(
         DynamoOrders::new(dynamodb.clone(), orders_table, deadlines),
+        DynamoViews::new(dynamodb.clone(), views_table),
         DynamoInventory::new(dynamodb, inventory_table, outbox_table),
     );
 
