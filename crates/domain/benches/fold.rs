@@ -17,7 +17,12 @@ use orderflow_toolkit::{Envelope, RawEnvelope, Registry};
 fn lifecycle(lines: usize) -> Vec<String> {
     let order_id = "5f0c7c9e-2b8a-4c1e-9d51-1a2b3c4d5e01";
     let lines: Vec<OrderLine> = (0..lines).map(|i| OrderLine { sku: format!("SKU-{i}"), quantity: 2 }).collect();
-    let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines: lines.clone() };
+    let placed = OrderPlaced {
+        currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+        order_id: order_id.into(),
+        customer_id: "c-1".into(),
+        lines: lines.clone(),
+    };
     let amount = "38.49".parse().unwrap();
     let requested = PaymentRequested { order_id: order_id.into(), customer_id: "c-1".into(), amount };
     let confirmed = OrderConfirmed { order_id: order_id.into(), customer_id: "c-1".into(), total: amount };

@@ -53,9 +53,34 @@ macro_rules! event {
 }
 
 event!(
-    /// An order was accepted by the orders API (version 1; version 0 is the legacy `OrderCreated` shape).
-    OrderPlaced, 1, "orderflow.orders" { order_id: String, customer_id: String, lines: Vec<OrderLine> }
+    /// An order was accepted by the orders API (version 2, with the currency of its prices; version 1, without
+    /// one, reads as an order in USD; version 0 is the legacy `OrderCreated` shape).
+    OrderPlaced, 2, "orderflow.orders" {
+        order_id: String, customer_id: String, lines: Vec<OrderLine>,
+        /// The ISO 4217 code of the currency the catalogue prices the order in, e.g. "USD".
+        currency: String
+    }
 );
+
+// Version 1 of `OrderPlaced`, as orders APIs before version 2 wrote it: read through `order_placed_v1_to_v2`, and
+// kept for its published schema, whose description is the doc comment below.
+/// An order was accepted by the orders API (version 1; version 0 is the legacy `OrderCreated` shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "OrderPlaced")]
+pub struct OrderPlacedV1 {
+    pub order_id: String,
+    pub customer_id: String,
+    pub lines: Vec<OrderLine>,
+}
+
+impl Event for OrderPlacedV1 {
+    const TYPE: &'static str = OrderPlaced::TYPE;
+    const VERSION: u32 = 1;
+    const SOURCE: &'static str = OrderPlaced::SOURCE;
+}
+
+/// The currency of an order whose `OrderPlaced` names none (version 1, and the legacy version 0).
+pub const DEFAULT_CURRENCY: &str = "USD";
 event!(
     /// The saga took over an order it met before any `OrderPlaced` of it (a legacy producer's order, reserved by
     /// inventory from `OrderCreated`): the first event of that order's stream. Published; no service reacts to it.
@@ -202,11 +227,20 @@ fn order_placed_v0_to_v1(data: Value) -> Result<Value, String> {
     }))
 }
 
+/// Version 1 of `OrderPlaced` as version 2: the currency it did not name is [`DEFAULT_CURRENCY`]; everything else
+/// is kept as it is, so the decode of version 2 judges the rest.
+fn order_placed_v1_to_v2(data: Value) -> Result<Value, String> {
+    let Value::Object(mut data) = data else { return Err("data is not a JSON object".to_owned()) };
+    data.entry("currency").or_insert_with(|| json!(DEFAULT_CURRENCY));
+    Ok(Value::Object(data))
+}
+
 /// The registry of every event type and version orderflow reads.
 pub fn registry() -> Registry {
     Registry::new()
         .register::<OrderPlaced>()
         .upcaster(OrderPlaced::TYPE, 0, order_placed_v0_to_v1)
+        .upcaster(OrderPlaced::TYPE, 1, order_placed_v1_to_v2)
         .legacy(LEGACY_ORDER_CREATED, OrderPlaced::TYPE, 0, "order_id")
         .register::<OrderAdopted>()
         .register::<InventoryReserved>()
@@ -258,6 +292,7 @@ pub fn schemas() -> Vec<EventSchema> {
         json!("OrderPlaced v0 (legacy OrderCreated body: {\"type\": \"OrderCreated\", \"data\": <this>})");
     vec![
         EventSchema { event_type: OrderPlaced::TYPE, version: 0, schema: legacy },
+        envelope_schema::<OrderPlacedV1>(),
         envelope_schema::<OrderPlaced>(),
         envelope_schema::<OrderAdopted>(),
         envelope_schema::<InventoryReserved>(),
@@ -286,10 +321,42 @@ mod contract;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orderflow_envelope::{Envelope, EnvelopeError};
+    use orderflow_envelope::{Envelope, EnvelopeError, RawEnvelope};
 
     #[test]
-    fn legacy_order_created_reads_as_order_placed_v1() {
+    fn order_placed_v1_reads_as_v2_in_the_default_currency_and_v2_keeps_its_own() {
+        let v1 =
+            Envelope::new("o-1", OrderPlacedV1 { order_id: "o-1".into(), customer_id: "c-1".into(), lines: vec![] });
+        let raw = registry().upcast(RawEnvelope::from(&v1)).unwrap();
+        assert_eq!(raw.version, 2);
+        let placed = raw.decode::<OrderPlaced>().unwrap();
+        assert_eq!((placed.id, placed.data.currency.as_str()), (v1.id, DEFAULT_CURRENCY), "only the currency is new");
+
+        let lines = vec![OrderLine { sku: "S".into(), quantity: 1 }];
+        let v2 = OrderPlaced { order_id: "o-2".into(), customer_id: "c-1".into(), lines, currency: "EUR".into() };
+        let raw = registry().upcast(RawEnvelope::from(&Envelope::new("o-2", v2.clone()))).unwrap();
+        assert_eq!(raw.decode::<OrderPlaced>().unwrap().data, v2);
+    }
+
+    #[test]
+    fn a_reader_of_v1_data_ignores_the_currency_of_v2() {
+        // What a consumer built before version 2 makes of its data: a tolerant reader, so moving a field into a
+        // version is never what breaks it (its registry refusing version 2 is, which is why consumers deploy first).
+        let v2 = json!({"order_id": "o-2", "customer_id": "c-1", "lines": [], "currency": "EUR"});
+        let v1: OrderPlacedV1 = serde_json::from_value(v2).unwrap();
+        assert_eq!(v1.order_id, "o-2");
+        let unknown_version = registry().upcast(RawEnvelope {
+            version: 3,
+            ..RawEnvelope::from(&Envelope::new(
+                "o-3",
+                OrderPlacedV1 { order_id: "o-3".into(), customer_id: "c-1".into(), lines: vec![] },
+            ))
+        });
+        assert!(matches!(unknown_version, Err(EnvelopeError::UnsupportedVersion { .. })), "{unknown_version:?}");
+    }
+
+    #[test]
+    fn legacy_order_created_reads_as_order_placed() {
         let body = json!({"version": "0", "id": "0d7a3a5e-3d9c-4b9e-9b5d-1b1f3c0e2a11", "detail-type": "OrderCreated",
             "source": "legacy.orders", "time": "2026-11-24T10:00:00Z",
             "detail": {"type": "OrderCreated", "data": {"order_id": "o-7", "user_id": "c-3", "product_id": "SKU-1",
@@ -299,6 +366,7 @@ mod tests {
         assert_eq!(
             placed.data,
             OrderPlaced {
+                currency: crate::events::DEFAULT_CURRENCY.into(),
                 order_id: "o-7".into(),
                 customer_id: "c-3".into(),
                 lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }],

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::events::{
-    CANCELLED_BY_CUSTOMER, CANCELLED_BY_DEADLINE, InventoryRejected, InventoryReleaseRequested, InventoryReleased,
-    InventoryReserved, OrderAdopted, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced, OrderRejected,
-    OrderShipped, PaymentAuthorized, PaymentDeclined, PaymentRequested, ShipmentScheduled,
+    CANCELLED_BY_CUSTOMER, CANCELLED_BY_DEADLINE, DEFAULT_CURRENCY, InventoryRejected, InventoryReleaseRequested,
+    InventoryReleased, InventoryReserved, OrderAdopted, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced,
+    OrderRejected, OrderShipped, PaymentAuthorized, PaymentDeclined, PaymentRequested, ShipmentScheduled,
 };
 
 /// The most units of one SKU a single order may ask for.
@@ -170,6 +170,8 @@ pub struct Order {
     pub customer_id: String,
     pub status: OrderStatus,
     pub lines: Vec<OrderLine>,
+    /// The ISO 4217 code of the currency of its prices and total.
+    pub currency: String,
     /// Known once the catalogue priced the lines (on `PaymentRequested`, which carries the reserved total).
     pub total: Option<Decimal>,
     /// The order's events, their types and when they occurred.
@@ -305,9 +307,10 @@ impl Order {
 
     /// The order its first event starts.
     fn start(event: &OrderEvent, deadlines: &Deadlines) -> Result<Self, FoldError> {
-        let (order_id, customer_id, lines) = match event {
-            OrderEvent::Placed(e) => (&e.data.order_id, &e.data.customer_id, &e.data.lines),
-            OrderEvent::Adopted(e) => (&e.data.order_id, &e.data.customer_id, &e.data.lines),
+        let (order_id, customer_id, lines, currency) = match event {
+            OrderEvent::Placed(e) => (&e.data.order_id, &e.data.customer_id, &e.data.lines, e.data.currency.as_str()),
+            // A legacy producer's order names no currency.
+            OrderEvent::Adopted(e) => (&e.data.order_id, &e.data.customer_id, &e.data.lines, DEFAULT_CURRENCY),
             other => return Err(FoldError::NoStart { event_type: other.event_type().to_owned() }),
         };
         Ok(Self {
@@ -315,6 +318,7 @@ impl Order {
             customer_id: customer_id.clone(),
             status: OrderStatus::Pending,
             lines: lines.clone(),
+            currency: currency.to_owned(),
             total: None,
             history: vec![HistoryEntry { event_type: event.event_type().to_owned(), at: event.occurred_at() }],
             version: 1,
@@ -581,7 +585,12 @@ mod tests {
 
     fn order_placed() -> OrderEvent {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-        let placed = OrderPlaced { order_id: "o-1".into(), customer_id: "c-1".into(), lines };
+        let placed = OrderPlaced {
+            currency: crate::events::DEFAULT_CURRENCY.into(),
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            lines,
+        };
         let mut envelope = Envelope::new("o-1", placed);
         envelope.occurred_at = T0;
         OrderEvent::Placed(envelope)

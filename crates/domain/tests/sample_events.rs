@@ -21,13 +21,14 @@ const REFUSED_SAMPLES: [(&str, &str); 7] = [
 
 /// The schemas the samples exercise: each must validate at least one sample event, so the test cannot pass by
 /// finding no event at all.
-const SAMPLED_SCHEMAS: [&str; 12] = [
+const SAMPLED_SCHEMAS: [&str; 13] = [
     "InventoryReleaseRequested.v1.json",
     "InventoryReserved.v1.json",
     "OrderCancelled.v1.json",
     "OrderConfirmed.v1.json",
     "OrderPlaced.v0.json",
     "OrderPlaced.v1.json",
+    "OrderPlaced.v2.json",
     "OrderShipped.v1.json",
     "PaymentAuthorized.v1.json",
     "PaymentDeclined.v1.json",

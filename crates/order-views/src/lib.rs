@@ -52,6 +52,8 @@ pub struct OrderView {
     pub customer_id: String,
     pub status: OrderStatus,
     pub lines: Vec<OrderLine>,
+    /// The ISO 4217 code of the currency of `total`.
+    pub currency: String,
     pub total: Option<Decimal>,
     pub history: Vec<HistoryEntry>,
     /// The order's event this view is of: a view is only ever replaced by one of a later version.
@@ -69,6 +71,7 @@ impl OrderView {
             customer_id: order.customer_id.clone(),
             status: order.status.public(),
             lines: order.lines.clone(),
+            currency: order.currency.clone(),
             total: order.total,
             history: order.history.clone(),
             version: order.version,
@@ -256,8 +259,15 @@ mod tests {
 
     fn placed(order_id: &str, customer_id: &str, at: OffsetDateTime) -> Envelope<OrderPlaced> {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let mut placed =
-            Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: customer_id.into(), lines });
+        let mut placed = Envelope::new(
+            order_id,
+            OrderPlaced {
+                currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                order_id: order_id.into(),
+                customer_id: customer_id.into(),
+                lines,
+            },
+        );
         placed.occurred_at = at;
         placed
     }

@@ -54,8 +54,15 @@ impl World {
 
     async fn place(&self, order_id: &str, customer_id: &str, at: OffsetDateTime) {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let mut placed =
-            Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: customer_id.into(), lines });
+        let mut placed = Envelope::new(
+            order_id,
+            OrderPlaced {
+                currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                order_id: order_id.into(),
+                customer_id: customer_id.into(),
+                lines,
+            },
+        );
         placed.occurred_at = at;
         self.orders.place(&placed, None).await.expect("place");
     }

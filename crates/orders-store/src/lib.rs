@@ -280,7 +280,15 @@ mod tests {
     fn only_a_non_final_order_is_indexed_by_its_deadline() {
         let deadlines = Deadlines::from_seconds(60).unwrap();
         let lines = vec![OrderLine { sku: "S".into(), quantity: 1 }];
-        let mut placed = Envelope::new("o-1", OrderPlaced { order_id: "o-1".into(), customer_id: "c-1".into(), lines });
+        let mut placed = Envelope::new(
+            "o-1",
+            OrderPlaced {
+                currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                order_id: "o-1".into(),
+                customer_id: "c-1".into(),
+                lines,
+            },
+        );
         placed.occurred_at = datetime!(2026-11-24 10:00 UTC);
         let mut order = appended(None, &[OrderEvent::Placed(placed)], &deadlines).unwrap();
         assert_eq!(indexed_deadline(&order), Some(datetime!(2026-11-24 10:01 UTC).unix_timestamp()));

@@ -193,7 +193,15 @@ mod tests {
 
     fn placed_at(id: &str, at: OffsetDateTime) -> Envelope<OrderPlaced> {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let mut placed = Envelope::new(id, OrderPlaced { order_id: id.into(), customer_id: "c-1".into(), lines });
+        let mut placed = Envelope::new(
+            id,
+            OrderPlaced {
+                currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                order_id: id.into(),
+                customer_id: "c-1".into(),
+                lines,
+            },
+        );
         placed.occurred_at = at;
         placed
     }

@@ -134,7 +134,12 @@ mod tests {
     async fn overdue_confirmed_order() -> InMemoryOrders {
         let store = InMemoryOrders::new(deadlines());
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-        let placed = OrderPlaced { order_id: "o-1".into(), customer_id: "c-1".into(), lines };
+        let placed = OrderPlaced {
+            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            lines,
+        };
         store.place(&occurred_at_placement(Envelope::new("o-1", placed)), None).await.unwrap();
         let reserved = InventoryReserved {
             order_id: "o-1".into(),

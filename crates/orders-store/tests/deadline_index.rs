@@ -17,7 +17,12 @@ impl World {
     /// Places an order `seconds_later` than [`PLACED_AT`]; its deadline is a minute after that.
     async fn place(&self, order_id: &str, seconds_later: i64) -> Order {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines };
+        let placed = OrderPlaced {
+            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+            order_id: order_id.into(),
+            customer_id: "c-1".into(),
+            lines,
+        };
         let placed = at(Envelope::new(order_id, placed), seconds_later);
         self.store.place(&placed, None).await.unwrap();
         self.store.get(order_id).await.unwrap().expect("the placed order")

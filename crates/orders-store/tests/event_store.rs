@@ -14,7 +14,15 @@ use support::World;
 
 fn placed(order_id: &str) -> Envelope<OrderPlaced> {
     let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-    Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines })
+    Envelope::new(
+        order_id,
+        OrderPlaced {
+            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+            order_id: order_id.into(),
+            customer_id: "c-1".into(),
+            lines,
+        },
+    )
 }
 
 fn payment_requested(order_id: &str) -> OrderEvent {

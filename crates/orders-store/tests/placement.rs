@@ -16,7 +16,15 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn placed(order_id: &str) -> Envelope<OrderPlaced> {
     let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-    Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines })
+    Envelope::new(
+        order_id,
+        OrderPlaced {
+            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+            order_id: order_id.into(),
+            customer_id: "c-1".into(),
+            lines,
+        },
+    )
 }
 
 fn record_at(key: &str, request: &str, order_id: &str, at: SystemTime) -> IdempotencyRecord {

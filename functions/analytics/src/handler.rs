@@ -1,5 +1,5 @@
-//! The analytics function: event stream processing of `OrderPlaced` (v1, and the legacy `OrderCreated` read as v0)
-//! from the AnalyticsQueue.
+//! The analytics function: event stream processing of `OrderPlaced` (v2; v1 and the legacy `OrderCreated`, v0,
+//! upcast) from the AnalyticsQueue.
 //!
 //! Tumbling windows by the event's `occurred_at`: per SKU, units sold and orders per window; per customer, orders
 //! per window. Each event is counted exactly once: ONE transaction puts the `EVENT#<id>` marker (only if absent) and
@@ -275,7 +275,7 @@ mod tests {
         let letters = harness.sqs.dead_letters();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].message_id, "6e8b9a3c-4d5e-4f6a-8b1c-2d3e4f5a6b7c");
-        assert!(letters[0].reason.starts_with("invalid data for OrderPlaced v1"), "{}", letters[0].reason);
+        assert!(letters[0].reason.starts_with("invalid data for OrderPlaced v2"), "{}", letters[0].reason);
         assert_eq!(harness.store.counted_events(), 0);
     }
 
@@ -380,6 +380,7 @@ mod tests {
     #[test]
     fn lines_of_one_sku_are_added_up() {
         let order = OrderPlaced {
+            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
             order_id: "o".into(),
             customer_id: "c".into(),
             lines: serde_json::from_value(json!([

@@ -1,9 +1,10 @@
 //! The inventory function: reserves an order's stock all or none, releases it when the saga compensates a
 //! declined payment or the order is cancelled, and moves it to shipped when the order ships.
 //!
-//! - `OrderPlaced` (v1, and v0, the legacy `OrderCreated`): decide on a consistent read of the stock, then ONE
-//!   transaction: the stock updates (each conditional on `available >= q`), the reservation (conditional on none
-//!   existing: the idempotency) and `InventoryReserved`; or the `REJECTED` reservation and `InventoryRejected`.
+//! - `OrderPlaced` (v2; v1 and v0, the legacy `OrderCreated`, upcast): decide on a consistent read of the stock,
+//!   then ONE transaction: the stock updates (each conditional on `available >= q`), the reservation (conditional
+//!   on none existing: the idempotency) and `InventoryReserved`; or the `REJECTED` reservation and
+//!   `InventoryRejected`.
 //!   A reservation that loses a race for the same units is read and decided again.
 //! - `InventoryReleaseRequested`: `RESERVED -> RELEASED`, units back to available, `InventoryReleased`.
 //! - `OrderShipped`: `RESERVED -> SHIPPED`, units from reserved to shipped; no event.
@@ -274,6 +275,8 @@ mod tests {
 
     const SAMPLES: Samples = Samples::of("inventory");
     const ORDER_PLACED: &str = "order-placed.json";
+    /// The same order as a version 2 producer writes it: with its currency.
+    const ORDER_PLACED_V2: &str = "order-placed-v2.json";
     const LEGACY_ORDER_CREATED: &str = "legacy-order-created.json";
     const RELEASE_REQUESTED: &str = "release-requested.json";
     const ORDER_SHIPPED: &str = "order-shipped.json";
@@ -286,7 +289,12 @@ mod tests {
     /// An OrderPlaced bus event (an SQS body) for `order_id`.
     fn order_placed(order_id: &str, lines: &[(&str, u32)]) -> String {
         let lines = lines.iter().map(|(sku, quantity)| OrderLine { sku: (*sku).into(), quantity: *quantity }).collect();
-        let placed = OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines };
+        let placed = OrderPlaced {
+            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+            order_id: order_id.into(),
+            customer_id: "c-1".into(),
+            lines,
+        };
         bus_body(&Envelope::new(order_id, placed))
     }
 
@@ -346,6 +354,20 @@ mod tests {
         assert_eq!(reserved.data.total, "38.49".parse::<Decimal>().unwrap());
         assert_eq!(world.store.write_requests(), 1, "one write request per reservation");
         assert_eq!(world.store.read_requests(), 1, "one consistent read of the stock and the reservation");
+    }
+
+    #[tokio::test]
+    async fn order_placed_v1_and_v2_reserve_the_same_stock() {
+        let (v1, v2) = (World::stocked(), World::stocked());
+
+        assert!(v1.process(SAMPLES.event(ORDER_PLACED)).await.is_empty());
+        assert!(v2.process(SAMPLES.event(ORDER_PLACED_V2)).await.is_empty());
+
+        for sku in ["SKU-1", "SKU-2"] {
+            assert_eq!(v1.available(sku), v2.available(sku), "{sku}");
+        }
+        let total = |world: &World| world.outbox()[0].decode::<InventoryReserved>().unwrap().data.total;
+        assert_eq!(total(&v1), total(&v2));
     }
 
     #[tokio::test]

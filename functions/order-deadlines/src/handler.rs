@@ -140,8 +140,15 @@ mod tests {
     /// Places an order `minutes_ago`; in a [`store`] it is overdue from a minute after.
     async fn place(store: &impl OrderStore, order_id: &str, minutes_ago: i64) {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
-        let mut placed =
-            Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines });
+        let mut placed = Envelope::new(
+            order_id,
+            OrderPlaced {
+                currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                order_id: order_id.into(),
+                customer_id: "c-1".into(),
+                lines,
+            },
+        );
         placed.occurred_at = OffsetDateTime::now_utc() - Duration::minutes(minutes_ago);
         store.place(&placed, None).await.unwrap();
     }

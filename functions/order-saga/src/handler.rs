@@ -145,8 +145,15 @@ mod tests {
         /// The order as the orders API places it.
         async fn with_placed_order(self, order_id: &str) -> Self {
             let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-            let placed =
-                Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines });
+            let placed = Envelope::new(
+                order_id,
+                OrderPlaced {
+                    currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                    order_id: order_id.into(),
+                    customer_id: "c-1".into(),
+                    lines,
+                },
+            );
             let placement = self.store.place(&placed, None::<&IdempotencyRecord>).await;
             assert_eq!(placement, Ok(Placement::Placed));
             self
@@ -290,8 +297,15 @@ mod tests {
     #[tokio::test]
     async fn malformed_bodies_and_events_the_saga_does_not_handle_are_dead_lettered() {
         let world = World::new();
-        let placed =
-            Envelope::new("o-1", OrderPlaced { order_id: "o-1".into(), customer_id: "c".into(), lines: vec![] });
+        let placed = Envelope::new(
+            "o-1",
+            OrderPlaced {
+                currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                order_id: "o-1".into(),
+                customer_id: "c".into(),
+                lines: vec![],
+            },
+        );
         let not_ours = bus_body(&placed);
         let mut bad_data: Value = serde_json::from_str(&SAMPLES.sqs_body(INVENTORY_RESERVED)).unwrap();
         bad_data["detail"]["data"]["total"] = json!(25.5);

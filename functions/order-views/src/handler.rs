@@ -129,8 +129,15 @@ mod tests {
 
         async fn place(&self, order_id: &str) -> OrderView {
             let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
-            let mut placed =
-                Envelope::new(order_id, OrderPlaced { order_id: order_id.into(), customer_id: "c-1".into(), lines });
+            let mut placed = Envelope::new(
+                order_id,
+                OrderPlaced {
+                    currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                    order_id: order_id.into(),
+                    customer_id: "c-1".into(),
+                    lines,
+                },
+            );
             placed.occurred_at = datetime!(2026-11-24 10:00:05 UTC);
             self.orders.append(None, &[OrderEvent::Placed(placed)]).await.unwrap();
             self.views_of(order_id).await

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! POST /orders          {"customer_id", "lines": [{"sku", "quantity"}]}, header Idempotency-Key (optional)
-//!                       -> 202 {"order_id", "status"}; the order's first event, OrderPlaced v1, in the event store
+//!                       -> 202 {"order_id", "status"}; the order's first event, OrderPlaced v2 (in the
+//!                       STORE_CURRENCY), in the event store
 //! GET  /orders/{id}     -> 200 {"order_id", "customer_id", "status", "lines", "total", "history": [{"type", "at"}],
 //!                       "version", "placed_at"}: the order's view (the read model), which follows its events by
 //!                       the projection's lag; 404 until the projection has seen it
@@ -317,11 +318,13 @@ pub struct Api<O, V, S> {
     orders: O,
     views: V,
     stock: S,
+    /// The ISO 4217 code of the currency the catalogue prices in: every order placed here is in it.
+    currency: String,
 }
 
 impl<O: OrderStore + EventLog, V: ViewStore, S: StockStore> Api<O, V, S> {
-    pub fn new(orders: O, views: V, stock: S) -> Self {
-        Self { orders, views, stock }
+    pub fn new(orders: O, views: V, stock: S, currency: impl Into<String>) -> Self {
+        Self { orders, views, stock, currency: currency.into() }
     }
 
     /// Answers one request. Never fails: every error is an HTTP response (and 5xx details are logged).
@@ -382,7 +385,12 @@ impl<O: OrderStore + EventLog, V: ViewStore, S: StockStore> Api<O, V, S> {
         let customer_id = customer(Some(&place.customer_id), "customer_id")?;
         let placed = Envelope::new(
             order_id.clone(),
-            OrderPlaced { order_id: order_id.clone(), customer_id: customer_id.clone(), lines: place.lines.clone() },
+            OrderPlaced {
+                order_id: order_id.clone(),
+                customer_id: customer_id.clone(),
+                lines: place.lines.clone(),
+                currency: self.currency.clone(),
+            },
         );
 
         let (order_id, status) = match self.orders.place(&placed, idempotency.as_ref()).await? {
@@ -522,7 +530,7 @@ mod tests {
         fn new() -> Self {
             let orders = InMemoryOrders::new(Deadlines::from_seconds(60).unwrap());
             let (views, stock) = (InMemoryViews::default(), MemoryInventory::default());
-            Self { api: Api::new(orders.clone(), views.clone(), stock.clone()), orders, views, stock }
+            Self { api: Api::new(orders.clone(), views.clone(), stock.clone(), "EUR"), orders, views, stock }
         }
 
         /// Appends `events` to the order `order_id` as the saga would, and projects it as the stream would.
@@ -543,7 +551,12 @@ mod tests {
             let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
             let mut placed = Envelope::new(
                 order_id,
-                OrderPlaced { order_id: order_id.into(), customer_id: customer_id.into(), lines },
+                OrderPlaced {
+                    currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                    order_id: order_id.into(),
+                    customer_id: customer_id.into(),
+                    lines,
+                },
             );
             placed.occurred_at = at;
             self.orders.place(&placed, None).await.unwrap();
@@ -633,11 +646,13 @@ mod tests {
         assert_eq!(outbox[0].partition, order_id);
         assert_eq!(order.version, 1, "the order is its one event");
         let detail: Value = serde_json::from_str(&outbox[0].detail).unwrap();
-        assert_eq!(detail["version"], 1);
+        assert_eq!(detail["version"], 2);
         assert_eq!(detail["correlation_id"], order_id);
         assert_eq!(
             detail["data"],
-            json!({"order_id": order_id, "customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 2}]})
+            json!({"order_id": order_id, "customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 2}],
+                   "currency": "EUR"}),
+            "in the store's currency"
         );
         assert_eq!(serde_json::to_value(&order.history[0]).unwrap()["at"], detail["occurred_at"]);
         let placed_at = time::OffsetDateTime::parse(detail["occurred_at"].as_str().unwrap(), &Rfc3339).unwrap();
@@ -785,7 +800,12 @@ mod tests {
         let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 2 }];
         let mut placed = Envelope::new(
             SAMPLE_ORDER,
-            OrderPlaced { order_id: SAMPLE_ORDER.into(), customer_id: "c-1".into(), lines },
+            OrderPlaced {
+                currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+                order_id: SAMPLE_ORDER.into(),
+                customer_id: "c-1".into(),
+                lines,
+            },
         );
         placed.occurred_at = time::macros::datetime!(2026-11-24 10:00 UTC);
         world.orders.place(&placed, None).await.unwrap();
@@ -807,7 +827,7 @@ mod tests {
             body,
             json!({
                 "order_id": SAMPLE_ORDER, "customer_id": "c-1", "status": "RESERVED",
-                "lines": [{"sku": "SKU-1", "quantity": 2}], "total": "25.00",
+                "lines": [{"sku": "SKU-1", "quantity": 2}], "currency": "USD", "total": "25.00",
                 "history": [{"type": "OrderPlaced", "at": "2026-11-24T10:00:00Z"},
                             {"type": "PaymentRequested", "at": "2026-11-24T10:00:01Z"}],
                 "version": 2, "placed_at": "2026-11-24T10:00:00Z"
