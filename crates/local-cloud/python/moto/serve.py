@@ -28,6 +28,11 @@ moto's SQS deletes a message by rebuilding the queue's list of messages without 
 so a message sent while another is deleted can vanish: one event in ~60,000 of a 10k-order chaos run was lost
 between EventBridge and its queue. Deletes take that lock here.
 
+moto's SQS receives without a lock: two ReceiveMessage calls at once can both find a message visible and both
+hand it out, so a record is delivered twice at the same moment, and its receive count passes maxReceiveCount
+without the message moving to its DLQ. Receives of one queue take the queue's lock here (its long poll still
+waits with the lock released, so sends go on).
+
 moto's DynamoDB answers a Query of a table (not of an index) by listing and sorting every item of the table, then
 keeping those of the asked partition: each Query costs as much as the table is large. With an event store read by
 a Query per saga step and per projected order, a 500-order chaos run spent most of its time there. Here a Query of
@@ -247,6 +252,12 @@ def is_message_valid_based_on_retention_period(self, queue_name, message):
 
 
 _delete_message = Queue.delete_message
+_receive_message = SQSBackend.receive_message
+
+
+def receive_message(self, queue_name, *args, **kwargs):
+    with self.get_queue(queue_name)._messages_lock:
+        return _receive_message(self, queue_name, *args, **kwargs)
 
 
 def delete_message(self, receipt_handle):
@@ -256,6 +267,7 @@ def delete_message(self, receipt_handle):
 
 Queue.attributes = property(_LazyQueueAttributes)
 Queue.delete_message = delete_message
+SQSBackend.receive_message = receive_message
 SQSBackend.get_queue_attributes = get_queue_attributes
 SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
 
