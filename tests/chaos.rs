@@ -53,7 +53,7 @@ const SKUS: [(&str, u64, &str); 4] = [
 /// dead letters carry the reason as message attributes.
 const POISON_KINDS: [(&str, &str, &[&str]); 5] = [
     ("OrderPlaced", "orderflow.orders", &["InventoryDlqUrl", "AnalyticsDlqUrl"]),
-    ("InventoryReserved", "orderflow.inventory", &["OrderSagaDlqUrl"]),
+    ("InventoryReserved", "orderflow.inventory", &["OrderSagaDlqUrl", "AnalyticsDlqUrl"]),
     ("PaymentRequested", "orderflow.saga", &["PaymentDlqUrl"]),
     ("InventoryReleaseRequested", "orderflow.saga", &["InventoryDlqUrl"]),
     ("PaymentAuthorized", "orderflow.payment", &["OrderSagaDlqUrl"]),

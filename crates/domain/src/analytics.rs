@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 use crate::events::PricedLine;
@@ -117,9 +118,10 @@ pub fn sale_per_sku(lines: &[PricedLine]) -> Result<BTreeMap<String, SalesTotals
 
 /// What analytics keeps per order to count its sale, whatever order its events arrive in: the reserved prices,
 /// the shipping time, and whether it was cancelled or counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSale {
     pub lines: Option<Vec<PricedLine>>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub shipped_at: Option<OffsetDateTime>,
     pub cancelled: bool,
     pub counted: bool,
@@ -178,6 +180,41 @@ impl OrderSale {
             _ => Ok((self, SaleChange::Nothing)),
         }
     }
+}
+
+/// What closing one SKU's window does, given the sum of its counters and what was published of it before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSettlement {
+    /// Nothing was published yet: publish these totals (`SalesWindowClosed`).
+    Close(SalesTotals),
+    /// The counters changed since `revision` was published (an event later than the lateness): publish the change
+    /// and the new totals as revision `revision + 1` (`SalesWindowCorrected`).
+    Correct { revision: u64, delta: SalesTotals, totals: SalesTotals },
+    /// The published totals are the counters' sum.
+    Unchanged,
+}
+
+/// Settles one SKU's window: `counted` is the sum of its counter shards, `published` the totals and revision
+/// published so far (`None` before it closed), `closed_empty` whether the window closed before anything of the
+/// SKU was counted in it (its first sale came later than the lateness). Never a silent change: any difference
+/// from what was published, or from the empty window that closed, is a correction.
+pub fn settle_window(
+    sku: &str,
+    counted: SalesTotals,
+    published: Option<(SalesTotals, u64)>,
+    closed_empty: bool,
+) -> Result<WindowSettlement, SalesError> {
+    let (before, revision) = match published {
+        Some(published) => published,
+        None if closed_empty => (SalesTotals::default(), 0),
+        None => return Ok(WindowSettlement::Close(counted)),
+    };
+    if before == counted {
+        return Ok(WindowSettlement::Unchanged);
+    }
+    let overflow = || SalesError::Overflow { sku: sku.to_owned() };
+    let delta = before.negated().and_then(|taken| counted.checked_add(taken)).ok_or_else(overflow)?;
+    Ok(WindowSettlement::Correct { revision, delta, totals: counted })
 }
 
 /// The longest range `GET /analytics/sales` serves in one answer.
@@ -393,6 +430,45 @@ mod tests {
         let used: std::collections::BTreeSet<u32> = (0..200).map(|i| shard_of(&format!("o-{i}"), 8)).collect();
         assert_eq!(used.len(), 8, "200 orders should reach all 8 shards: {used:?}");
         assert_eq!(shard_of("o-1", 0), 0);
+    }
+
+    fn totals(units: i64, revenue: &str) -> SalesTotals {
+        SalesTotals { units, revenue: revenue.parse().unwrap() }
+    }
+
+    #[test]
+    fn a_window_closes_with_its_counted_totals_once_and_then_only_changes_by_a_correction() {
+        let counted = totals(3, "37.50");
+        assert_eq!(settle_window("A", counted, None, false), Ok(WindowSettlement::Close(counted)));
+        assert_eq!(settle_window("A", counted, Some((counted, 0)), false), Ok(WindowSettlement::Unchanged));
+        assert_eq!(
+            settle_window("A", totals(4, "50.00"), Some((counted, 0)), false),
+            Ok(WindowSettlement::Correct { revision: 0, delta: totals(1, "12.50"), totals: totals(4, "50.00") })
+        );
+        assert_eq!(
+            settle_window("A", totals(1, "12.50"), Some((counted, 2)), false),
+            Ok(WindowSettlement::Correct { revision: 2, delta: totals(-2, "-25.00"), totals: totals(1, "12.50") })
+        );
+    }
+
+    #[test]
+    fn the_first_sale_of_a_window_that_closed_empty_is_a_correction_of_nothing() {
+        assert_eq!(
+            settle_window("A", totals(3, "37.50"), None, true),
+            Ok(WindowSettlement::Correct { revision: 0, delta: totals(3, "37.50"), totals: totals(3, "37.50") })
+        );
+    }
+
+    #[test]
+    fn an_order_sale_survives_its_stored_json() {
+        let sale = OrderSale {
+            lines: Some(vec![line("A", 2, "12.50")]),
+            shipped_at: Some(SHIPPED),
+            cancelled: false,
+            counted: true,
+        };
+        let stored = serde_json::to_string(&sale).unwrap();
+        assert_eq!(serde_json::from_str::<OrderSale>(&stored).unwrap(), sale);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::provider::PaymentProvider;
 use crate::tools::Tools;
 
 /// The Lambda functions, one crate (and binary) each under `functions/`.
-pub const FUNCTIONS: [&str; 10] = [
+pub const FUNCTIONS: [&str; 11] = [
     "orders-api",
     "outbox-relay",
     "order-views",
@@ -31,6 +31,7 @@ pub const FUNCTIONS: [&str; 10] = [
     "shipping",
     "notifications",
     "analytics",
+    "sales-windows",
 ];
 
 /// The simulated payment provider's crate and binary: the local cloud runs it as a process. Also the name of its

@@ -1,31 +1,36 @@
-//! The analytics function: event stream processing of `OrderPlaced` (v2; v1 and the legacy `OrderCreated`, v0,
-//! upcast) from the AnalyticsQueue.
+//! The analytics function: event stream processing of order events from the AnalyticsQueue.
 //!
-//! Tumbling windows by the event's `occurred_at`: per SKU, units sold and orders per window; per customer, orders
-//! per window. Each event is counted exactly once: ONE transaction puts the `EVENT#<id>` marker (only if absent) and
-//! adds to the counters, so a redelivered event is cancelled on the marker and changes nothing. The order that takes
-//! a customer past `FRAUD_ORDERS_PER_WINDOW` also writes the `FraudSuspected` outbox record in that transaction.
-//! The customer's count is read first and the update is conditional on it (optimistic concurrency), so of two
-//! concurrent orders one is counted and the other reads again: exactly one of them raises the signal.
+//! - `OrderPlaced` (v2; v1 and the legacy `OrderCreated`, v0, upcast) feeds the fraud signal: per customer, orders
+//!   per tumbling window of `occurred_at`. Each event is counted exactly once: ONE transaction puts the
+//!   `EVENT#<id>` marker (only if absent) and adds to the customer's counter, conditional on the count read
+//!   before (optimistic concurrency), so of two concurrent orders exactly one raises the signal. The order that
+//!   takes a customer past `FRAUD_ORDERS_PER_WINDOW` writes the `FraudSuspected` outbox record in that transaction.
+//! - `InventoryReserved` (the prices), `OrderShipped` (its event time picks the window) and `OrderCancelled` feed
+//!   the sales windows: each is a fact of the order's [`OrderSale`](orderflow_domain::analytics::OrderSale), which is stored with a revision. The sale's
+//!   new state and its change to the window's counters (the order's shard of each SKU) are ONE conditional
+//!   transaction, so a redelivered or reordered fact counts nothing twice, and a cancellation takes back exactly
+//!   what was counted. Closing the windows is the sales-windows function's.
+//! - Every event raises the watermark's latest event time.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use orderflow_analytics_store::{Count, CountOutcome, FraudStore, SALES_SHARDS, SaleWrite, SalesStore, WindowChange};
 use orderflow_aws::StoreError;
-use orderflow_domain::analytics::{raises_fraud_signal, window_start};
-use orderflow_domain::events::{FraudSuspected, OrderPlaced, registry};
-use orderflow_toolkit::{Envelope, EnvelopeError, HandlerError, OutboxRecord, Registry, SqsRecord};
+use orderflow_domain::analytics::{SaleChange, SaleFact, SalesError, raises_fraud_signal, shard_of, window_start};
+use orderflow_domain::events::{
+    FraudSuspected, InventoryReserved, OrderCancelled, OrderPlaced, OrderShipped, registry,
+};
+use orderflow_toolkit::eventbridge::EventSet;
+use orderflow_toolkit::{Envelope, EnvelopeError, HandlerError, OutboxRecord, Registry, SqsRecord, event_set};
 use time::OffsetDateTime;
 
-use crate::store::{AnalyticsStore, Count, CountOutcome, SkuUnits};
-
-/// How often one event is read and written again when concurrent writes keep changing its customer's count, before
-/// it is left to the queue's redelivery.
+/// How often one event is read and written again when concurrent writes keep changing what it was decided on,
+/// before it is left to the queue's redelivery.
 pub const MAX_ATTEMPTS: u32 = 5;
 
-/// The most distinct SKUs one order may have: a transaction holds 100 items, three of them are the event marker, the
-/// customer's counter and the fraud signal.
-pub const MAX_SKUS_PER_ORDER: usize = 97;
+/// The most distinct SKUs one sale may have: a transaction holds 100 items, one of them is the sale.
+pub const MAX_SKUS_PER_SALE: usize = 99;
 
 /// The window and threshold (`ANALYTICS_WINDOW_SECONDS`, `FRAUD_ORDERS_PER_WINDOW`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,23 +45,37 @@ impl Default for Config {
     }
 }
 
+event_set! {
+    /// The events analytics reads.
+    pub enum AnalyticsEvent {
+        Placed(Envelope<OrderPlaced>),
+        Reserved(Envelope<InventoryReserved>),
+        Shipped(Envelope<OrderShipped>),
+        Cancelled(Envelope<OrderCancelled>),
+    }
+}
+
 /// Why an event could not be counted.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
-    #[error("order {order_id} has {skus} distinct SKUs; one transaction can count at most {MAX_SKUS_PER_ORDER}")]
+    #[error("order {order_id} has {skus} distinct SKUs; one transaction can count at most {MAX_SKUS_PER_SALE}")]
     TooManySkus { order_id: String, skus: usize },
+    #[error("order {order_id}: {source}")]
+    Sales { order_id: String, source: SalesError },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the count of customer {customer_id} in window {window_start} kept changing ({MAX_ATTEMPTS} attempts)")]
-    Contended { customer_id: String, window_start: OffsetDateTime },
+    #[error("{what} kept changing ({MAX_ATTEMPTS} attempts)")]
+    Contended { what: String },
 }
 
 impl From<AnalyticsError> for HandlerError {
     fn from(error: AnalyticsError) -> Self {
         match error {
-            AnalyticsError::Envelope(_) | AnalyticsError::TooManySkus { .. } => Self::permanent(error),
+            AnalyticsError::Envelope(_) | AnalyticsError::TooManySkus { .. } | AnalyticsError::Sales { .. } => {
+                Self::permanent(error)
+            }
             AnalyticsError::Store(error) => error.into(),
             AnalyticsError::Contended { .. } => Self::transient(error),
         }
@@ -66,56 +85,63 @@ impl From<AnalyticsError> for HandlerError {
 /// What counting an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
-    /// Counted; `orders_in_window` is the customer's count including this order.
-    New { orders_in_window: u32, fraud_signal: bool },
+    /// Counted for the fraud signal; `orders_in_window` is the customer's count including this order.
+    Order { orders_in_window: u32, fraud_signal: bool },
+    /// A fact of the order's sale stored, with what it changed in the sales windows.
+    Sale(SaleChange),
     /// Counted before: nothing changed.
     Duplicate,
 }
 
-/// Counts `OrderPlaced` events into an [`AnalyticsStore`].
-#[derive(Debug, Clone)]
+/// Counts order events into the Analytics table.
+#[derive(Debug)]
 pub struct Analytics<S> {
     store: S,
     registry: Registry,
     config: Config,
+    /// The latest event time (unix seconds) this instance stored in the watermark: later ones only are written.
+    watermark: AtomicI64,
 }
 
-impl<S: AnalyticsStore> Analytics<S> {
+impl<S: FraudStore + SalesStore> Analytics<S> {
     pub fn new(store: S, config: Config) -> Self {
-        Self { store, registry: registry(), config }
+        Self { store, registry: registry(), config, watermark: AtomicI64::new(i64::MIN) }
     }
 
     /// Handles one SQS record whose body is an EventBridge event.
     pub async fn handle_record(&self, record: SqsRecord) -> Result<(), HandlerError> {
         let raw = self.registry.read_bus_event(&record.body)?;
-        let placed = raw.decode::<OrderPlaced>()?;
-        let counted = self.count(&placed).await?;
+        let event = AnalyticsEvent::decode(&raw)?;
+        let span = tracing::info_span!("event", message_id = record.message_id, event_id = %raw.id);
+        let _entered = span.enter();
+        let (counted, occurred_at) = match &event {
+            AnalyticsEvent::Placed(placed) => (self.count(placed).await?, placed.occurred_at),
+            AnalyticsEvent::Reserved(reserved) => {
+                let fact = SaleFact::Reserved(reserved.data.lines.clone());
+                (self.record_sale(&reserved.data.order_id, fact).await?, reserved.occurred_at)
+            }
+            AnalyticsEvent::Shipped(shipped) => {
+                let fact = SaleFact::Shipped(shipped.occurred_at);
+                (self.record_sale(&shipped.data.order_id, fact).await?, shipped.occurred_at)
+            }
+            AnalyticsEvent::Cancelled(cancelled) => {
+                (self.record_sale(&cancelled.data.order_id, SaleFact::Cancelled).await?, cancelled.occurred_at)
+            }
+        };
         match counted {
-            Counted::New { orders_in_window, fraud_signal } => tracing::info!(
-                message_id = record.message_id,
-                event_id = %placed.id,
-                order_id = placed.data.order_id,
-                customer_id = placed.data.customer_id,
-                orders_in_window,
-                fraud_signal,
-                "order counted"
-            ),
-            Counted::Duplicate => tracing::info!(
-                message_id = record.message_id,
-                event_id = %placed.id,
-                "event counted before, acknowledged without effect"
-            ),
+            Counted::Order { orders_in_window, fraud_signal } => {
+                tracing::info!(orders_in_window, fraud_signal, "order counted")
+            }
+            Counted::Sale(change) => tracing::info!(?change, "sale recorded"),
+            Counted::Duplicate => tracing::info!("event counted before, acknowledged without effect"),
         }
+        self.advance_watermark(occurred_at).await?;
         Ok(())
     }
 
-    /// Counts one order exactly once (see the module docs).
+    /// Counts one order for the fraud signal exactly once (see the module docs).
     pub async fn count(&self, placed: &Envelope<OrderPlaced>) -> Result<Counted, AnalyticsError> {
         let window = window_start(placed.occurred_at, self.config.window_seconds);
-        let sales = units_per_sku(&placed.data);
-        if sales.len() > MAX_SKUS_PER_ORDER {
-            return Err(AnalyticsError::TooManySkus { order_id: placed.data.order_id.clone(), skus: sales.len() });
-        }
         let customer_id = &placed.data.customer_id;
         for attempt in 1..=MAX_ATTEMPTS {
             let orders_before = self.store.customer_orders(customer_id, window).await?;
@@ -127,7 +153,6 @@ impl<S: AnalyticsStore> Analytics<S> {
                 order_id: placed.data.order_id.clone(),
                 customer_id: customer_id.clone(),
                 window_start: window,
-                sales: sales.clone(),
                 expected_customer_orders: orders_before,
                 fraud_signal,
                 counted_at: OffsetDateTime::now_utc(),
@@ -137,31 +162,73 @@ impl<S: AnalyticsStore> Analytics<S> {
                     if count.fraud_signal.is_some() {
                         tracing::warn!(customer_id, window_start = %window, orders_in_window, "fraud suspected");
                     }
-                    return Ok(Counted::New { orders_in_window, fraud_signal: count.fraud_signal.is_some() });
+                    return Ok(Counted::Order { orders_in_window, fraud_signal: count.fraud_signal.is_some() });
                 }
                 CountOutcome::Duplicate => return Ok(Counted::Duplicate),
-                CountOutcome::Contended => {
-                    tracing::debug!(
-                        attempt,
-                        customer_id,
-                        window_start = %window,
-                        "customer count changed, reading again"
-                    );
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                }
+                CountOutcome::Contended => contended(attempt, customer_id).await,
             }
         }
-        Err(AnalyticsError::Contended { customer_id: customer_id.clone(), window_start: window })
+        Err(AnalyticsError::Contended { what: format!("the count of customer {customer_id} in window {window}") })
+    }
+
+    /// Applies one fact to the order's sale, and its change to the sales counters, exactly once.
+    pub async fn record_sale(&self, order_id: &str, fact: SaleFact) -> Result<Counted, AnalyticsError> {
+        let invalid = |source| AnalyticsError::Sales { order_id: order_id.to_owned(), source };
+        for attempt in 1..=MAX_ATTEMPTS {
+            let stored = self.store.sale(order_id).await?;
+            let (sale, change) = stored.sale.clone().apply(fact.clone()).map_err(invalid)?;
+            if sale == stored.sale {
+                return Ok(Counted::Duplicate);
+            }
+            let write = SaleWrite {
+                order_id: order_id.to_owned(),
+                sale,
+                expected_revision: stored.revision,
+                change: self.window_change(order_id, &change)?,
+            };
+            match self.store.write_sale(&write).await? {
+                CountOutcome::Counted => return Ok(Counted::Sale(change)),
+                CountOutcome::Duplicate => return Ok(Counted::Duplicate),
+                CountOutcome::Contended => contended(attempt, order_id).await,
+            }
+        }
+        Err(AnalyticsError::Contended { what: format!("the sale of order {order_id}") })
+    }
+
+    /// Where a sale's change goes: the window of its shipping, the order's shard.
+    fn window_change(&self, order_id: &str, change: &SaleChange) -> Result<Option<WindowChange>, AnalyticsError> {
+        let (shipped_at, per_sku) = match change {
+            SaleChange::Nothing => return Ok(None),
+            SaleChange::Count { shipped_at, per_sku } | SaleChange::Uncount { shipped_at, per_sku } => {
+                (*shipped_at, per_sku)
+            }
+        };
+        if per_sku.len() > MAX_SKUS_PER_SALE {
+            return Err(AnalyticsError::TooManySkus { order_id: order_id.to_owned(), skus: per_sku.len() });
+        }
+        Ok(Some(WindowChange {
+            window_start: window_start(shipped_at, self.config.window_seconds),
+            shard: shard_of(order_id, SALES_SHARDS),
+            per_sku: per_sku.clone(),
+        }))
+    }
+
+    /// Raises the watermark to `at`, unless this instance stored that second or a later one already.
+    async fn advance_watermark(&self, at: OffsetDateTime) -> Result<(), StoreError> {
+        let seconds = at.unix_timestamp();
+        if seconds <= self.watermark.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.store.advance_watermark(at).await?;
+        self.watermark.fetch_max(seconds, Ordering::Relaxed);
+        Ok(())
     }
 }
 
-/// The order's units per SKU, one entry per SKU (lines of the same SKU are added up).
-fn units_per_sku(order: &OrderPlaced) -> Vec<SkuUnits> {
-    let mut units: BTreeMap<&str, u64> = BTreeMap::new();
-    for line in &order.lines {
-        *units.entry(line.sku.as_str()).or_default() += u64::from(line.quantity);
-    }
-    units.into_iter().map(|(sku, units)| SkuUnits { sku: sku.to_owned(), units }).collect()
+/// Waits a little longer on each attempt before reading again what a concurrent writer changed.
+async fn contended(attempt: u32, what: &str) {
+    tracing::debug!(attempt, what, "changed concurrently, reading again");
+    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
 }
 
 /// The `FraudSuspected` outbox record this order raises. Its id derives from the order's event id, so however
@@ -176,9 +243,11 @@ fn fraud_suspected(placed: &Envelope<OrderPlaced>, window: OffsetDateTime, order
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{MemoryAnalytics, Sales};
     use aws_lambda_events::event::sqs::SqsEvent;
-    use orderflow_test_support::{Samples, SqsHarness, failed_ids};
+    use orderflow_analytics_store::{MemoryAnalytics, WindowStore};
+    use orderflow_domain::analytics::SalesTotals;
+    use orderflow_domain::events::{OrderLine, PricedLine};
+    use orderflow_test_support::{Samples, SqsHarness, bus_body, failed_ids, sqs_batch};
     use serde_json::{Value, json};
     use time::macros::datetime;
 
@@ -186,6 +255,8 @@ mod tests {
     const ORDER_PLACED: &str = "order-placed.json";
     const LEGACY_ORDER_CREATED: &str = "legacy-order-created.json";
     const MALFORMED: &str = "malformed.json";
+    /// InventoryReserved (10:00:43) and OrderShipped (10:00:50) of o-11: 2 x SKU-1 at 12.50, 1 x SKU-2 at 3.00.
+    const SALE: &str = "sale-reserved-and-shipped.json";
 
     /// The window of the samples (10:00:42 and 10:00:50 in one-minute windows).
     const WINDOW: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
@@ -228,14 +299,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn order_placed_counts_units_per_sku_and_the_customers_order_in_its_window() {
+    async fn order_placed_counts_the_customers_order_in_its_window_and_sells_nothing() {
         let harness = Harness::new(Config::default());
 
         let failed = harness.handle(SAMPLES.event(ORDER_PLACED)).await;
 
         assert!(failed.is_empty());
-        assert_eq!(harness.store.sales("SKU-1", WINDOW), Sales { units: 2, orders: 1 });
-        assert_eq!(harness.store.sales("SKU-2", WINDOW), Sales { units: 1, orders: 1 });
+        assert_eq!(harness.store.counted_sales("SKU-1", WINDOW), SalesTotals::default(), "placed is not sold");
         assert_eq!(harness.store.customer_orders_in("c-7", WINDOW), 1);
         assert_eq!(harness.store.counted_events(), 1);
         assert!(harness.store.outbox().is_empty(), "one order is no fraud");
@@ -248,7 +318,6 @@ mod tests {
         let failed = harness.handle(SAMPLES.event(LEGACY_ORDER_CREATED)).await;
 
         assert!(failed.is_empty());
-        assert_eq!(harness.store.sales("SKU-1", WINDOW), Sales { units: 3, orders: 1 });
         assert_eq!(harness.store.customer_orders_in("c-7", WINDOW), 1);
     }
 
@@ -261,7 +330,6 @@ mod tests {
 
         assert!(failed.is_empty(), "a duplicate is acknowledged");
         assert!(harness.sqs.dead_letters().is_empty(), "a duplicate is not poison");
-        assert_eq!(harness.store.sales("SKU-1", WINDOW), Sales { units: 2, orders: 1 });
         assert_eq!(harness.store.customer_orders_in("c-7", WINDOW), 1);
     }
 
@@ -280,18 +348,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_event_other_than_order_placed_is_poison() {
+    async fn an_event_analytics_does_not_read_is_poison() {
         let harness = Harness::new(Config::default());
         let mut event: Value = SAMPLES.event(ORDER_PLACED);
         let mut body: Value = serde_json::from_str(event["Records"][0]["body"].as_str().unwrap()).unwrap();
-        body["detail-type"] = json!("OrderCancelled");
-        body["detail"]["type"] = json!("OrderCancelled");
-        body["detail"]["data"] = json!({"order_id": "o-11", "customer_id": "c-7", "reason": "r"});
+        body["detail-type"] = json!("PaymentAuthorized");
+        body["detail"]["type"] = json!("PaymentAuthorized");
+        body["detail"]["data"] = json!({"order_id": "o-11", "payment_id": "p-1", "amount": "28.00"});
         event["Records"][0]["body"] = json!(body.to_string());
 
         harness.handle(serde_json::from_value(event).unwrap()).await;
 
-        assert_eq!(harness.sqs.dead_letters()[0].reason, "this consumer does not handle OrderCancelled");
+        assert_eq!(harness.sqs.dead_letters()[0].reason, "this consumer does not handle PaymentAuthorized");
     }
 
     #[tokio::test]
@@ -303,7 +371,6 @@ mod tests {
 
         assert_eq!(harness.store.customer_orders_in("c-1", datetime!(2026-11-24 10:00 UTC)), 1);
         assert_eq!(harness.store.customer_orders_in("c-1", datetime!(2026-11-24 10:01 UTC)), 1);
-        assert_eq!(harness.store.sales("SKU-1", datetime!(2026-11-24 10:01 UTC)), Sales { units: 2, orders: 1 });
     }
 
     #[tokio::test]
@@ -378,27 +445,118 @@ mod tests {
     }
 
     #[test]
-    fn lines_of_one_sku_are_added_up() {
-        let order = OrderPlaced {
-            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
-            order_id: "o".into(),
-            customer_id: "c".into(),
-            lines: serde_json::from_value(json!([
-                {"sku": "B", "quantity": 1}, {"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 4}
-            ]))
-            .unwrap(),
-        };
-        assert_eq!(
-            units_per_sku(&order),
-            [SkuUnits { sku: "A".into(), units: 2 }, SkuUnits { sku: "B".into(), units: 5 }]
-        );
-    }
-
-    #[test]
     fn a_corrupt_counter_is_permanent_and_a_throttled_store_transient() {
         let corrupt = AnalyticsError::Store(StoreError::Corrupt("item attribute orders: is not a number".into()));
         assert_eq!(HandlerError::from(corrupt).class(), "Permanent");
         let throttled = AnalyticsError::Store(StoreError::Transient("ThrottlingException".into()));
         assert_eq!(HandlerError::from(throttled).class(), "Transient");
+    }
+
+    /// The sale sample's two records in the opposite order.
+    fn reversed(mut event: SqsEvent) -> SqsEvent {
+        event.records.reverse();
+        event
+    }
+
+    fn totals(units: i64, revenue: &str) -> SalesTotals {
+        SalesTotals { units, revenue: revenue.parse().unwrap() }
+    }
+
+    /// An event of order `order_id` at `at`, as the queue delivers it.
+    fn fact<T: orderflow_toolkit::Event>(order_id: &str, at: OffsetDateTime, data: T) -> String {
+        let mut envelope = Envelope::new(order_id, data);
+        envelope.occurred_at = at;
+        bus_body(&envelope)
+    }
+
+    fn reserved(order_id: &str, sku: &str, quantity: u32, unit_price: &str) -> String {
+        let line = PricedLine { sku: sku.into(), quantity, unit_price: unit_price.parse().unwrap() };
+        let total = line.unit_price * orderflow_domain::Decimal::from(quantity);
+        let data = InventoryReserved { order_id: order_id.into(), customer_id: "c-1".into(), lines: vec![line], total };
+        fact(order_id, datetime!(2026-11-24 10:00:01 UTC), data)
+    }
+
+    fn shipped(order_id: &str, at: OffsetDateTime) -> String {
+        let lines = vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }];
+        let data = OrderShipped {
+            order_id: order_id.into(),
+            customer_id: "c-1".into(),
+            shipment_id: format!("s-{order_id}"),
+            lines,
+        };
+        fact(order_id, at, data)
+    }
+
+    #[tokio::test]
+    async fn a_shipped_sale_is_counted_once_into_the_window_of_its_shipping_whatever_the_order_of_its_events() {
+        for batch in [SAMPLES.event(SALE), reversed(SAMPLES.event(SALE))] {
+            let harness = Harness::new(Config::default());
+
+            assert!(harness.handle(batch.clone()).await.is_empty());
+            assert!(harness.handle(batch).await.is_empty(), "a redelivered batch is acknowledged");
+
+            assert_eq!(harness.store.counted_sales("SKU-1", WINDOW), totals(2, "25.00"));
+            assert_eq!(harness.store.counted_sales("SKU-2", WINDOW), totals(1, "3.00"));
+            let latest = harness.store.watermark().await.unwrap().latest_event;
+            assert_eq!(latest, Some(datetime!(2026-11-24 10:00:50 UTC)), "the watermark's latest event time");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reserved_order_that_never_ships_sells_nothing() {
+        let harness = Harness::new(Config::default());
+        let mut batch: SqsEvent = SAMPLES.event(SALE);
+        batch.records.truncate(1);
+
+        assert!(harness.handle(batch).await.is_empty());
+
+        assert_eq!(harness.store.counted_sales("SKU-1", WINDOW), SalesTotals::default());
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_of_a_counted_sale_takes_it_back_from_its_window_once() {
+        let harness = Harness::new(Config::default());
+        harness.handle(SAMPLES.event(SALE)).await;
+        let cancelled = OrderCancelled { order_id: "o-11".into(), customer_id: "c-7".into(), reason: "test".into() };
+        let cancel = fact("o-11", datetime!(2026-11-24 10:02:00 UTC), cancelled);
+
+        assert!(harness.handle(sqs_batch(&[cancel.clone(), cancel])).await.is_empty());
+
+        assert_eq!(harness.store.counted_sales("SKU-1", WINDOW), SalesTotals::default());
+        assert_eq!(harness.store.counted_sales("SKU-2", WINDOW), SalesTotals::default());
+    }
+
+    #[tokio::test]
+    async fn the_sales_of_one_hot_sku_are_spread_over_every_shard() {
+        let harness = Harness::new(Config::default());
+        let at = datetime!(2026-11-24 10:00:30 UTC);
+        let bodies: Vec<String> = (0..40)
+            .flat_map(|i| [reserved(&format!("o-{i}"), "SKU-HOT", 1, "2.00"), shipped(&format!("o-{i}"), at)])
+            .collect();
+
+        for batch in bodies.chunks(10) {
+            assert!(harness.handle(sqs_batch(batch)).await.is_empty());
+        }
+
+        assert_eq!(harness.store.counted_sales("SKU-HOT", WINDOW), totals(40, "80.00"));
+        assert_eq!(harness.store.shards_used("SKU-HOT", WINDOW), SALES_SHARDS as usize);
+    }
+
+    #[tokio::test]
+    async fn a_sale_whose_write_failed_is_counted_by_its_redelivery() {
+        let harness = Harness::new(Config::default());
+        let mut reserving: SqsEvent = SAMPLES.event(SALE);
+        let mut shipping = reserving.clone();
+        reserving.records.truncate(1);
+        shipping.records.remove(0);
+        harness.handle(reserving).await;
+        harness.store.fail_next(1);
+
+        let failed = harness.handle(shipping.clone()).await;
+        assert_eq!(failed, ["2e3f4a5b-6c7d-4e8f-9a0b-1c2d3e4f5a6b"]);
+        assert_eq!(harness.store.counted_sales("SKU-1", WINDOW), SalesTotals::default());
+
+        assert!(harness.handle(shipping).await.is_empty());
+        assert_eq!(harness.store.counted_sales("SKU-1", WINDOW), totals(2, "25.00"));
     }
 }

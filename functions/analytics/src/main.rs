@@ -1,22 +1,19 @@
-//! The analytics Lambda: SQS AnalyticsQueue (OrderPlaced, legacy OrderCreated) -> windowed counters in the
-//! Analytics table, fraud signals through the Outbox table, poison records to the DLQ.
+//! The analytics Lambda: SQS AnalyticsQueue (OrderPlaced, legacy OrderCreated, InventoryReserved, OrderShipped,
+//! OrderCancelled) -> the fraud counters, each order's sale and the sales windows' counters in the Analytics
+//! table; fraud signals through the Outbox table; poison records to the DLQ.
 #![forbid(unsafe_code)]
 
-mod dynamo;
 mod handler;
-#[cfg(test)]
-mod memory;
-mod store;
 
 use lambda_runtime::Error;
+use orderflow_analytics_store::DynamoAnalytics;
 use orderflow_aws::config::{ConfigError, env_or};
 use orderflow_aws::{load_sdk_config, required_env, run_sqs_consumer};
 
-use crate::dynamo::DynamoAnalytics;
 use crate::handler::{Analytics, Config};
 
-/// Records of one batch in flight at once: one, as orders of one window touch the same counters and concurrent
-/// transactions on them would only conflict and retry.
+/// Records of one batch in flight at once: one, as the events of one order (often in one batch) touch the same
+/// sale, and concurrent transactions on it would only conflict and retry.
 const CONCURRENCY: usize = 1;
 
 fn positive(name: &'static str, default: u32) -> Result<u32, ConfigError> {

@@ -17,6 +17,10 @@
 //!                       cancelled); 409 `not_cancellable` once the order is final (SHIPPED, REJECTED, CANCELLED)
 //! PUT  /inventory/{sku} {"available", "price"} -> 200 {"sku", "available", "reserved", "shipped", "price"}
 //! GET  /inventory/{sku} -> 200 {"sku", "available", "reserved", "shipped", "price"}
+//! GET  /analytics/sales?sku=&from=&to=
+//!                       -> 200 {"windows": [{"sku", "start", "end", "units", "revenue"}...]}: the closed sales
+//!                       windows of `sku` starting in [from, to) (RFC 3339, at most 31 days), with their
+//!                       corrections applied; a window is served once it closed
 //! ```
 //!
 //! An `Idempotency-Key` is remembered for [`IDEMPOTENCY_KEY_EXPIRES_AFTER`] (24 h): its record (the toolkit's) is
@@ -37,6 +41,9 @@ use lambda_http::http::header::{ALLOW, CONTENT_TYPE, LOCATION};
 use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
+use orderflow_analytics_store::{PublishedWindow, WindowStore};
+use orderflow_domain::Decimal;
+use orderflow_domain::analytics::SalesQuery;
 use orderflow_domain::events::OrderPlaced;
 use orderflow_domain::inventory::Restock;
 use orderflow_domain::order::{OrderEvent, OrderStatus, PlaceOrder, SagaInput, ValidationError};
@@ -168,6 +175,7 @@ enum Route {
     CancelOrder(String),
     PutStock(String),
     GetStock(String),
+    GetSales,
 }
 
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
@@ -199,6 +207,10 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
             Method::GET => Ok(Route::GetStock(sku.clone())),
             Method::PUT => Ok(Route::PutStock(sku.clone())),
             _ => Err(not_allowed("GET, PUT")),
+        },
+        [analytics, sales] if analytics == "analytics" && sales == "sales" => match *method {
+            Method::GET => Ok(Route::GetSales),
+            _ => Err(not_allowed("GET")),
         },
         _ => Err(ApiError::NotFound(format!("no route for {method} {path}"))),
     }
@@ -276,6 +288,36 @@ struct OrderEvents {
     events: Vec<RawEnvelope>,
 }
 
+/// One closed window of `GET /analytics/sales`.
+#[derive(Debug, Serialize)]
+struct SalesWindow {
+    sku: String,
+    #[serde(with = "time::serde::rfc3339")]
+    start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    end: OffsetDateTime,
+    units: i64,
+    revenue: Decimal,
+}
+
+impl From<PublishedWindow> for SalesWindow {
+    fn from(window: PublishedWindow) -> Self {
+        Self {
+            sku: window.sku,
+            start: window.window_start,
+            end: window.window_end,
+            units: window.totals.units,
+            revenue: window.totals.revenue,
+        }
+    }
+}
+
+/// The answer to `GET /analytics/sales`.
+#[derive(Debug, Serialize)]
+struct SalesWindows {
+    windows: Vec<SalesWindow>,
+}
+
 /// The customer a request acts for. One place, so that verifying tokens changes only this: until then the
 /// customer is the one the request names (`stand_in`, from its body or query), under the field it came from.
 fn customer(stand_in: Option<&str>, field: &str) -> Result<String, ApiError> {
@@ -312,19 +354,20 @@ fn list_query(request: &Request) -> Result<ListQuery, ApiError> {
     Ok(ListQuery { customer_id, status, limit, after })
 }
 
-/// The API over its ports: the event store of orders, their read models, and the stock.
+/// The API over its ports: the event store of orders, their read models, the stock, and the closed sales windows.
 #[derive(Debug, Clone)]
-pub struct Api<O, V, S> {
+pub struct Api<O, V, S, A> {
     orders: O,
     views: V,
     stock: S,
+    sales: A,
     /// The ISO 4217 code of the currency the catalogue prices in: every order placed here is in it.
     currency: String,
 }
 
-impl<O: OrderStore + EventLog, V: ViewStore, S: StockStore> Api<O, V, S> {
-    pub fn new(orders: O, views: V, stock: S, currency: impl Into<String>) -> Self {
-        Self { orders, views, stock, currency: currency.into() }
+impl<O: OrderStore + EventLog, V: ViewStore, S: StockStore, A: WindowStore> Api<O, V, S, A> {
+    pub fn new(orders: O, views: V, stock: S, sales: A, currency: impl Into<String>) -> Self {
+        Self { orders, views, stock, sales, currency: currency.into() }
     }
 
     /// Answers one request. Never fails: every error is an HTTP response (and 5xx details are logged).
@@ -360,7 +403,17 @@ impl<O: OrderStore + EventLog, V: ViewStore, S: StockStore> Api<O, V, S> {
             Route::CancelOrder(id) => self.cancel_order(&id).await,
             Route::PutStock(sku) => self.put_stock(&sku, request.body()).await,
             Route::GetStock(sku) => self.get_stock(&sku).await,
+            Route::GetSales => self.get_sales(request).await,
         }
+    }
+
+    async fn get_sales(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let params = request.query_string_parameters();
+        let query = SalesQuery::parse(params.first("sku"), params.first("from"), params.first("to"))
+            .map_err(ApiError::Validation)?;
+        let windows = self.sales.closed_windows(&query.sku, query.from, query.to).await?;
+        let windows = windows.into_iter().map(SalesWindow::from).collect();
+        Ok(json_response(StatusCode::OK, &SalesWindows { windows }))
     }
 
     async fn place_order(&self, request: &Request) -> Result<Response<Body>, ApiError> {
@@ -488,11 +541,13 @@ fn check_sku(sku: &str) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use orderflow_domain::events::OrderLine;
+    use orderflow_analytics_store::MemoryAnalytics;
+    use orderflow_domain::analytics::SalesTotals;
     use orderflow_domain::events::{
         CANCELLED_BY_CUSTOMER, InventoryReleaseRequested, OrderCancelled, OrderConfirmed, OrderShipped,
         PaymentRequested,
     };
+    use orderflow_domain::events::{OrderLine, SalesWindowClosed};
     use orderflow_domain::inventory::Stock;
     use orderflow_domain::order::Order;
     use orderflow_domain::order::{Deadlines, OrderEvent};
@@ -501,6 +556,7 @@ mod tests {
     use orderflow_test_support::Samples;
     use serde_json::Value;
     use time::format_description::well_known::Rfc3339;
+    use time::macros::datetime;
 
     use super::*;
     use orderflow_inventory_store::MemoryInventory;
@@ -516,6 +572,8 @@ mod tests {
     const LIST_ORDERS: &str = "list-orders.json";
     const GET_ORDER_EVENTS: &str = "get-order-events.json";
     const CANCEL_ORDER: &str = "cancel-order.json";
+    /// SKU-1's closed windows from 10:00 to 11:00 on 2026-11-24.
+    const GET_SALES: &str = "get-sales.json";
     /// The order get-order.json asks for.
     const SAMPLE_ORDER: &str = "5d8c2a1e-7b4f-4c3a-9e21-0f6b8d4a7c13";
 
@@ -523,14 +581,17 @@ mod tests {
         orders: InMemoryOrders,
         views: InMemoryViews,
         stock: MemoryInventory,
-        api: Api<InMemoryOrders, InMemoryViews, MemoryInventory>,
+        sales: MemoryAnalytics,
+        api: Api<InMemoryOrders, InMemoryViews, MemoryInventory, MemoryAnalytics>,
     }
 
     impl World {
         fn new() -> Self {
             let orders = InMemoryOrders::new(Deadlines::from_seconds(60).unwrap());
-            let (views, stock) = (InMemoryViews::default(), MemoryInventory::default());
-            Self { api: Api::new(orders.clone(), views.clone(), stock.clone(), "EUR"), orders, views, stock }
+            let (views, stock, sales) =
+                (InMemoryViews::default(), MemoryInventory::default(), MemoryAnalytics::default());
+            let api = Api::new(orders.clone(), views.clone(), stock.clone(), sales.clone(), "EUR");
+            Self { api, orders, views, stock, sales }
         }
 
         /// Appends `events` to the order `order_id` as the saga would, and projects it as the stream would.
@@ -1095,5 +1156,60 @@ mod tests {
             (status, cancelled),
             (StatusCode::ACCEPTED, json!({"order_id": SAMPLE_ORDER, "status": "CANCELLED"}))
         );
+    }
+
+    /// Publishes a closed window of `sku` at `start` as sales-windows does.
+    async fn close_window(world: &World, sku: &str, start: OffsetDateTime, units: i64, revenue: &str) {
+        let window = PublishedWindow {
+            sku: sku.into(),
+            window_start: start,
+            window_end: start + time::Duration::minutes(1),
+            totals: SalesTotals { units, revenue: revenue.parse().unwrap() },
+            revision: 0,
+        };
+        let closed = SalesWindowClosed {
+            sku: sku.into(),
+            window_start: start,
+            window_end: window.window_end,
+            units,
+            revenue: window.totals.revenue,
+        };
+        let event = orderflow_toolkit::OutboxRecord::new(&Envelope::new("test", closed));
+        assert!(world.sales.publish(&window, None, &event).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_closed_sales_windows_of_a_sku_in_a_range_are_served_in_order() {
+        let world = World::new();
+        close_window(&world, "SKU-1", datetime!(2026-11-24 10:01 UTC), 1, "12.50").await;
+        close_window(&world, "SKU-1", datetime!(2026-11-24 10:00 UTC), 3, "37.50").await;
+        close_window(&world, "SKU-1", datetime!(2026-11-24 11:00 UTC), 9, "1.00").await;
+        close_window(&world, "SKU-2", datetime!(2026-11-24 10:00 UTC), 9, "1.00").await;
+
+        let (status, body) = world.call(GET_SALES).await;
+
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({"windows": [
+                {"sku": "SKU-1", "start": "2026-11-24T10:00:00Z", "end": "2026-11-24T10:01:00Z", "units": 3, "revenue": "37.50"},
+                {"sku": "SKU-1", "start": "2026-11-24T10:01:00Z", "end": "2026-11-24T10:02:00Z", "units": 1, "revenue": "12.50"},
+            ]})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_sales_query_is_a_400_naming_the_parameter() {
+        let world = World::new();
+        for (query, field) in [
+            ("from=2026-11-24T10:00:00Z&to=2026-11-24T11:00:00Z", "sku"),
+            ("sku=SKU-1&from=today&to=2026-11-24T11:00:00Z", "from"),
+            ("sku=SKU-1&from=2026-11-24T10:00:00Z&to=2026-12-31T11:00:00Z", "to"),
+        ] {
+            let (status, body) = world.get(&format!("/analytics/sales?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(body["error"], "validation_failed");
+            assert!(body["message"].as_str().unwrap().starts_with(field), "{query}: {body}");
+        }
     }
 }

@@ -7,6 +7,7 @@ mod handler;
 use std::convert::Infallible;
 
 use lambda_http::{Error, Request, service_fn};
+use orderflow_analytics_store::DynamoAnalytics;
 use orderflow_aws::config::env_or;
 use orderflow_aws::{ConfigError, required_env};
 use orderflow_domain::events::DEFAULT_CURRENCY;
@@ -44,11 +45,12 @@ async fn main() -> Result<(), Error> {
             required_env("INVENTORY_TABLE")?,
             required_env("OUTBOX_TABLE")?,
             required_env("ORDER_VIEWS_TABLE")?,
+            required_env("ANALYTICS_TABLE")?,
             deadlines_from_env()?,
             store_currency()?,
         ))
     };
-    let (orders_table, inventory_table, outbox_table, views_table, deadlines, currency) =
+    let (orders_table, inventory_table, outbox_table, views_table, analytics_table, deadlines, currency) =
         env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
 
     let config = orderflow_aws::load_sdk_config().await;
@@ -56,7 +58,9 @@ async fn main() -> Result<(), Error> {
     let api = Api::new(
         DynamoOrders::new(dynamodb.clone(), orders_table, deadlines),
         DynamoViews::new(dynamodb.clone(), views_table),
-        DynamoInventory::new(dynamodb, inventory_table, outbox_table),
+        DynamoInventory::new(dynamodb.clone(), inventory_table, outbox_table.clone()),
+        // Reads the closed windows only: the outbox is the closer's, never written from here.
+        DynamoAnalytics::new(dynamodb, analytics_table, outbox_table),
         currency,
     );
 
