@@ -231,8 +231,9 @@ pub fn stateful_stack_name(stage: &str) -> String {
     format!("orderflow-{stage}-stateful")
 }
 
-/// The packages of the operator commands the tests run against the local cloud (`orderflow-views`).
-const OPERATOR_TOOLS: [&str; 1] = ["orderflow-order-views"];
+/// The packages of the operator commands the tests run against the local cloud (`orderflow-views`,
+/// `orderflow-replay`).
+const OPERATOR_TOOLS: [&str; 2] = ["orderflow-order-views", "orderflow-replay"];
 
 /// Builds every function binary, the payment provider and the operator commands (debug profile, shared with the
 /// tests) and returns their directory.

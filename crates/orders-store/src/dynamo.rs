@@ -15,12 +15,12 @@ use orderflow_aws::{DynamoIdempotencyStore, StoreError as TableError};
 use orderflow_domain::events::{OrderPlaced, registry};
 use orderflow_domain::order::{Deadlines, Order, OrderEvent};
 use orderflow_toolkit::idempotency::IdempotencyRecord;
-use orderflow_toolkit::{Envelope, RawEnvelope, Registry};
+use orderflow_toolkit::{Envelope, OutboxRecord, RawEnvelope, Registry};
 use time::OffsetDateTime;
 
 use crate::{
     DEADLINE_INDEX, DEADLINE_SHARDS, EVENT_SK_PREFIX, EventLog, HEAD_SK, IDEMPOTENCY_PK_PREFIX, IDEMPOTENCY_SK,
-    OrderStore, Placement, StoreError, appended, bus_record, deadline_shard, deadline_shards, event_sk,
+    OrderStore, Placement, StoreError, StoredEvent, appended, bus_record, deadline_shard, deadline_shards, event_sk,
     indexed_deadline, order_pk, replay,
 };
 
@@ -131,7 +131,14 @@ impl DynamoOrders {
     /// The order's events in version order, read strongly consistent.
     async fn read_events(&self, order_id: &str) -> Result<Vec<OrderEvent>, TableError> {
         let context = || self.context(format_args!("events of order {order_id}"));
-        let mut events = Vec::new();
+        let items = self.event_items(order_id).await.map_err(|e| e.context(context()))?;
+        let events = items.iter().map(|item| self.event_from_item(item)).collect::<Result<_, _>>();
+        events.and_then(in_version_order).map_err(|e| e.context(context()))
+    }
+
+    /// The event items of one order (a strongly consistent Query, all pages).
+    async fn event_items(&self, order_id: &str) -> Result<Vec<Item>, TableError> {
+        let mut items = Vec::new();
         let mut start_key = None;
         loop {
             let output = self
@@ -144,16 +151,56 @@ impl DynamoOrders {
                 .consistent_read(true)
                 .set_exclusive_start_key(start_key)
                 .send()
-                .await
-                .map_err(|e| TableError::from(e).context(context()))?;
-            for item in output.items() {
-                events.push(self.event_from_item(item).map_err(|e| e.context(context()))?);
-            }
+                .await?;
             start_key = output.last_evaluated_key;
+            items.extend(output.items.unwrap_or_default());
             if start_key.is_none() {
-                return in_version_order(events).map_err(|e| e.context(context()));
+                return Ok(items);
             }
         }
+    }
+
+    /// Every event item of the table (a Scan, all pages), by order id.
+    async fn every_event_item(&self) -> Result<std::collections::BTreeMap<String, Vec<Item>>, TableError> {
+        let mut by_order: std::collections::BTreeMap<String, Vec<Item>> = Default::default();
+        let mut start_key = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.orders_table)
+                .filter_expression("begins_with(sk, :events)")
+                .expression_attribute_values(":events", s(EVENT_SK_PREFIX))
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| TableError::from(e).context(self.context("scan of the events")))?;
+            start_key = output.last_evaluated_key;
+            for item in output.items.unwrap_or_default() {
+                let order_id = get_s(&item, attr::ORDER_ID)?.to_owned();
+                by_order.entry(order_id).or_default().push(item);
+            }
+            if start_key.is_none() {
+                return Ok(by_order);
+            }
+        }
+    }
+
+    /// An event item as stored, not upcast.
+    fn stored_from_item(item: &Item) -> Result<StoredEvent, TableError> {
+        let version: u64 = get_n(item, attr::VERSION)?;
+        let corrupt = |e: String| TableError::Corrupt(format!("event {version}: {e}"));
+        let detail = get_s(item, attributes::DETAIL)?;
+        let raw: RawEnvelope = serde_json::from_str(detail).map_err(|e| corrupt(e.to_string()))?;
+        let order_id = get_s(item, attr::ORDER_ID)?.to_owned();
+        let record = OutboxRecord {
+            partition: order_id.clone(),
+            event_id: raw.id,
+            source: get_s(item, attributes::SOURCE)?.to_owned(),
+            detail_type: get_s(item, attributes::DETAIL_TYPE)?.to_owned(),
+            detail: detail.to_owned(),
+        };
+        Ok(StoredEvent { order_id, version, occurred_at: raw.occurred_at, record })
     }
 
     /// The event an item holds, with its version.
@@ -207,14 +254,23 @@ impl DynamoOrders {
 }
 
 /// An order's events sorted by version, which must run 1, 2, ... without a gap.
-fn in_version_order(mut events: Vec<(u64, OrderEvent)>) -> Result<Vec<OrderEvent>, TableError> {
-    events.sort_by_key(|(version, _)| *version);
-    for (expected, (version, _)) in (1..).zip(&events) {
-        if *version != expected {
+fn in_version_order(events: Vec<(u64, OrderEvent)>) -> Result<Vec<OrderEvent>, TableError> {
+    Ok(by_version(events, |(version, _)| *version)?.into_iter().map(|(_, event)| event).collect())
+}
+
+fn stored_in_version_order(events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>, TableError> {
+    by_version(events, |event| event.version)
+}
+
+fn by_version<T>(mut events: Vec<T>, version_of: impl Fn(&T) -> u64) -> Result<Vec<T>, TableError> {
+    events.sort_by_key(&version_of);
+    for (expected, event) in (1..).zip(&events) {
+        let version = version_of(event);
+        if version != expected {
             return Err(TableError::Corrupt(format!("event {version} where event {expected} belongs")));
         }
     }
-    Ok(events.into_iter().map(|(_, event)| event).collect())
+    Ok(events)
 }
 
 fn code_at(codes: &[String], index: usize) -> &str {
@@ -315,34 +371,34 @@ impl EventLog for DynamoOrders {
     /// One scan of the event items, page by page; the events are grouped by order in memory (about a kilobyte
     /// per event), so one pass over the table serves every order.
     async fn streams(&self) -> Result<Vec<Vec<OrderEvent>>, StoreError> {
-        let mut by_order: std::collections::BTreeMap<String, Vec<(u64, OrderEvent)>> = Default::default();
-        let mut start_key = None;
-        loop {
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.orders_table)
-                .filter_expression("begins_with(sk, :events)")
-                .expression_attribute_values(":events", s(EVENT_SK_PREFIX))
-                .set_exclusive_start_key(start_key)
-                .send()
-                .await
-                .map_err(|e| TableError::from(e).context(self.context("scan of the events")))?;
-            for item in output.items() {
-                let order_id = get_s(item, attr::ORDER_ID).map_err(TableError::from)?;
-                let event = self.event_from_item(item).map_err(|e| e.context(self.context(order_id)))?;
-                by_order.entry(order_id.to_owned()).or_default().push(event);
-            }
-            start_key = output.last_evaluated_key;
-            if start_key.is_none() {
-                break;
-            }
-        }
+        let by_order = self.every_event_item().await?;
         by_order
             .into_iter()
-            .map(|(order_id, events)| {
-                in_version_order(events).map_err(|e| e.context(self.context(format_args!("order {order_id}"))).into())
+            .map(|(order_id, items)| {
+                let events = items.iter().map(|item| self.event_from_item(item)).collect::<Result<_, _>>();
+                events
+                    .and_then(in_version_order)
+                    .map_err(|e| e.context(self.context(format_args!("order {order_id}"))).into())
             })
             .collect()
+    }
+
+    async fn stored_events(&self, order_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let context = || self.context(format_args!("stored events of order {order_id}"));
+        let items = self.event_items(order_id).await.map_err(|e| e.context(context()))?;
+        let stored = items.iter().map(Self::stored_from_item).collect::<Result<_, _>>();
+        Ok(stored.and_then(stored_in_version_order).map_err(|e| e.context(context()))?)
+    }
+
+    async fn stored_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut selected = Vec::new();
+        for (order_id, items) in self.every_event_item().await? {
+            let stored = items.iter().map(Self::stored_from_item).collect::<Result<_, _>>();
+            let stored = stored
+                .and_then(stored_in_version_order)
+                .map_err(|e| e.context(self.context(format_args!("stored events of order {order_id}"))))?;
+            selected.extend(stored.into_iter().filter(|event| (from..to).contains(&event.occurred_at)));
+        }
+        Ok(selected)
     }
 }

@@ -169,6 +169,29 @@ pub trait EventLog: Send + Sync {
     /// Every order's events in version order, each order's stream once, read eventually consistent (an append
     /// while it reads may be missed): for a rebuild of the read models, which folds every order.
     fn streams(&self) -> impl Future<Output = Result<Vec<Vec<OrderEvent>>, StoreError>> + Send;
+
+    /// The order's events as stored (not upcast: what the relay published), in version order, read strongly
+    /// consistent.
+    fn stored_events(&self, order_id: &str) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Every stored event that occurred in `[from, to)`, order by order, each order's in version order (a scan,
+    /// eventually consistent).
+    fn stored_between(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+}
+
+/// An event as the event store holds it: the record the relay publishes for it, as it was written (a version 1
+/// event stays version 1), with its place in its order's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub order_id: String,
+    pub version: u64,
+    pub occurred_at: OffsetDateTime,
+    /// Partitioned by the order id.
+    pub record: OutboxRecord,
 }
 
 /// The order after `events` are appended to `current`, or why the events cannot follow it (a bug of the writer:

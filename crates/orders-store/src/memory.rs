@@ -10,7 +10,7 @@ use orderflow_toolkit::idempotency::IdempotencyRecord;
 use orderflow_toolkit::{Envelope, OutboxRecord};
 use time::OffsetDateTime;
 
-use crate::{EventLog, OrderStore, Placement, StoreError, appended, bus_record, indexed_deadline, replay};
+use crate::{EventLog, OrderStore, Placement, StoreError, StoredEvent, appended, bus_record, indexed_deadline, replay};
 
 #[derive(Debug, Default)]
 struct State {
@@ -165,6 +165,30 @@ impl EventLog for InMemoryOrders {
         state.injected_failure()?;
         Ok(state.streams.values().cloned().collect())
     }
+
+    async fn stored_events(&self, order_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(stored(order_id, &self.events(order_id).await?))
+    }
+
+    async fn stored_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut state = self.state();
+        state.injected_failure()?;
+        let every = state.streams.iter().flat_map(|(order_id, events)| stored(order_id, events));
+        Ok(every.filter(|event| (from..to).contains(&event.occurred_at)).collect())
+    }
+}
+
+/// An order's events as the event store writes them (in memory they are kept decoded, at the current version).
+fn stored(order_id: &str, events: &[OrderEvent]) -> Vec<StoredEvent> {
+    (1..)
+        .zip(events)
+        .map(|(version, event)| StoredEvent {
+            order_id: order_id.to_owned(),
+            version,
+            occurred_at: event.occurred_at(),
+            record: OutboxRecord { partition: order_id.to_owned(), ..bus_record(event) },
+        })
+        .collect()
 }
 
 #[cfg(test)]

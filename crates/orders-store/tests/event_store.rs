@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use orderflow_aws::dynamo::{get_n, get_s};
 use orderflow_domain::events::{OrderCancelled, OrderLine, OrderPlaced, PaymentRequested};
 use orderflow_domain::order::{OrderEvent, OrderStatus};
-use orderflow_orders_store::{OrderStore, StoreError};
+use orderflow_orders_store::{EventLog, OrderStore, StoreError};
 use orderflow_toolkit::Envelope;
 use support::World;
 
@@ -100,4 +100,28 @@ async fn of_two_writers_appending_to_one_version_exactly_one_wins_and_the_other_
         let after = world.store.append(Some(&order), &cancel).await.unwrap();
         assert_eq!((after.status, after.version), (OrderStatus::Cancelled, 3));
     }
+}
+
+#[tokio::test]
+async fn stored_events_are_the_items_as_written_by_order_or_by_the_time_they_occurred() {
+    let world = World::start().await;
+    let mut early = placed("o-early");
+    early.occurred_at = time::macros::datetime!(2026-12-01 10:00 UTC);
+    world.store.place(&early, None).await.unwrap();
+    world.store.place(&placed("o-now"), None).await.unwrap();
+    let pending = world.store.get("o-now").await.unwrap().unwrap();
+    world.store.append(Some(&pending), &[payment_requested("o-now")]).await.unwrap();
+
+    let stored = world.store.stored_events("o-now").await.unwrap();
+
+    let versions: Vec<(u64, &str)> = stored.iter().map(|e| (e.version, e.record.detail_type.as_str())).collect();
+    assert_eq!(versions, [(1, "OrderPlaced"), (2, "PaymentRequested")]);
+    let item = world.item("ORDER#o-now", "EVENT#0000000002").await.unwrap();
+    assert_eq!(stored[1].record.detail, get_s(&item, "detail").unwrap(), "the detail as stored, byte for byte");
+    assert_eq!((stored[1].record.partition.as_str(), stored[1].record.source.as_str()), ("o-now", "orderflow.saga"));
+    let from = time::macros::datetime!(2026-12-01 09:00 UTC);
+    let range = world.store.stored_between(from, time::macros::datetime!(2026-12-01 11:00 UTC)).await.unwrap();
+    let orders: Vec<&str> = range.iter().map(|event| event.order_id.as_str()).collect();
+    assert_eq!(orders, ["o-early"]);
+    assert!(world.store.stored_events("o-unknown").await.unwrap().is_empty());
 }

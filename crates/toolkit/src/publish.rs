@@ -53,6 +53,8 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::OutboxRecord;
+
 /// The most entries one `PutEvents` call takes.
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
 /// The most bytes one `PutEvents` call takes (entries are counted as source + detail-type + detail).
@@ -71,6 +73,18 @@ pub struct BusEntry {
 impl BusEntry {
     fn size(&self) -> usize {
         self.source.len() + self.detail_type.len() + self.detail.len()
+    }
+}
+
+/// The bus entry of an outbox record, in its partition.
+impl From<&OutboxRecord> for BusEntry {
+    fn from(record: &OutboxRecord) -> Self {
+        Self {
+            partition: record.partition.clone(),
+            source: record.source.clone(),
+            detail_type: record.detail_type.clone(),
+            detail: record.detail.clone(),
+        }
     }
 }
 
