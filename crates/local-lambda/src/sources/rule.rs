@@ -372,14 +372,18 @@ impl Consumer {
                 }
                 continue;
             }
-            let received = self
+            let receive = self
                 .sqs
                 .receive_message()
                 .queue_url(&self.queue.url)
                 .max_number_of_messages(free.min(10) as i32)
                 .wait_time_seconds(self.ctx.timing.sqs_wait.as_secs().min(20) as i32)
-                .send()
-                .await;
+                .send();
+            let received = tokio::select! {
+                received = receive => received,
+                // A long poll is dropped at shutdown, so the consumer stops at once rather than after its wait.
+                () = shutdown.requested() => break,
+            };
             let messages = match received {
                 Ok(output) => output.messages.unwrap_or_default(),
                 Err(err) => {

@@ -96,7 +96,13 @@ impl Poller {
                 None => self.ctx.timing.sqs_wait,
                 Some(end) => end.saturating_duration_since(Instant::now()),
             };
-            match self.receive(wanted, wait).await {
+            let mut shutdown = self.ctx.shutdown.clone();
+            let received = tokio::select! {
+                received = self.receive(wanted, wait) => received,
+                // A long poll is dropped at shutdown, so a poller stops at once rather than after its wait.
+                () = shutdown.requested() => return Ok(batch),
+            };
+            match received {
                 Ok(received) => batch.extend(received),
                 // Messages in hand are delivered; the error shows again on the next poll.
                 Err(err) if !batch.is_empty() => {
