@@ -4,6 +4,10 @@
 //! saga's `OrderShipped`, so each order ends either SHIPPED with its cancel refused (409) or CANCELLED for reason
 //! `customer` with its cancel accepted (202) and every compensation done: stock released, an authorized payment
 //! voided (`PaymentVoided`), the shipment cancelled. Never both, never neither, and the stock is conserved.
+//!
+//! Under chaos, as tests/chaos.rs runs the system: every SQS delivery duplicated at 20 % and every batch shuffled,
+//! and the consumers' DynamoDB calls throttled at 5 % and killed right after 1 % of their writes (faults on the
+//! wire). The API itself is left alone, so each cancel's answer is the one the race gave.
 
 mod support;
 
@@ -11,13 +15,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde_json::Value;
+use local_lambda::runner::Chaos;
+use serde_json::{Value, json};
 use support::outcome::{per_order, stock_settled};
 use support::{Api, attr, scan};
 
 const SKU: &str = "SKU-CANCEL";
 const ORDERS: usize = 60;
 const STOCK: u64 = 1000;
+/// The functions the faults hit: every consumer, not the API.
+const CONSUMERS: [&str; 6] = ["inventory", "payment", "order-saga", "shipping", "analytics", "order-views"];
 
 /// When an order's cancel is sent.
 #[derive(Debug, Clone, Copy)]
@@ -50,9 +57,20 @@ impl When {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cancel_racing_the_shipment_has_one_winner_and_a_cancelled_order_is_fully_compensated() {
-    let cloud = support::start_cloud().await;
+async fn a_cancel_racing_the_shipment_under_chaos_has_one_winner_and_a_cancelled_order_is_fully_compensated() {
+    let seed = support::chaos_seed();
+    let cloud = support::start_cloud_with(|options| {
+        options.chaos = Some(Chaos { duplicate_rate: 0.2, shuffle: true, seed });
+        options.max_receive_count = 10;
+        options.fault_seed = seed;
+    })
+    .await;
     let api = Api::new(&cloud);
+    let faults = json!({"rules": [
+        {"target": "dynamodb", "functions": CONSUMERS, "fault": "throttle", "rate": 0.05},
+        {"target": "dynamodb", "functions": CONSUMERS, "fault": "crash_after_write", "rate": 0.01},
+    ]});
+    assert_eq!(api.send("PUT", "/_local/faults", Some(faults), &[]).await.0, 204);
     api.restock(SKU, STOCK as u32, "5.00").await;
 
     let runs = (0..ORDERS).map(|i| {
@@ -136,11 +154,16 @@ async fn a_cancel_racing_the_shipment_has_one_winner_and_a_cancelled_order_is_fu
         (STOCK - shipped_units, 0, shipped_units),
         "stock conserved: shipped orders hold their units, cancelled ones none"
     );
+    let fired = cloud.runner().faults().fired();
+    let chaos = cloud.runner().chaos_stats().expect("chaos is on");
     println!(
         "{ORDERS} orders: {accepted} cancelled by their customer ({voided} of them after their payment was authorized, \
          then voided), {refused} shipped with the cancel refused; (cancelled, shipped) by when the cancel was sent: \
-         {by_moment:?}"
+         {by_moment:?}; chaos {chaos:?}, faults fired {fired:?}"
     );
+    assert!(chaos.duplicates_delivered > 0, "no duplicate was delivered: {chaos:?}");
+    assert!(fired.get("dynamodb/throttle").copied().unwrap_or(0) > 0, "no call was throttled: {fired:?}");
+    cloud.shutdown().await.unwrap();
 }
 
 /// Waits until the order's view shows one of `statuses` (a final status that is not among them ends the wait too:
