@@ -4,7 +4,7 @@
 //! concurrent duplicate, or a late reply racing the deadline), the append fails on its condition and the input is
 //! decided again on the order as it now is: exactly one of two racing steps applies, the other is then ignored.
 
-use orderflow_domain::order::{Decision, SagaInput, decide};
+use orderflow_domain::order::{Decision, OrderStatus, SagaInput, decide};
 
 use crate::{OrderStore, StoreError};
 
@@ -16,8 +16,9 @@ pub const APPEND_ATTEMPTS: u32 = 5;
 pub enum Applied {
     /// The order moved on to `status` with this event (the last one appended).
     Advanced { status: &'static str, emitted: String },
-    /// A duplicate, stale or not (yet) overdue input: nothing written.
-    Ignored(String),
+    /// A duplicate, stale or not (yet) overdue input: nothing written. `status` is the order's as the decision
+    /// read it (`None`: the store does not hold the order).
+    Ignored { reason: String, status: Option<OrderStatus> },
 }
 
 /// Why an input was not applied.
@@ -51,7 +52,9 @@ pub async fn apply<S: OrderStore>(store: &S, input: &SagaInput) -> Result<Applie
         let current = store.get(order_id).await?;
         let events = match decide(current.as_ref(), input) {
             Decision::Append(events) => events,
-            Decision::Ignore(reason) => return Ok(Applied::Ignored(reason)),
+            Decision::Ignore(reason) => {
+                return Ok(Applied::Ignored { reason, status: current.map(|order| order.status) });
+            }
             Decision::NotYet(reason) => return Err(ApplyError::NotYet(reason)),
         };
         match store.append(current.as_ref(), &events).await {
@@ -187,7 +190,7 @@ mod tests {
         let detail: serde_json::Value = serde_json::from_str(&cancelled.detail).unwrap();
         assert_eq!(detail["data"]["reason"], CANCELLED_BY_DEADLINE);
         assert_eq!(cancelled.partition, "o-1");
-        assert!(matches!(apply(&store, &deadline_check()).await.unwrap(), Applied::Ignored(_)));
+        assert!(matches!(apply(&store, &deadline_check()).await.unwrap(), Applied::Ignored { .. }));
         assert_eq!(emitted(&store), ["PaymentRequested", "OrderConfirmed", "OrderCancelled"]);
     }
 
@@ -198,7 +201,7 @@ mod tests {
 
         let applied = apply(&racing, &deadline_check()).await.unwrap();
 
-        assert!(matches!(applied, Applied::Ignored(_)), "{applied:?}");
+        assert!(matches!(applied, Applied::Ignored { .. }), "{applied:?}");
         assert_eq!(store.get("o-1").await.unwrap().unwrap().status, OrderStatus::Shipped);
         assert_eq!(emitted(&store), ["PaymentRequested", "OrderConfirmed", "OrderShipped"]);
     }
@@ -210,7 +213,7 @@ mod tests {
 
         let applied = apply(&racing, &late_shipment()).await.unwrap();
 
-        assert!(matches!(applied, Applied::Ignored(_)), "{applied:?}");
+        assert!(matches!(applied, Applied::Ignored { .. }), "{applied:?}");
         let order = store.get("o-1").await.unwrap().unwrap();
         assert_eq!((order.status, order.deadline_at), (OrderStatus::Cancelled, None));
         // Shipping cancels the shipment it scheduled when OrderCancelled reaches it: the loser is compensated.

@@ -76,7 +76,7 @@ impl<S: OrderStore> Sweeper<S> {
                     summary.cancelled += 1;
                     tracing::info!(order_id, status, emitted, "deadline passed: order cancelled");
                 }
-                Ok(Applied::Ignored(reason)) => {
+                Ok(Applied::Ignored { reason, .. }) => {
                     summary.ignored += 1;
                     tracing::info!(order_id, reason, "deadline ignored");
                 }

@@ -93,7 +93,7 @@ impl<S: OrderStore> Saga<S> {
                     "advanced"
                 );
             }
-            Applied::Ignored(reason) => {
+            Applied::Ignored { reason, .. } => {
                 tracing::info!(message_id = record.message_id, order_id = input.order_id(), reason, "ignored");
             }
         }
@@ -411,7 +411,7 @@ mod tests {
 
         let outcome = Saga::new(racing).apply(&input).await.unwrap();
 
-        assert!(matches!(outcome, Applied::Ignored(_)), "{outcome:?}");
+        assert!(matches!(outcome, Applied::Ignored { .. }), "{outcome:?}");
         assert_eq!(world.emitted(), ["PaymentRequested"], "emitted once, by the rival");
     }
 
@@ -429,7 +429,7 @@ mod tests {
 
         let outcome = Saga::new(racing).apply(&declined).await.unwrap();
 
-        assert!(matches!(outcome, Applied::Ignored(_)), "a decline after the confirmation is stale: {outcome:?}");
+        assert!(matches!(outcome, Applied::Ignored { .. }), "a decline after the confirmation is stale: {outcome:?}");
         assert_eq!(world.order(SAMPLE_ORDER).await.status, OrderStatus::Confirmed);
         assert_eq!(world.emitted(), ["PaymentRequested", "OrderConfirmed"], "no release for a confirmed order");
     }

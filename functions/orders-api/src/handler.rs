@@ -498,16 +498,13 @@ impl<O: OrderStore + EventLog, V: ViewStore, S: StockStore, A: WindowStore> Api<
                 tracing::info!(order_id, "order cancelled by its customer");
                 Ok(json_response(StatusCode::ACCEPTED, &json!({"order_id": order_id, "status": status})))
             }
-            Ok(Applied::Ignored(reason)) => match self.orders.get(order_id).await? {
-                None => Err(ApiError::NotFound(format!("order {order_id:?} not found"))),
-                Some(order) => {
-                    tracing::info!(order_id, reason, "cancel refused");
-                    Err(ApiError::NotCancellable {
-                        order_id: order_id.to_owned(),
-                        status: order.status.public().as_str(),
-                    })
-                }
-            },
+            Ok(Applied::Ignored { status: None, .. }) => {
+                Err(ApiError::NotFound(format!("order {order_id:?} not found")))
+            }
+            Ok(Applied::Ignored { reason, status: Some(status) }) => {
+                tracing::info!(order_id, reason, "cancel refused");
+                Err(ApiError::NotCancellable { order_id: order_id.to_owned(), status: status.public().as_str() })
+            }
             Err(ApplyError::Store(err)) => Err(err.into()),
             Err(err @ ApplyError::Contended { .. }) => Err(ApiError::Unavailable(err.to_string())),
             Err(err @ ApplyError::NotYet(_)) => Err(ApiError::Internal(format!("a cancel cannot wait: {err}"))),
