@@ -6,7 +6,7 @@ use std::fmt::Display;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, TransactWriteItem, Update};
 use orderflow_aws::StoreError;
-use orderflow_aws::dynamo::{Item, cancellation_codes, get_n, get_s, key, n, s, timestamp};
+use orderflow_aws::dynamo::{Item, cancellation_codes, get_n, get_s, key, n, s, timestamp, timestamp_text};
 use orderflow_aws::outbox::outbox_put;
 use orderflow_domain::Decimal;
 use orderflow_domain::analytics::SalesTotals;
@@ -30,13 +30,6 @@ mod attr {
     pub const REVENUE: &str = "revenue";
     pub const LATEST: &str = "latest";
     pub const SETTLED_THROUGH: &str = "settled_through";
-}
-
-/// A window start as keys and attributes hold it: RFC 3339 in UTC, the same text [`timestamp`] writes.
-fn window_text(window_start: OffsetDateTime) -> Result<String, StoreError> {
-    window_start
-        .format(&Rfc3339)
-        .map_err(|e| StoreError::Permanent(format!("window {window_start} does not format as RFC 3339: {e}")))
 }
 
 fn published_of(item: &Item) -> Result<PublishedWindow, StoreError> {
@@ -207,7 +200,7 @@ impl FraudStore for DynamoAnalytics {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(customer_key(customer_id, &window_text(window_start)?)))
+            .set_key(Some(customer_key(customer_id, &timestamp_text(window_start)?)))
             .consistent_read(true)
             .projection_expression("orders")
             .send()
@@ -223,7 +216,7 @@ impl FraudStore for DynamoAnalytics {
 
     async fn count(&self, count: &Count) -> Result<CountOutcome, StoreError> {
         // Item 0 is the event marker and item 1 the customer's counter: the cancellation reasons say which failed.
-        let window = window_text(count.window_start)?;
+        let window = timestamp_text(count.window_start)?;
         let mut items = vec![self.event_put(count, &window)?, self.customer_update(count, &window)?];
         if let Some(record) = &count.fraud_signal {
             items.push(outbox_put(&self.outbox_table, record)?);
@@ -275,7 +268,7 @@ impl SalesStore for DynamoAnalytics {
         // Item 0 is the sale: its condition failing means another writer moved it on.
         let mut items = vec![self.sale_put(write)?];
         if let Some(change) = &write.change {
-            let window = window_text(change.window_start)?;
+            let window = timestamp_text(change.window_start)?;
             for (sku, totals) in &change.per_sku {
                 items.push(self.counter_update(&window, change.shard, sku, *totals)?);
             }
@@ -333,7 +326,7 @@ impl WindowStore for DynamoAnalytics {
     }
 
     async fn open_sales(&self, last_start: OffsetDateTime, limit: usize) -> Result<Vec<OpenSales>, StoreError> {
-        let last = window_text(last_start)?;
+        let last = timestamp_text(last_start)?;
         let mut open = Vec::new();
         for shard in 0..SALES_SHARDS {
             let context = || self.context(format_args!("open sales of shard {shard}"));
@@ -371,7 +364,7 @@ impl WindowStore for DynamoAnalytics {
     }
 
     async fn counted(&self, sku: &str, window_start: OffsetDateTime) -> Result<Vec<ShardCount>, StoreError> {
-        let window = window_text(window_start)?;
+        let window = timestamp_text(window_start)?;
         let context = || self.context(format_args!("counters of {sku} in {window}"));
         let mut keys = KeysAndAttributes::builder().consistent_read(true);
         for shard in 0..SALES_SHARDS {
@@ -402,7 +395,7 @@ impl WindowStore for DynamoAnalytics {
     }
 
     async fn published(&self, sku: &str, window_start: OffsetDateTime) -> Result<Option<PublishedWindow>, StoreError> {
-        let window = window_text(window_start)?;
+        let window = timestamp_text(window_start)?;
         let context = || self.context(format_args!("published window of {sku} at {window}"));
         let output = self
             .client
@@ -422,7 +415,7 @@ impl WindowStore for DynamoAnalytics {
         previous_revision: Option<u64>,
         event: &OutboxRecord,
     ) -> Result<bool, StoreError> {
-        let start = window_text(window.window_start)?;
+        let start = timestamp_text(window.window_start)?;
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(published_key(&window.sku, &start)))
@@ -452,7 +445,7 @@ impl WindowStore for DynamoAnalytics {
     }
 
     async fn settle(&self, sku: &str, window_start: OffsetDateTime, counted: &[ShardCount]) -> Result<(), StoreError> {
-        let window = window_text(window_start)?;
+        let window = timestamp_text(window_start)?;
         for count in counted {
             let result = self
                 .client
@@ -485,7 +478,7 @@ impl WindowStore for DynamoAnalytics {
         to: OffsetDateTime,
     ) -> Result<Vec<PublishedWindow>, StoreError> {
         let context = || self.context(format_args!("closed windows of {sku}"));
-        let (from_text, to_text) = (window_text(from)?, window_text(to)?);
+        let (from_text, to_text) = (timestamp_text(from)?, timestamp_text(to)?);
         let mut windows = Vec::new();
         let mut start = None;
         loop {

@@ -67,21 +67,26 @@ impl MemoryAnalytics {
         self.state().events.len()
     }
 
-    /// The sum of a SKU's counters in a window.
-    pub fn counted_sales(&self, sku: &str, window_start: OffsetDateTime) -> SalesTotals {
+    /// Every counter item of a SKU's window.
+    fn shard_counts(&self, sku: &str, window_start: OffsetDateTime) -> Vec<ShardCount> {
         let state = self.state();
-        let shards = state
+        state
             .counters
             .iter()
             .filter(|((window, counted_sku, _), _)| *window == window_start && counted_sku == sku)
-            .map(|(_, counter)| counter.totals);
+            .map(|((_, _, shard), counter)| ShardCount { shard: *shard, totals: counter.totals })
+            .collect()
+    }
+
+    /// The sum of a SKU's counters in a window.
+    pub fn counted_sales(&self, sku: &str, window_start: OffsetDateTime) -> SalesTotals {
+        let shards = self.shard_counts(sku, window_start).into_iter().map(|count| count.totals);
         SalesTotals::sum(shards, sku).expect("test sales do not overflow")
     }
 
     /// How many counter items a SKU's window is spread over.
     pub fn shards_used(&self, sku: &str, window_start: OffsetDateTime) -> usize {
-        let state = self.state();
-        state.counters.keys().filter(|(window, counted_sku, _)| *window == window_start && counted_sku == sku).count()
+        self.shard_counts(sku, window_start).len()
     }
 
     pub fn outbox(&self) -> Vec<OutboxRecord> {
@@ -187,13 +192,7 @@ impl WindowStore for MemoryAnalytics {
     }
 
     async fn counted(&self, sku: &str, window_start: OffsetDateTime) -> Result<Vec<ShardCount>, StoreError> {
-        let state = self.state();
-        Ok(state
-            .counters
-            .iter()
-            .filter(|((window, counted_sku, _), _)| *window == window_start && counted_sku == sku)
-            .map(|((_, _, shard), counter)| ShardCount { shard: *shard, totals: counter.totals })
-            .collect())
+        Ok(self.shard_counts(sku, window_start))
     }
 
     async fn published(&self, sku: &str, window_start: OffsetDateTime) -> Result<Option<PublishedWindow>, StoreError> {

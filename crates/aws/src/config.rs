@@ -22,6 +22,14 @@ pub fn required_env(name: &'static str) -> Result<String, ConfigError> {
 }
 
 /// An optional environment variable parsed as `T`, or `default` when unset.
+/// A whole number of at least 1 from the environment variable `name`, `default` when it is unset.
+pub fn positive_env_or(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match env_or(name, default)? {
+        0 => Err(ConfigError::Invalid { name, value: "0".into(), reason: "must be at least 1".into() }),
+        value => Ok(value),
+    }
+}
+
 pub fn env_or<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,

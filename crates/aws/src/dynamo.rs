@@ -93,9 +93,12 @@ pub async fn put_new(client: &Client, table: &str, item: Item) -> Result<Written
 
 /// The RFC 3339 string attribute of `at`, as every store writes its timestamps.
 pub fn timestamp(at: OffsetDateTime) -> Result<AttributeValue, StoreError> {
-    at.format(&Rfc3339)
-        .map(AttributeValue::S)
-        .map_err(|e| StoreError::Permanent(format!("timestamp {at} does not format as RFC 3339: {e}")))
+    timestamp_text(at).map(AttributeValue::S)
+}
+
+/// The text of [`timestamp`], for a key that holds a time.
+pub fn timestamp_text(at: OffsetDateTime) -> Result<String, StoreError> {
+    at.format(&Rfc3339).map_err(|e| StoreError::Permanent(format!("timestamp {at} does not format as RFC 3339: {e}")))
 }
 
 /// The whole error chain of an SDK error, e.g. the service's message, not just "service error".

@@ -24,6 +24,7 @@ use orderflow_domain::events::{
 use orderflow_toolkit::eventbridge::EventSet;
 use orderflow_toolkit::{Envelope, EnvelopeError, HandlerError, OutboxRecord, Registry, SqsRecord, event_set};
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 /// How often one event is read and written again when concurrent writes keep changing what it was decided on,
 /// before it is left to the queue's redelivery.
@@ -113,8 +114,12 @@ impl<S: FraudStore + SalesStore> Analytics<S> {
         let raw = self.registry.read_bus_event(&record.body)?;
         let event = AnalyticsEvent::decode(&raw)?;
         let span = tracing::info_span!("event", message_id = record.message_id, event_id = %raw.id);
-        let _entered = span.enter();
-        let (counted, occurred_at) = match &event {
+        self.apply(&event).instrument(span).await
+    }
+
+    /// Counts one event (see the module docs) and raises the watermark to its time.
+    async fn apply(&self, event: &AnalyticsEvent) -> Result<(), HandlerError> {
+        let (counted, occurred_at) = match event {
             AnalyticsEvent::Placed(placed) => (self.count(placed).await?, placed.occurred_at),
             AnalyticsEvent::Reserved(reserved) => {
                 let fact = SaleFact::Reserved(reserved.data.lines.clone());

@@ -6,7 +6,7 @@ mod handler;
 
 use lambda_runtime::Error;
 use orderflow_analytics_store::DynamoAnalytics;
-use orderflow_aws::config::env_or;
+use orderflow_aws::config::{env_or, positive_env_or};
 use orderflow_aws::{ConfigError, load_sdk_config, required_env, run_scheduled_function};
 use orderflow_domain::analytics::WindowSpec;
 
@@ -14,14 +14,9 @@ use crate::handler::{Closer, Config};
 
 fn config() -> Result<Config, ConfigError> {
     let defaults = Config::default();
-    let window_seconds = env_or("ANALYTICS_WINDOW_SECONDS", defaults.spec.window_seconds)?;
-    if window_seconds == 0 {
-        let reason = "must be at least 1".into();
-        return Err(ConfigError::Invalid { name: "ANALYTICS_WINDOW_SECONDS", value: "0".into(), reason });
-    }
     Ok(Config {
         spec: WindowSpec {
-            window_seconds,
+            window_seconds: positive_env_or("ANALYTICS_WINDOW_SECONDS", defaults.spec.window_seconds)?,
             allowed_lateness_seconds: env_or("SALES_ALLOWED_LATENESS_SECONDS", defaults.spec.allowed_lateness_seconds)?,
         },
         watermark_delay_seconds: env_or("SALES_WATERMARK_DELAY_SECONDS", defaults.watermark_delay_seconds)?,
