@@ -93,6 +93,20 @@ fn run_steps(args: &TestArgs, report: &mut Report) -> Result<()> {
         }
         Ok(())
     })?;
+    report.step("checkov infra/", |_| {
+        // Offline and quick: no platform download, no mapping, no update check (infra/.checkov.yaml).
+        let status = Command::new(tools.checkov())
+            .args(["--config-file", "infra/.checkov.yaml"])
+            .env("BC_SKIP_MAPPING", "TRUE")
+            .env("CKV_SKIP_PACKAGE_UPDATE_CHECK", "true")
+            .current_dir(&root)
+            .status()
+            .context("running checkov")?;
+        if !status.success() {
+            bail!("checkov found problems (a skip needs its reason in infra/.checkov.yaml)");
+        }
+        Ok(())
+    })?;
     report.step("unit, integration and end-to-end tests on moto", |tally| {
         let runtime = tokio::runtime::Runtime::new()?;
         let moto = runtime.block_on(Emulator::start_moto(&tools, 0))?;

@@ -125,7 +125,13 @@ impl LocalCloud {
             &cloudformation,
             &stateful_stack_name(&options.stage),
             &root.join("infra/stateful.yaml"),
-            &[("Stage", &options.stage), ("VisibilityTimeoutSeconds", &visibility), ("MaxReceiveCount", &receives)],
+            // ProtectData "false": a throw-away stage (deleted and re-created under its names; no alarm topic).
+            &[
+                ("Stage", &options.stage),
+                ("VisibilityTimeoutSeconds", &visibility),
+                ("MaxReceiveCount", &receives),
+                ("ProtectData", "false"),
+            ],
         )
         .await?;
         if emulator.kind() != EmulatorKind::Moto {

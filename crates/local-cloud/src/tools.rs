@@ -3,8 +3,8 @@
 //! Everything comes from the package registries (PyPI, npm) into `.local/` under the project
 //! root, pinned by files of this crate, so a fresh machine and CI install exactly the same:
 //!
-//! - `.local/venv` (system `python3`): moto server, cargo-lambda (with its ziglang), cfn-lint and
-//!   the SAM translator, from `crates/local-cloud/python/requirements.txt`.
+//! - `.local/venv` (system `python3`): moto server, cargo-lambda (with its ziglang), cfn-lint, the
+//!   SAM translator and checkov, from `crates/local-cloud/python/requirements.txt`.
 //! - `.local/localstack-venv` (Python 3.13): LocalStack community in host mode, from
 //!   `crates/local-cloud/python/requirements-localstack.txt`, plus the pieces LocalStack would otherwise download from
 //!   hosts this project cannot reach (DynamoDB Local, a JDK, its java agent); see
@@ -99,7 +99,7 @@ impl Tools {
         let _lock = FileLock::acquire(&local.join("tools.lock"))?;
 
         let tools = Tools { venv: project_root.join(VENV_DIR), project_root, localstack: None };
-        let required = [tools.moto_server(), tools.cargo_lambda(), tools.cfn_lint()];
+        let required = [tools.moto_server(), tools.cargo_lambda(), tools.cfn_lint(), tools.checkov()];
         let requirements = crate_file(REQUIREMENTS);
         ensure_venv(&tools.project_root, VENV_DIR, &requirements, &required, || Ok(PathBuf::from("python3")))?;
         Ok(tools)
@@ -179,6 +179,11 @@ impl Tools {
     /// `cfn-lint`.
     pub fn cfn_lint(&self) -> PathBuf {
         self.bin_dir().join("cfn-lint")
+    }
+
+    /// `checkov`, the IaC security scanner (offline: see `infra/.checkov.yaml`).
+    pub fn checkov(&self) -> PathBuf {
+        self.bin_dir().join("checkov")
     }
 
     /// The current `PATH` with [`Tools::bin_dir`] in front.
