@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde_yaml::Value as Yaml;
+use serde_yaml_ng::Value as Yaml;
 
 /// Lambda's default function timeout when neither the function nor `Globals` sets one.
 const DEFAULT_TIMEOUT_SECONDS: u64 = 3;
@@ -245,7 +245,7 @@ pub fn load_functions(path: &Path, resolver: &Resolver) -> Result<Vec<FunctionSp
 
 /// Parses and resolves the functions of a SAM template given as text.
 pub fn parse_functions(template: &str, resolver: &Resolver) -> Result<Vec<FunctionSpec>> {
-    let doc: Yaml = serde_yaml::from_str(template).context("the template is not valid YAML")?;
+    let doc: Yaml = serde_yaml_ng::from_str(template).context("the template is not valid YAML")?;
     let ctx = Scope::new(&doc, resolver)?;
     let globals = doc.get("Globals").and_then(|g| g.get("Function"));
     let resources =
