@@ -11,14 +11,15 @@ async fn an_order_whose_transaction_fails_publishes_nothing() {
     let api = Api::new(&cloud);
     api.restock("SKU-1", 10, "1.00").await;
     let key = [("Idempotency-Key", "key-1")];
-    let first = json!({"customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 1}]});
-    let (status, placed) = api.send("POST", "/orders", Some(first), &key).await;
+    let customer = api.as_customer("c-1");
+    let first = json!({"lines": [{"sku": "SKU-1", "quantity": 1}]});
+    let (status, placed) = customer.send("POST", "/orders", Some(first), &key).await;
     assert_eq!(status, 202, "{placed}");
 
     // The same key with another body: the transaction's idempotency condition fails, so neither the order nor its
     // OrderPlaced is written.
-    let second = json!({"customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 5}]});
-    let (status, error) = api.send("POST", "/orders", Some(second), &key).await;
+    let second = json!({"lines": [{"sku": "SKU-1", "quantity": 5}]});
+    let (status, error) = customer.send("POST", "/orders", Some(second), &key).await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["error"], "idempotency_key_reused");
 

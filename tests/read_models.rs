@@ -103,14 +103,14 @@ async fn list_all(api: &Api, customer: &str, status: Option<&str>) -> Vec<String
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("/orders?customer_id={customer}&limit=2");
+        let mut path = "/orders?limit=2".to_owned();
         if let Some(status) = status {
             path.push_str(&format!("&status={status}"));
         }
         if let Some(cursor) = &cursor {
             path.push_str(&format!("&cursor={cursor}"));
         }
-        let (code, page) = api.send("GET", &path, None, &[]).await;
+        let (code, page) = api.as_customer(customer).send("GET", &path, None, &[]).await;
         assert_eq!(code, 200, "GET {path}: {page}");
         let orders = page["orders"].as_array().unwrap();
         assert!(orders.len() <= 2, "{page}");

@@ -11,6 +11,7 @@ async fn every_order_reaches_its_expected_final_state_ships_rejected_cancelled_i
     let cloud = support::start_cloud().await;
     let target = ScenarioTarget {
         http_base: cloud.http_base().unwrap(),
+        issuer: cloud.issuer().clone(),
         eventbridge: aws_sdk_eventbridge::Client::new(cloud.sdk_config()),
         bus_name: cloud.output("EventBusName").unwrap().to_owned(),
         sqs: aws_sdk_sqs::Client::new(cloud.sdk_config()),

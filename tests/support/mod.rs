@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
 use local_lambda::sources::rule::INTERNAL_PREFIX;
 use orderflow_local_cloud::cloud::{CloudOptions, LocalCloud};
+use orderflow_local_cloud::issuer::{DEFAULT_VALIDITY, LocalIssuer, Subject};
 use serde_json::{Value, json};
 
 pub mod outcome;
@@ -45,21 +46,45 @@ pub async fn start_cloud_with(configure: impl FnOnce(&mut CloudOptions)) -> Loca
     LocalCloud::start(options).await.expect("local cloud starts")
 }
 
-/// The HTTP API of a cloud.
+/// The HTTP API of a cloud, called with a token of the cloud's issuer: an operator's unless [`Api::as_customer`].
+#[derive(Clone)]
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    issuer: LocalIssuer,
+    token: Option<String>,
 }
 
 impl Api {
+    /// The API as an operator (scope `orderflow/admin`: stock, sales, and every order).
     pub fn new(cloud: &LocalCloud) -> Self {
-        Self { base: cloud.http_base().expect("HTTP API"), http: reqwest::Client::new() }
+        let issuer = cloud.issuer().clone();
+        let token = issuer.token(&Subject::Operator, DEFAULT_VALIDITY).expect("operator token");
+        Self { base: cloud.http_base().expect("HTTP API"), http: reqwest::Client::new(), issuer, token: Some(token) }
+    }
+
+    /// The same API as the customer `customer` (their token's subject).
+    pub fn as_customer(&self, customer: &str) -> Self {
+        let token = self.issuer.token(&Subject::Customer(customer.to_owned()), DEFAULT_VALIDITY).expect("token");
+        Self { token: Some(token), ..self.clone() }
+    }
+
+    /// The same API with this `Authorization` token (a forged or expired one), or none.
+    pub fn with_token(&self, token: Option<String>) -> Self {
+        Self { token, ..self.clone() }
+    }
+
+    pub fn issuer(&self) -> &LocalIssuer {
+        &self.issuer
     }
 
     /// Sends a request and returns the status and the JSON body (a string value when the body is not JSON).
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.body(body.to_string()).header("content-type", "application/json");
         }
@@ -79,10 +104,10 @@ impl Api {
         assert_eq!(status, 200, "PUT /inventory/{sku}: {body}");
     }
 
-    /// Places an order for `quantity` of one SKU and returns its id.
+    /// Places an order of `customer` for `quantity` of one SKU and returns its id.
     pub async fn place(&self, customer: &str, sku: &str, quantity: u32) -> String {
-        let body = json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": quantity}]});
-        let (status, answer) = self.send("POST", "/orders", Some(body), &[]).await;
+        let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
+        let (status, answer) = self.as_customer(customer).send("POST", "/orders", Some(body), &[]).await;
         assert_eq!(status, 202, "POST /orders: {answer}");
         answer["order_id"].as_str().expect("order_id").to_owned()
     }
@@ -91,12 +116,14 @@ impl Api {
     /// backoff for up to two minutes while the API answers 5xx (a throttled, timed-out or crashed invocation may or
     /// may not have placed it). Returns the order id.
     pub async fn place_with_retries(&self, key: &str, customer: &str, sku: &str, quantity: u32) -> String {
-        let body = json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": quantity}]});
+        let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
+        let customer = self.as_customer(customer);
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (status, answer) = self.send("POST", "/orders", Some(body.clone()), &[("Idempotency-Key", key)]).await;
+            let (status, answer) =
+                customer.send("POST", "/orders", Some(body.clone()), &[("Idempotency-Key", key)]).await;
             if status >= 500 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(8)))).await;
                 continue;

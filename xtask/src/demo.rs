@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use local_lambda::runner::{Delivery, DeliveryOutcome};
 use orderflow_local_cloud::cloud::{CloudOptions, LocalCloud};
+use orderflow_local_cloud::issuer::Subject;
 use orderflow_local_cloud::scenario::{self, ScenarioTarget};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -54,6 +55,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         let printer = tokio::spawn(print_flow(cloud.runner().subscribe()));
         let target = ScenarioTarget {
             http_base: cloud.http_base()?,
+            issuer: cloud.issuer().clone(),
             eventbridge: aws_sdk_eventbridge::Client::new(cloud.sdk_config()),
             bus_name: cloud.output("EventBusName")?.to_owned(),
             sqs: aws_sdk_sqs::Client::new(cloud.sdk_config()),
@@ -121,6 +123,10 @@ pub fn up(args: UpArgs) -> Result<()> {
             "  fault rules    {}/_local/faults (PUT, GET, DELETE; see README \"Faults on the wire\")",
             cloud.http_base()?
         );
+        // Valid for the working day; `cargo xtask token` makes more.
+        let day = Duration::from_secs(12 * 3600);
+        println!("  customer token (sub c-1, 12 h)  {}", cloud.issuer().token(&Subject::Customer("c-1".into()), day)?);
+        println!("  admin token (orderflow/admin, 12 h)  {}", cloud.issuer().token(&Subject::Operator, day)?);
         for (key, value) in cloud.outputs().outputs() {
             if key.ends_with("Name") || key.ends_with("Url") {
                 println!("  {key:<22} {value}");

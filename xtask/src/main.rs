@@ -3,8 +3,10 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod package;
 mod test;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +40,10 @@ enum Command {
     Package(package::PackageArgs),
     /// Benchmarks of the DESIGN targets (zipped size, CPU per message, init time, memory), one table.
     Bench(bench::BenchArgs),
+    /// Print a token the local HTTP API accepts: a customer's (`--customer c-1`) or an operator's (`--admin`).
+    Token(token::TokenArgs),
+    /// Run each cargo-fuzz target of fuzz/ (nightly) for --seconds and print executions, coverage and crashes.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// The workspace root (this crate lives in `<root>/xtask`).
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Package(args) => package::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
+        Command::Token(args) => token::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

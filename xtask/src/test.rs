@@ -107,6 +107,18 @@ fn run_steps(args: &TestArgs, report: &mut Report) -> Result<()> {
         }
         Ok(())
     })?;
+    report.step("cargo-deny bans, licenses, sources", |_| {
+        // Only what needs no network: advisories need the RustSec database from GitHub (see deny.toml).
+        let status = Command::new(tools.cargo_deny())
+            .args(["--locked", "check", "bans", "licenses", "sources"])
+            .current_dir(&root)
+            .status()
+            .context("running cargo-deny")?;
+        if !status.success() {
+            bail!("cargo-deny found problems (an exception needs its reason in deny.toml)");
+        }
+        Ok(())
+    })?;
     report.step("unit, integration and end-to-end tests on moto", |tally| {
         let runtime = tokio::runtime::Runtime::new()?;
         let moto = runtime.block_on(Emulator::start_moto(&tools, 0))?;

@@ -154,12 +154,15 @@ impl DynamoAnalytics {
     fn sale_put(&self, write: &SaleWrite) -> Result<TransactWriteItem, StoreError> {
         let json = serde_json::to_string(&write.sale)
             .map_err(|e| StoreError::Permanent(format!("the sale of order {} as JSON: {e}", write.order_id)))?;
+        let revision = write.expected_revision.checked_add(1).ok_or_else(|| {
+            StoreError::Permanent(format!("the sale of order {}: its revision overflows", write.order_id))
+        })?;
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(sale_key(&write.order_id)))
             .item("order_id", s(&write.order_id))
             .item(attr::SALE, s(json))
-            .item(attr::REVISION, n(write.expected_revision + 1));
+            .item(attr::REVISION, n(revision));
         let put = if write.expected_revision == 0 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {

@@ -111,6 +111,7 @@ impl FraudStore for MemoryAnalytics {
     }
 
     async fn count(&self, count: &Count) -> Result<CountOutcome, StoreError> {
+        count.fraud_signal.as_ref().map(orderflow_aws::outbox::ensure_publishable).transpose()?;
         let mut state = self.state();
         Self::injected_failure(&mut state)?;
         if let Some((customer, window, orders, times)) = state.interleaved.take() {
@@ -205,6 +206,7 @@ impl WindowStore for MemoryAnalytics {
         previous_revision: Option<u64>,
         event: &OutboxRecord,
     ) -> Result<bool, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(event)?;
         let mut state = self.state();
         Self::injected_failure(&mut state)?;
         let key = (window.sku.clone(), window.window_start);

@@ -20,7 +20,9 @@ pub mod attributes {
 }
 
 /// The `Put` of an outbox record, to add to the `TransactWriteItems` of the change that causes the event. The
-/// condition makes a replayed transaction fail instead of publishing the event twice.
+/// condition makes a replayed transaction fail instead of publishing the event twice. An event the bus cannot
+/// carry ([`OutboxRecord::ensure_publishable`]) is a [`StoreError::Permanent`] naming its size and the limit: once
+/// written, the relay could never publish it.
 ///
 /// ```
 /// use orderflow_aws::dynamo::{key, put_if_absent};
@@ -47,6 +49,7 @@ pub mod attributes {
 /// # Ok(()) }
 /// ```
 pub fn outbox_put(table: &str, record: &OutboxRecord) -> Result<TransactWriteItem, StoreError> {
+    ensure_publishable(record)?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let put = Put::builder()
         .table_name(table)
@@ -60,6 +63,12 @@ pub fn outbox_put(table: &str, record: &OutboxRecord) -> Result<TransactWriteIte
         .condition_expression("attribute_not_exists(pk)")
         .build()?;
     Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// [`OutboxRecord::ensure_publishable`] as a store failure: permanent, naming the event's size and the limit. Every
+/// adapter that writes an outbox record checks it (the in-memory ones too, so handler tests see what DynamoDB does).
+pub fn ensure_publishable(record: &OutboxRecord) -> Result<(), StoreError> {
+    record.ensure_publishable().map_err(|err| StoreError::Permanent(err.to_string()))
 }
 
 /// ONE `TransactWriteItems`: `item` into `table` if no item has its key, and the outbox record of its event. When
@@ -81,5 +90,41 @@ pub async fn put_new_with_event(
         Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(Written::Duplicate),
         _ => Err(StoreError::from_transaction(&err)
             .context(format_args!("{table} and {outbox_table}: new item with event {}", record.event_id))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orderflow_toolkit::publish::MAX_ENTRY_BYTES;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn record(detail_bytes: usize) -> OutboxRecord {
+        OutboxRecord {
+            partition: "o-1".into(),
+            event_id: Uuid::from_u128(1),
+            source: "orderflow.saga".into(),
+            detail_type: "OrderCancelled".into(),
+            detail: "x".repeat(detail_bytes),
+        }
+    }
+
+    #[test]
+    fn an_event_the_bus_cannot_carry_is_a_permanent_error_naming_its_size_and_the_limit() {
+        let fits = MAX_ENTRY_BYTES - "orderflow.saga".len() - "OrderCancelled".len();
+        assert!(outbox_put("Outbox", &record(fits)).is_ok());
+
+        let err = outbox_put("Outbox", &record(fits + 1)).unwrap_err();
+
+        assert_eq!(
+            err,
+            StoreError::Permanent(format!(
+                "event 00000000-0000-0000-0000-000000000001 (OrderCancelled) is {} bytes as a bus entry, more than \
+                 the {MAX_ENTRY_BYTES} a PutEvents entry takes",
+                MAX_ENTRY_BYTES + 1
+            ))
+        );
+        assert_eq!(orderflow_toolkit::HandlerError::from(err).class(), "Permanent");
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 use crate::events::PricedLine;
+use crate::inventory::validate_sku;
 use crate::order::ValidationError;
 
 /// The start (in UTC) of the tumbling window of `window_seconds` that contains `at`. The window of the earliest
@@ -27,7 +28,7 @@ pub fn window_start(at: OffsetDateTime, window_seconds: u32) -> OffsetDateTime {
 /// A customer is suspected of fraud by the order that takes them past `max_orders` in one window; only that
 /// order raises the signal, so it fires once per customer and window.
 pub fn raises_fraud_signal(orders_in_window: u32, max_orders: u32) -> bool {
-    orders_in_window == max_orders + 1
+    max_orders.checked_add(1) == Some(orders_in_window)
 }
 
 /// The window length and allowed lateness of the sales windows (from the IaC).
@@ -220,9 +221,6 @@ pub fn settle_window(
 /// The longest range `GET /analytics/sales` serves in one answer.
 pub const MAX_SALES_RANGE: Duration = Duration::days(31);
 
-/// The longest SKU, in bytes.
-const MAX_SKU_BYTES: usize = 128;
-
 /// A validated `GET /analytics/sales?sku=&from=&to=`: the closed windows of `sku` starting in `[from, to)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SalesQuery {
@@ -237,10 +235,7 @@ impl SalesQuery {
     pub fn parse(sku: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<SalesQuery, ValidationError> {
         let invalid = |field: &str, message: String| ValidationError { field: field.to_owned(), message };
         let sku = sku.ok_or_else(|| invalid("sku", "is required".into()))?;
-        let sku_chars_ok = sku.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if sku.is_empty() || sku.len() > MAX_SKU_BYTES || !sku_chars_ok {
-            return Err(invalid("sku", format!("must be 1 to {MAX_SKU_BYTES} bytes of [A-Za-z0-9._-]")));
-        }
+        validate_sku(sku)?;
         let time = |field: &str, value: Option<&str>| {
             let value = value.ok_or_else(|| invalid(field, "is required".into()))?;
             OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)

@@ -108,6 +108,8 @@ event!(
     }
 );
 event!(
+    /// The provider authorized the payment the saga requested: the saga confirms the order if `amount` is its
+    /// total, and cancels it otherwise ([`CANCELLED_FOR_PAYMENT_MISMATCH`]).
     PaymentAuthorized, 1, "orderflow.payment" {
         order_id: String, payment_id: String, #[schemars(schema_with = "decimal_string")] amount: Decimal
     }
@@ -135,7 +137,8 @@ event!(OrderRejected, 1, "orderflow.saga" { order_id: String, customer_id: Strin
 event!(
     /// The order ended cancelled; inventory, payment and shipping compensate on it (release the stock, void an
     /// authorized payment, cancel a scheduled shipment). `reason` is [`CANCELLED_BY_CUSTOMER`] when its customer
-    /// asked, [`CANCELLED_BY_DEADLINE`] when the order's deadline passed.
+    /// asked, [`CANCELLED_BY_DEADLINE`] when the order's deadline passed, [`CANCELLED_FOR_PAYMENT_MISMATCH`] when
+    /// its payment was authorized for another amount than its total.
     OrderCancelled, 1, "orderflow.saga" { order_id: String, customer_id: String, reason: String }
 );
 event!(
@@ -203,6 +206,9 @@ event!(
 pub const CANCELLED_BY_DEADLINE: &str = "deadline";
 /// The `reason` of an [`OrderCancelled`] its customer asked for (`POST /orders/{id}/cancel`).
 pub const CANCELLED_BY_CUSTOMER: &str = "customer";
+/// The `reason` of an [`OrderCancelled`] emitted because its `PaymentAuthorized` named another amount than the
+/// order's total.
+pub const CANCELLED_FOR_PAYMENT_MISMATCH: &str = "payment_amount_mismatch";
 
 /// The seed's legacy shape, version 0 of `OrderPlaced`: a legacy producer puts
 /// `{"type": "OrderCreated", "data": {...}}` on the bus with detail-type `OrderCreated`.

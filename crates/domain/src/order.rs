@@ -6,21 +6,24 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::events::{
-    CANCELLED_BY_CUSTOMER, CANCELLED_BY_DEADLINE, DEFAULT_CURRENCY, InventoryRejected, InventoryReleaseRequested,
-    InventoryReleased, InventoryReserved, OrderAdopted, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced,
-    OrderRejected, OrderShipped, PaymentAuthorized, PaymentDeclined, PaymentRequested, ShipmentScheduled,
+    CANCELLED_BY_CUSTOMER, CANCELLED_BY_DEADLINE, CANCELLED_FOR_PAYMENT_MISMATCH, DEFAULT_CURRENCY, InventoryRejected,
+    InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderAdopted, OrderCancelled, OrderConfirmed,
+    OrderLine, OrderPlaced, OrderRejected, OrderShipped, PaymentAuthorized, PaymentDeclined, PaymentRequested,
+    ShipmentScheduled,
 };
+use crate::inventory::validate_sku;
 
-/// The most units of one SKU a single order may ask for.
-pub const MAX_QUANTITY: u32 = 1_000;
+/// The most units one line of an order may ask for (`POST /orders`).
+pub const MAX_QUANTITY: u32 = 10_000;
 /// The most lines one order may have.
 pub const MAX_LINES: usize = 50;
+/// The longest customer id, in bytes (a token's subject).
+pub const MAX_CUSTOMER_ID_BYTES: usize = 128;
 
-/// The body of `POST /orders`.
+/// The body of `POST /orders`. The customer is not in it: it is the caller (the token's subject).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
-    pub customer_id: String,
     pub lines: Vec<OrderLine>,
 }
 
@@ -33,17 +36,28 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
 }
 
+/// Checks a customer id (the subject of the caller's token): 1 to [`MAX_CUSTOMER_ID_BYTES`] bytes, no control
+/// characters. An error names the field `customer_id`.
+pub fn validate_customer_id(customer_id: &str) -> Result<(), ValidationError> {
+    if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID_BYTES || customer_id.chars().any(char::is_control)
+    {
+        return Err(ValidationError::new(
+            "customer_id",
+            format!("must be 1 to {MAX_CUSTOMER_ID_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
 impl PlaceOrder {
-    /// Checks the request; lines of the same SKU are allowed and count together.
+    /// Checks the request: 1 to [`MAX_LINES`] lines, each of a valid SKU ([`validate_sku`]) and 1 to
+    /// [`MAX_QUANTITY`] units; lines of the same SKU are allowed and count together.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.customer_id.trim().is_empty() {
-            return Err(ValidationError::new("customer_id", "must not be empty"));
-        }
         if self.lines.is_empty() {
             return Err(ValidationError::new("lines", "must have at least one line"));
         }
@@ -51,9 +65,7 @@ impl PlaceOrder {
             return Err(ValidationError::new("lines", format!("must have at most {MAX_LINES} lines")));
         }
         for (i, line) in self.lines.iter().enumerate() {
-            if line.sku.trim().is_empty() {
-                return Err(ValidationError::new(format!("lines[{i}].sku"), "must not be empty"));
-            }
+            validate_sku(&line.sku).map_err(|e| ValidationError::new(format!("lines[{i}].sku"), e.message))?;
             if line.quantity == 0 || line.quantity > MAX_QUANTITY {
                 return Err(ValidationError::new(
                     format!("lines[{i}].quantity"),
@@ -386,6 +398,10 @@ pub enum SagaInput {
 pub enum Decision {
     /// Append these events to the order's stream, after the version it was decided on, atomically.
     Append(Vec<OrderEvent>),
+    /// The input contradicts the order (a payment authorized for another amount than its total): append these
+    /// events, the order's compensation, as [`Decision::Append`] does, then refuse the input permanently with
+    /// `reason`.
+    Compensate { events: Vec<OrderEvent>, reason: String },
     /// A duplicate or stale event: nothing to do, acknowledge it.
     Ignore(String),
     /// The event is ahead of the order (out-of-order delivery): retry later.
@@ -454,6 +470,10 @@ fn adopt<C>(cause: &Envelope<C>, adopted: OrderAdopted, next: OrderEvent) -> Dec
 /// A declined payment moves a RESERVED order to RELEASING (its stock release requested); only there does
 /// `InventoryReleased` cancel it, and nothing else moves it on but its deadline.
 ///
+/// A payment authorized for another amount than the order's total cancels a RESERVED order
+/// ([`CANCELLED_FOR_PAYMENT_MISMATCH`]), whose compensations release its stock and void the authorization, and
+/// the authorization itself is refused ([`Decision::Compensate`]).
+///
 /// Once final, an order ignores everything: a reply that arrives after the deadline cancelled its order changes
 /// nothing, and the cancellation's compensations undo what the reply did.
 pub fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
@@ -507,6 +527,24 @@ pub fn decide(current: Option<&Order>, input: &SagaInput) -> Decision {
                 lines: d.lines.clone(),
             };
             adopt(e, adopted, next)
+        }
+        (SagaInput::PaymentAuthorized(e), Some(order @ Order { status: Reserved, .. }))
+            if order.total != Some(e.data.amount) =>
+        {
+            let cancelled = OrderCancelled {
+                order_id: order.order_id.clone(),
+                customer_id: order.customer_id.clone(),
+                reason: CANCELLED_FOR_PAYMENT_MISMATCH.to_owned(),
+            };
+            let reason = format!(
+                "payment {} of order {} authorized {} {}, not the order's total {}: order cancelled",
+                e.data.payment_id,
+                order.order_id,
+                e.data.amount,
+                order.currency,
+                order.total.map_or_else(|| "(unpriced)".to_owned(), |total| format!("{total} {}", order.currency)),
+            );
+            Decision::Compensate { events: vec![OrderEvent::Cancelled(caused_by(e, cancelled))], reason }
         }
         (SagaInput::PaymentAuthorized(e), Some(order @ Order { status: Reserved, .. })) => {
             let confirmed = OrderConfirmed {
@@ -765,6 +803,8 @@ mod tests {
     /// What the step must decide.
     enum Then {
         Advances(OrderStatus),
+        /// Compensates the order into this status and refuses the input.
+        Compensates(OrderStatus),
         Ignored,
         NotYet,
     }
@@ -773,7 +813,8 @@ mod tests {
         /// Checks the decision against `expected`; returns the order after it and the decision.
         fn then(self, expected: Then) -> (Order, Decision) {
             match (&expected, &self.decision) {
-                (Then::Advances(status), Decision::Append(events)) => {
+                (Then::Advances(status), Decision::Append(events))
+                | (Then::Compensates(status), Decision::Compensate { events, .. }) => {
                     let order = appended(Some(&self.before), events);
                     assert_eq!(order.status, *status, "{:?}", self.decision);
                     assert_eq!(order.version, self.before.version + 1);
@@ -791,6 +832,7 @@ mod tests {
         fn name(&self) -> String {
             match self {
                 Self::Advances(status) => format!("to advance to {}", status.as_str()),
+                Self::Compensates(status) => format!("to compensate into {} and refuse the input", status.as_str()),
                 Self::Ignored => "to be ignored".into(),
                 Self::NotYet => "to wait (not yet applicable)".into(),
             }
@@ -855,6 +897,56 @@ mod tests {
             let last = order.history.last().unwrap();
             assert_eq!((last.event_type.as_str(), last.at), ("OrderCancelled", datetime!(2026-11-24 10:10 UTC)));
         }
+    }
+
+    fn authorized_for(amount: &str, seconds: i64) -> SagaInput {
+        let authorized =
+            PaymentAuthorized { order_id: "o-1".into(), payment_id: "p-1".into(), amount: amount.parse().unwrap() };
+        SagaInput::PaymentAuthorized(at(Envelope::new("o-1", authorized), seconds))
+    }
+
+    #[test]
+    fn a_payment_authorized_for_another_amount_than_the_total_cancels_the_order_and_is_refused_with_the_reason() {
+        for amount in ["24.99", "25.01", "0", "2500.00"] {
+            let authorization = authorized_for(amount, 7);
+            let SagaInput::PaymentAuthorized(authorized) = &authorization else { unreachable!() };
+            let authorization_id = authorized.id;
+
+            let (order, decision) =
+                given(&[reserved_at(5)]).when(authorization).then(Then::Compensates(OrderStatus::Cancelled));
+
+            let Decision::Compensate { events, reason } = decision else { unreachable!() };
+            let [OrderEvent::Cancelled(cancelled)] = events.as_slice() else { panic!("{events:?}") };
+            assert_eq!(cancelled.data.reason, CANCELLED_FOR_PAYMENT_MISMATCH, "{amount}");
+            assert_eq!(cancelled.causation_id, Some(authorization_id), "caused by the authorization: {amount}");
+            assert_eq!(cancelled.occurred_at, T0 + Duration::seconds(7));
+            assert_eq!(
+                reason,
+                format!(
+                    "payment p-1 of order o-1 authorized {amount} USD, not the order's total 25.00 USD: order cancelled"
+                )
+            );
+            assert_eq!(
+                (order.deadline_at, order.history.last().unwrap().event_type.as_str()),
+                (None, "OrderCancelled")
+            );
+        }
+    }
+
+    #[test]
+    fn the_total_written_with_other_decimals_is_the_total_and_confirms_the_order() {
+        given(&[reserved_at(0)]).when(authorized_for("25.0", 1)).then(Then::Advances(OrderStatus::Confirmed));
+    }
+
+    #[test]
+    fn an_authorization_of_another_amount_is_checked_once_the_order_is_priced_and_ignored_once_it_is_final() {
+        given(&[]).when(authorized_for("1.00", 1)).then(Then::NotYet);
+        let (cancelled, _) =
+            given(&[reserved_at(0)]).when(authorized_for("1.00", 1)).then(Then::Compensates(OrderStatus::Cancelled));
+        Given(cancelled.clone()).when(authorized_for("1.00", 1)).then(Then::Ignored);
+        Given(cancelled).when(authorized_for("25.00", 2)).then(Then::Ignored);
+        let confirmed = given(&[reserved_at(0), authorized_at(1)]);
+        confirmed.when(authorized_for("1.00", 2)).then(Then::Ignored);
     }
 
     fn cancel_requested_at(seconds: i64) -> SagaInput {
@@ -1079,14 +1171,34 @@ mod tests {
 
     #[test]
     fn validation_names_the_offending_field() {
-        let mut request =
-            PlaceOrder { customer_id: "c".into(), lines: vec![OrderLine { sku: "S".into(), quantity: 1 }] };
+        let mut request = PlaceOrder { lines: vec![OrderLine { sku: "S".into(), quantity: 1 }] };
         assert_eq!(request.validate(), Ok(()));
         request.lines.push(OrderLine { sku: "S2".into(), quantity: 0 });
         assert_eq!(request.validate().unwrap_err().field, "lines[1].quantity");
         request.lines.clear();
         assert_eq!(request.validate().unwrap_err().field, "lines");
-        request.customer_id = " ".into();
-        assert_eq!(request.validate().unwrap_err().field, "customer_id");
+    }
+
+    #[test]
+    fn an_order_has_1_to_50_lines_of_valid_skus_and_1_to_10000_units_each() {
+        let line = |sku: &str, quantity| OrderLine { sku: sku.into(), quantity };
+        let error = |lines: Vec<OrderLine>| PlaceOrder { lines }.validate().unwrap_err().to_string();
+        assert_eq!(PlaceOrder { lines: vec![line("SKU-1", MAX_QUANTITY); MAX_LINES] }.validate(), Ok(()));
+        assert_eq!(error(vec![line("SKU-1", 1); MAX_LINES + 1]), "lines: must have at most 50 lines");
+        assert_eq!(error(vec![line("SKU-1", MAX_QUANTITY + 1)]), "lines[0].quantity: must be between 1 and 10000");
+        let bad_sku = vec![line("A", 1), line("B", 1), line("C", 1), line("SKU 4", 1)];
+        assert_eq!(error(bad_sku), "lines[3].sku: must be 1 to 128 bytes of [A-Za-z0-9._-]");
+        assert_eq!(error(vec![line(&"S".repeat(129), 1)]), "lines[0].sku: must be 1 to 128 bytes of [A-Za-z0-9._-]");
+    }
+
+    #[test]
+    fn a_customer_id_is_1_to_128_bytes_without_control_characters() {
+        for customer_id in ["c-1", "auth0|5f7c8ec7c33c6c004bbafe82", "Zoë", &"c".repeat(128)] {
+            assert_eq!(validate_customer_id(customer_id), Ok(()), "{customer_id}");
+        }
+        for customer_id in ["", "c\n1", "c\u{7f}", &"c".repeat(129)] {
+            let err = validate_customer_id(customer_id).unwrap_err();
+            assert_eq!(err.to_string(), "customer_id: must be 1 to 128 bytes without control characters");
+        }
     }
 }

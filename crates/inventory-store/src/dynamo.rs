@@ -81,7 +81,9 @@ impl DynamoInventory {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// A conditional update of one SKU's stock counters by `quantity` (`:q`; `:zero` is 0).
+    /// A conditional update of one SKU's stock counters by `quantity` (`:q`; `:zero` is 0; `:room` is the most a
+    /// counter may hold before `quantity` is added, so none passes `u32::MAX`: DynamoDB would store it, and the
+    /// item would no longer read).
     fn stock_update(
         &self,
         sku: &str,
@@ -96,6 +98,7 @@ impl DynamoInventory {
             .condition_expression(condition)
             .expression_attribute_values(":q", n(quantity))
             .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":room", n(u32::MAX - quantity))
             .build()?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
@@ -263,7 +266,7 @@ impl InventoryStore for DynamoInventory {
                 &line.sku,
                 line.quantity,
                 "SET available = available - :q, reserved = if_not_exists(reserved, :zero) + :q",
-                "available >= :q",
+                "available >= :q AND (attribute_not_exists(reserved) OR reserved <= :room)",
             )?);
             roles.push(Role::Stock(line.sku.clone()));
         }
@@ -294,7 +297,7 @@ impl InventoryStore for DynamoInventory {
                 &line.sku,
                 line.quantity,
                 "SET available = if_not_exists(available, :zero) + :q, reserved = reserved - :q",
-                "reserved >= :q",
+                "reserved >= :q AND (attribute_not_exists(available) OR available <= :room)",
             )?);
             roles.push(Role::Stock(line.sku.clone()));
         }
@@ -324,7 +327,7 @@ impl InventoryStore for DynamoInventory {
                 &line.sku,
                 line.quantity,
                 "SET reserved = reserved - :q, shipped = if_not_exists(shipped, :zero) + :q",
-                "reserved >= :q",
+                "reserved >= :q AND (attribute_not_exists(shipped) OR shipped <= :room)",
             )?);
             roles.push(Role::Stock(line.sku.clone()));
         }
@@ -342,6 +345,19 @@ mod tests {
 
     fn reserve_roles() -> Vec<Role> {
         vec![Role::Stock("A".into()), Role::Stock("B".into()), Role::Reservation, Role::Outbox]
+    }
+
+    #[test]
+    fn a_stock_update_leaves_room_so_no_counter_passes_u32_max() {
+        let config = aws_sdk_dynamodb::Config::builder().behavior_version_latest().build();
+        let inventory = DynamoInventory::new(Client::from_conf(config), "Inventory", "Outbox");
+
+        let item = inventory.stock_update("A", 5, "SET shipped = shipped + :q", "shipped <= :room").unwrap();
+
+        let update = item.update().unwrap();
+        let values = update.expression_attribute_values().unwrap();
+        assert_eq!(values[":room"].as_n().unwrap(), &(u32::MAX - 5).to_string());
+        assert_eq!(values[":q"].as_n().unwrap(), "5");
     }
 
     #[test]

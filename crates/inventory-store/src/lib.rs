@@ -127,7 +127,8 @@ pub trait InventoryStore: Send + Sync {
     /// A consistent read of the order's reservation.
     fn reservation(&self, order_id: &str) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
 
-    /// One transaction: per line `available -= q, reserved += q` if `available >= q`; the reservation
+    /// One transaction: per line `available -= q, reserved += q` if `available >= q` and `reserved` stays within
+    /// `u32`; the reservation
     /// (`RESERVED`, the priced lines) if none exists for the order; the outbox record.
     fn reserve(
         &self,
@@ -147,7 +148,7 @@ pub trait InventoryStore: Send + Sync {
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
     /// One transaction: the reservation `RESERVED -> RELEASED`; per line `available += q, reserved -= q` if
-    /// `reserved >= q`; the outbox record.
+    /// `reserved >= q` and `available` stays within `u32`; the outbox record.
     fn release(
         &self,
         order_id: &str,
@@ -160,6 +161,6 @@ pub trait InventoryStore: Send + Sync {
     fn tombstone(&self, order_id: &str) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
     /// One transaction: the reservation `RESERVED -> SHIPPED`; per line `reserved -= q, shipped += q` if
-    /// `reserved >= q`.
+    /// `reserved >= q` and `shipped` stays within `u32`.
     fn ship(&self, order_id: &str, lines: &[OrderLine]) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 }

@@ -186,6 +186,7 @@ impl InventoryStore for MemoryInventory {
         lines: &[PricedLine],
         outbox: &OutboxRecord,
     ) -> Result<Outcome, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(outbox)?;
         let mut state = self.lock();
         state.begin_write()?;
         if state.reservations.contains_key(order_id) || state.outbox_exists(outbox) {
@@ -212,6 +213,7 @@ impl InventoryStore for MemoryInventory {
         _reason: &str,
         outbox: &OutboxRecord,
     ) -> Result<Outcome, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(outbox)?;
         let mut state = self.lock();
         state.begin_write()?;
         if state.reservations.contains_key(order_id) || state.outbox_exists(outbox) {
@@ -224,6 +226,7 @@ impl InventoryStore for MemoryInventory {
     }
 
     async fn release(&self, order_id: &str, lines: &[OrderLine], outbox: &OutboxRecord) -> Result<Outcome, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(outbox)?;
         let mut state = self.lock();
         state.begin_write()?;
         if !state.is_reserved(order_id) || state.outbox_exists(outbox) {

@@ -16,6 +16,7 @@ use local_lambda::proxy::{ProxiedVariable, UpstreamKind};
 use local_lambda::runner::{Chaos, Runner, RunnerConfig};
 
 use crate::emulator::{Emulator, EmulatorKind};
+use crate::issuer::LocalIssuer;
 use crate::provider::PaymentProvider;
 use crate::tools::Tools;
 
@@ -105,6 +106,8 @@ pub struct LocalCloud {
     stage: String,
     /// Where the function binaries and the operator commands were built.
     binaries_dir: PathBuf,
+    /// Signs the tokens the HTTP API accepts.
+    issuer: LocalIssuer,
 }
 
 impl LocalCloud {
@@ -153,16 +156,24 @@ impl LocalCloud {
             log_dir,
         );
         config.http_addr = options.http_addr;
+        let issuer = LocalIssuer::load_or_create(&root)?;
+        config.jwt = Some(issuer.jwt_config());
         config.extra_env = options.function_env.clone();
         config.pass_through_logs = options.pass_through_logs;
         config.chaos = options.chaos.clone();
         config.fault_seed = options.fault_seed;
         config.schedule_interval = options.schedule_interval;
+        // The HTTP API's OpenAPI document, served at /_local/openapi.json: a missing file is an error, never None.
+        let openapi = root.join("functions/orders-api/openapi.json");
+        config.openapi = Some(
+            std::fs::read_to_string(&openapi)
+                .with_context(|| format!("reading the HTTP API's OpenAPI document {}", openapi.display()))?,
+        );
         config
             .proxied_variables
             .push(ProxiedVariable::new("PAYMENT_PROVIDER_URL", UpstreamKind::Http(PAYMENT_PROVIDER.to_owned())));
         let runner = Runner::start(config).await?;
-        Ok(Self { emulator, provider, sdk_config, outputs, runner, stage: options.stage, binaries_dir })
+        Ok(Self { emulator, provider, sdk_config, outputs, runner, stage: options.stage, binaries_dir, issuer })
     }
 
     /// An operator command built with the functions (`orderflow-views`), to run against this cloud.
@@ -202,6 +213,11 @@ impl LocalCloud {
     pub fn http_base(&self) -> Result<String> {
         let addr = self.runner.http_addr().context("the local cloud serves no HTTP API")?;
         Ok(format!("http://{addr}"))
+    }
+
+    /// The issuer whose tokens the HTTP API accepts.
+    pub fn issuer(&self) -> &LocalIssuer {
+        &self.issuer
     }
 
     pub fn runner(&self) -> &Runner {

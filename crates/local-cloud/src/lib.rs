@@ -6,6 +6,7 @@
 
 pub mod cloud;
 pub mod emulator;
+pub mod issuer;
 pub mod provider;
 pub mod scenario;
 pub mod tools;

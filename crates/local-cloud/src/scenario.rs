@@ -9,10 +9,14 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::issuer::{DEFAULT_VALIDITY, LocalIssuer, Subject};
+
 /// How the scenario reaches the system.
 pub struct ScenarioTarget {
     /// The HTTP API, e.g. `http://127.0.0.1:9000`.
     pub http_base: String,
+    /// Signs the tokens of the scenario's customers and of the operator who stocks the catalogue.
+    pub issuer: LocalIssuer,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub bus_name: String,
     pub sqs: aws_sdk_sqs::Client,
@@ -130,6 +134,7 @@ const CATALOGUE: [Catalogue; 3] = [
 pub async fn run(target: &ScenarioTarget, mut on_progress: impl FnMut(&str)) -> Result<ScenarioReport> {
     let http = reqwest::Client::new();
     let mut report = ScenarioReport::default();
+    let operator = target.issuer.token(&Subject::Operator, DEFAULT_VALIDITY)?;
 
     on_progress("seeding the catalogue");
     let mut before = Vec::new();
@@ -141,12 +146,15 @@ pub async fn run(target: &ScenarioTarget, mut on_progress: impl FnMut(&str)) -> 
             &format!("{}/inventory/{}", target.http_base, item.sku),
             Some(&body),
             None,
+            &operator,
         )
         .await?;
         if status != 200 {
             bail!("PUT /inventory/{} answered {status}: {stock}", item.sku);
         }
-        before.push(stock_levels(&get(&http, &format!("{}/inventory/{}", target.http_base, item.sku)).await?)?);
+        before.push(stock_levels(
+            &get(&http, &format!("{}/inventory/{}", target.http_base, item.sku), &operator).await?,
+        )?);
     }
 
     on_progress("placing orders over the HTTP API");
@@ -157,7 +165,7 @@ pub async fn run(target: &ScenarioTarget, mut on_progress: impl FnMut(&str)) -> 
         ("out of stock", "c-2", "SKU-LAMP", 3, "REJECTED"),
         ("payment declined", "c-3", "SKU-TV", 2, "CANCELLED"),
     ] {
-        let order_id = place_order(&http, base, customer, sku, quantity, None).await?;
+        let order_id = place_order(&http, base, &target.issuer, customer, sku, quantity, None).await?;
         pending.push(OrderOutcome {
             case,
             order_id,
@@ -167,8 +175,8 @@ pub async fn run(target: &ScenarioTarget, mut on_progress: impl FnMut(&str)) -> 
         });
     }
     let key = format!("demo-{}", Uuid::new_v4());
-    let first = place_order(&http, base, "c-4", "SKU-BOOK", 1, Some(&key)).await?;
-    let second = place_order(&http, base, "c-4", "SKU-BOOK", 1, Some(&key)).await?;
+    let first = place_order(&http, base, &target.issuer, "c-4", "SKU-BOOK", 1, Some(&key)).await?;
+    let second = place_order(&http, base, &target.issuer, "c-4", "SKU-BOOK", 1, Some(&key)).await?;
     pending.push(OrderOutcome {
         case: "same key twice",
         order_id: first.clone(),
@@ -205,13 +213,17 @@ pub async fn run(target: &ScenarioTarget, mut on_progress: impl FnMut(&str)) -> 
     let deadline = Instant::now() + target.timeout;
     loop {
         for order in &mut pending {
-            order.actual = order_status(&http, &target.http_base, &order.order_id).await?;
+            order.actual = order_status(&http, &target.http_base, &order.order_id, &operator).await?;
         }
-        let stock: Vec<StockLevels> = futures::future::try_join_all(CATALOGUE.iter().map(|item| {
-            let http = &http;
-            async move { stock_levels(&get(http, &format!("{}/inventory/{}", target.http_base, item.sku)).await?) }
-        }))
-        .await?;
+        let stock: Vec<StockLevels> =
+            futures::future::try_join_all(CATALOGUE.iter().map(|item| {
+                let http = &http;
+                let operator = &operator;
+                async move {
+                    stock_levels(&get(http, &format!("{}/inventory/{}", target.http_base, item.sku), operator).await?)
+                }
+            }))
+            .await?;
         let settled = pending.iter().all(|o| o.actual == o.expected)
             && stock.iter().zip(&CATALOGUE).all(|(after, item)| *after == item.expected_after);
         if settled || Instant::now() > deadline {
@@ -244,17 +256,20 @@ pub async fn run(target: &ScenarioTarget, mut on_progress: impl FnMut(&str)) -> 
     Ok(report)
 }
 
+/// Places an order as `customer` (the subject of their token).
 async fn place_order(
     http: &reqwest::Client,
     base: &str,
+    issuer: &LocalIssuer,
     customer: &str,
     sku: &str,
     quantity: u32,
     idempotency_key: Option<&str>,
 ) -> Result<String> {
-    let body = json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": quantity}]});
+    let token = issuer.token(&Subject::Customer(customer.to_owned()), DEFAULT_VALIDITY)?;
+    let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
     let (status, answer) =
-        send(http, reqwest::Method::POST, &format!("{base}/orders"), Some(&body), idempotency_key).await?;
+        send(http, reqwest::Method::POST, &format!("{base}/orders"), Some(&body), idempotency_key, &token).await?;
     if status != 202 {
         bail!("POST /orders for {customer} answered {status}: {answer}");
     }
@@ -267,8 +282,9 @@ async fn send(
     url: &str,
     body: Option<&Value>,
     idempotency_key: Option<&str>,
+    token: &str,
 ) -> Result<(u16, Value)> {
-    let mut request = http.request(method, url);
+    let mut request = http.request(method, url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(body);
     }
@@ -282,8 +298,8 @@ async fn send(
     Ok((status, body))
 }
 
-async fn get(http: &reqwest::Client, url: &str) -> Result<Value> {
-    let (status, body) = send(http, reqwest::Method::GET, url, None, None).await?;
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> Result<Value> {
+    let (status, body) = send(http, reqwest::Method::GET, url, None, None, token).await?;
     if status != 200 {
         bail!("GET {url} answered {status}: {body}");
     }
@@ -292,8 +308,9 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<Value> {
 
 /// The order's status, or `NOT FOUND` while the order is not visible yet (a legacy order appears with its
 /// first saga step).
-async fn order_status(http: &reqwest::Client, base: &str, order_id: &str) -> Result<String> {
-    let (status, body) = send(http, reqwest::Method::GET, &format!("{base}/orders/{order_id}"), None, None).await?;
+async fn order_status(http: &reqwest::Client, base: &str, order_id: &str, token: &str) -> Result<String> {
+    let url = format!("{base}/orders/{order_id}");
+    let (status, body) = send(http, reqwest::Method::GET, &url, None, None, token).await?;
     Ok(match status {
         200 => body["status"].as_str().unwrap_or("?").to_owned(),
         404 => "NOT FOUND".to_owned(),

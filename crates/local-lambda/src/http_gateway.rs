@@ -2,6 +2,9 @@
 //! that have `HttpApi` events: it matches the request against the routes, invokes the function
 //! with the `ApiGatewayV2httpRequest` event, and turns the response back into HTTP.
 //!
+//! A route with an authorizer is served only to a request whose token the JWT authorizer accepts
+//! ([`crate::authorizer`]): 401 or 403 otherwise, the function not invoked.
+//!
 //! As API Gateway does: an unknown route is `404 {"message":"Not Found"}`, a function error or
 //! an invalid response is `500 {"message":"Internal Server Error"}`, a response without
 //! `statusCode` is sent as `200 application/json` with the response as body.
@@ -20,7 +23,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::iac::HttpRoute;
+use crate::authorizer::{JwtConfig, Rejection};
+use crate::iac::{HttpRoute, RouteAuth};
 use crate::runtime_api::{FunctionPool, InvocationOutcome};
 use crate::sources::{DeliveredRecord, Delivery, DeliveryOutcome, SourceRef};
 
@@ -56,6 +60,7 @@ impl Default for GatewayIdentity {
 struct GatewayState {
     routes: Vec<GatewayRoute>,
     identity: GatewayIdentity,
+    jwt: Option<JwtConfig>,
     deliveries: broadcast::Sender<Delivery>,
 }
 
@@ -67,11 +72,13 @@ pub struct HttpGateway {
 
 impl HttpGateway {
     /// Listens on `addr` and serves `routes`, and the runner's own endpoints in `control` (e.g.
-    /// `/_local/faults`) before them. Two routes with the same key are an error.
+    /// `/_local/faults`) before them; `jwt` verifies the tokens of routes with an authorizer. Two routes with the
+    /// same key are an error, and so is a route with an authorizer when there is no `jwt` (it would be open).
     pub async fn start(
         addr: SocketAddr,
         routes: Vec<GatewayRoute>,
         identity: GatewayIdentity,
+        jwt: Option<JwtConfig>,
         deliveries: broadcast::Sender<Delivery>,
         control: Router,
     ) -> Result<Self> {
@@ -79,11 +86,17 @@ impl HttpGateway {
             if let Some(b) = routes[i + 1..].iter().find(|b| b.route.route_key() == a.route.route_key()) {
                 bail!("route {} is served by both {} and {}", a.route.route_key(), a.function, b.function);
             }
+            if let (RouteAuth::Jwt { authorizer, .. }, None) = (&a.route.auth, &jwt) {
+                bail!(
+                    "route {} needs the JWT authorizer {authorizer}, and no issuer is configured",
+                    a.route.route_key()
+                );
+            }
         }
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API to {addr}"))?;
         let addr = listener.local_addr().context("HTTP API address")?;
-        let state = Arc::new(GatewayState { routes, identity, deliveries });
+        let state = Arc::new(GatewayState { routes, identity, jwt, deliveries });
         let app = Router::new().fallback(handle).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state);
         let app = control.merge(app);
         let task = tokio::spawn(async move {
@@ -197,11 +210,29 @@ async fn handle(
     let Some((route, path_parameters)) = find_route(&state.routes, &parts.method, &path) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
+    let authorizer = match (&route.route.auth, &state.jwt) {
+        (RouteAuth::Open, _) => None,
+        (RouteAuth::Jwt { scopes, .. }, Some(jwt)) => {
+            let header = parts.headers.get("authorization").and_then(|value| value.to_str().ok());
+            match jwt.authorize(header, scopes) {
+                Ok(context) => Some(context),
+                Err(rejection) => {
+                    tracing::info!(route = %route.route.route_key(), reason = %rejection, "request refused by the authorizer");
+                    return match rejection {
+                        Rejection::Unauthorized(_) => message(StatusCode::UNAUTHORIZED, "Unauthorized"),
+                        Rejection::Forbidden(_) => message(StatusCode::FORBIDDEN, "Forbidden"),
+                    };
+                }
+            }
+        }
+        // Refused at start; never open by accident.
+        (RouteAuth::Jwt { .. }, None) => return message(StatusCode::UNAUTHORIZED, "Unauthorized"),
+    };
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(_) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
     };
-    let event = request_event(
+    let mut event = request_event(
         &state.identity,
         &route.route,
         &parts.method,
@@ -211,6 +242,9 @@ async fn handle(
         &body,
         peer,
     );
+    if let Some(authorizer) = authorizer {
+        event["requestContext"]["authorizer"] = authorizer;
+    }
     let request_id = event["requestContext"]["requestId"].as_str().unwrap_or_default().to_owned();
     let invocation = match route.pool.invoke(event).await {
         Ok(invocation) => invocation,
@@ -421,7 +455,7 @@ mod tests {
     use super::*;
 
     fn route(method: &str, path: &str) -> HttpRoute {
-        HttpRoute { event_id: "E".into(), method: method.into(), path: path.into() }
+        HttpRoute { event_id: "E".into(), method: method.into(), path: path.into(), auth: RouteAuth::Open }
     }
 
     #[test]

@@ -167,6 +167,24 @@ pub struct HttpRoute {
     pub method: String,
     /// Path template, e.g. `/orders/{id}`; `$default` matches every request.
     pub path: String,
+    /// Who may call it.
+    pub auth: RouteAuth,
+}
+
+/// The authorization of an HTTP API route: the route's `Auth`, else its API's `DefaultAuthorizer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// Anybody (no authorizer, or `Authorizer: NONE`).
+    Open,
+    /// A valid token of the JWT authorizer `authorizer` with one of `scopes` (none: any valid token).
+    Jwt { authorizer: String, scopes: Vec<String> },
+}
+
+/// The JWT authorizers of one `AWS::Serverless::HttpApi` (by name, with their default scopes) and its default.
+#[derive(Clone, Debug, Default)]
+struct ApiAuth {
+    default_authorizer: Option<String>,
+    authorizers: BTreeMap<String, Vec<String>>,
 }
 
 impl HttpRoute {
@@ -246,7 +264,9 @@ pub fn load_functions(path: &Path, resolver: &Resolver) -> Result<Vec<FunctionSp
 /// Parses and resolves the functions of a SAM template given as text.
 pub fn parse_functions(template: &str, resolver: &Resolver) -> Result<Vec<FunctionSpec>> {
     let doc: Yaml = serde_yaml_ng::from_str(template).context("the template is not valid YAML")?;
-    let ctx = Scope::new(&doc, resolver)?;
+    let mut ctx = Scope::new(&doc, resolver)?;
+    ctx.apis = http_apis(&ctx, &doc)?;
+    let ctx = ctx;
     let globals = doc.get("Globals").and_then(|g| g.get("Function"));
     let resources =
         doc.get("Resources").and_then(Yaml::as_mapping).ok_or_else(|| anyhow!("the template has no Resources"))?;
@@ -269,6 +289,8 @@ pub fn parse_functions(template: &str, resolver: &Resolver) -> Result<Vec<Functi
 struct Scope<'a> {
     parameters: BTreeMap<String, String>,
     resolver: &'a Resolver,
+    /// The `Auth` of each HTTP API resource, by logical id.
+    apis: BTreeMap<String, ApiAuth>,
 }
 
 impl<'a> Scope<'a> {
@@ -284,7 +306,7 @@ impl<'a> Scope<'a> {
             }
         }
         parameters.extend(resolver.parameters.clone());
-        Ok(Self { parameters, resolver })
+        Ok(Self { parameters, resolver, apis: BTreeMap::new() })
     }
 
     /// Resolves a value to a string, `property` naming it in errors.
@@ -733,11 +755,92 @@ fn parse_event(ctx: &Scope<'_>, function: &mut FunctionSpec, event_id: &str, eve
             if path != "$default" && !path.starts_with('/') {
                 bail!("property Path {path:?} must start with /");
             }
-            function.http_routes.push(HttpRoute { event_id: event_id.to_owned(), method, path });
+            let auth = route_auth(ctx, get("ApiId"), get("Auth")).context("property Auth")?;
+            function.http_routes.push(HttpRoute { event_id: event_id.to_owned(), method, path, auth });
         }
         other => bail!("event type {other} is not supported by the local runner"),
     }
     Ok(())
+}
+
+/// The `Auth` of every `AWS::Serverless::HttpApi`: its JWT authorizers (any other kind is refused: the local
+/// gateway verifies JWTs only) and its default authorizer.
+fn http_apis(ctx: &Scope<'_>, doc: &Yaml) -> Result<BTreeMap<String, ApiAuth>> {
+    let mut apis = BTreeMap::new();
+    let Some(resources) = doc.get("Resources").and_then(Yaml::as_mapping) else { return Ok(apis) };
+    for (key, resource) in resources {
+        if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::Serverless::HttpApi") {
+            continue;
+        }
+        let Some(logical_id) = key.as_str() else { continue };
+        let mut api = ApiAuth::default();
+        if let Some(auth) = resource.get("Properties").and_then(|props| props.get("Auth")) {
+            if let Some(default) = auth.get("DefaultAuthorizer") {
+                api.default_authorizer = Some(ctx.string(default, "DefaultAuthorizer")?);
+            }
+            for (name, authorizer) in auth.get("Authorizers").and_then(Yaml::as_mapping).into_iter().flatten() {
+                let name = name.as_str().ok_or_else(|| anyhow!("{logical_id}: an authorizer name is not a string"))?;
+                let context = || format!("{logical_id}: authorizer {name}");
+                if authorizer.get("JwtConfiguration").is_none() {
+                    bail!("{}: only JWT authorizers (JwtConfiguration) are supported by the local gateway", context());
+                }
+                if let Some(source) = authorizer.get("IdentitySource") {
+                    let source = ctx.string(source, "IdentitySource").with_context(context)?;
+                    if source != "$request.header.Authorization" {
+                        bail!(
+                            "{}: IdentitySource {source:?} is not supported (only $request.header.Authorization)",
+                            context()
+                        );
+                    }
+                }
+                let scopes = string_list(ctx, authorizer.get("AuthorizationScopes"), "AuthorizationScopes")
+                    .with_context(context)?;
+                api.authorizers.insert(name.to_owned(), scopes);
+            }
+        }
+        if let Some(default) = &api.default_authorizer
+            && !api.authorizers.contains_key(default)
+        {
+            bail!("{logical_id}: DefaultAuthorizer {default:?} is not one of its Authorizers");
+        }
+        apis.insert(logical_id.to_owned(), api);
+    }
+    Ok(apis)
+}
+
+/// A route's authorization: its `Auth.Authorizer` (`NONE`: open) or its API's default, with its
+/// `Auth.AuthorizationScopes` or the authorizer's.
+fn route_auth(ctx: &Scope<'_>, api_id: Option<&Yaml>, auth: Option<&Yaml>) -> Result<RouteAuth> {
+    let api = match api_id {
+        Some(Yaml::Tagged(tagged)) if tagged.tag == "Ref" => tagged.value.as_str(),
+        Some(id) => id.get("Ref").and_then(Yaml::as_str),
+        None => None,
+    };
+    let api = match api {
+        Some(id) => Some(ctx.apis.get(id).ok_or_else(|| anyhow!("ApiId {id} is not an AWS::Serverless::HttpApi"))?),
+        None => None,
+    };
+    let named = auth.and_then(|auth| auth.get("Authorizer")).map(|name| ctx.string(name, "Authorizer")).transpose()?;
+    let Some(authorizer) = named.or_else(|| api.and_then(|api| api.default_authorizer.clone())) else {
+        return Ok(RouteAuth::Open);
+    };
+    if authorizer == "NONE" {
+        return Ok(RouteAuth::Open);
+    }
+    let defaults = api
+        .and_then(|api| api.authorizers.get(&authorizer))
+        .ok_or_else(|| anyhow!("authorizer {authorizer:?} is not declared by the route's API"))?;
+    let scopes = match auth.and_then(|auth| auth.get("AuthorizationScopes")) {
+        Some(scopes) => string_list(ctx, Some(scopes), "AuthorizationScopes")?,
+        None => defaults.clone(),
+    };
+    Ok(RouteAuth::Jwt { authorizer, scopes })
+}
+
+fn string_list(ctx: &Scope<'_>, value: Option<&Yaml>, property: &str) -> Result<Vec<String>> {
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let items = value.as_sequence().ok_or_else(|| anyhow!("property {property} must be a list"))?;
+    items.iter().map(|item| ctx.string(item, property)).collect()
 }
 
 /// The period of an EventBridge `rate(<value> <unit>)` expression. `cron()` and `at()` are refused: the local
@@ -990,6 +1093,49 @@ Resources:
         let api = functions.iter().find(|f| f.name == "orders-api").unwrap();
         let keys: Vec<_> = api.http_routes.iter().map(HttpRoute::route_key).collect();
         assert_eq!(keys, ["POST /orders", "GET /orders/{id}"]);
+        assert!(api.http_routes.iter().all(|route| route.auth == RouteAuth::Open));
+    }
+
+    #[test]
+    fn routes_take_their_api_default_authorizer_their_own_scopes_or_none() {
+        let template = r#"
+Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        DefaultAuthorizer: Jwt
+        Authorizers:
+          Jwt:
+            IdentitySource: $request.header.Authorization
+            JwtConfiguration: { issuer: https://issuer, audience: [client] }
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: ../functions/orders-api
+      Events:
+        Default:
+          Type: HttpApi
+          Properties: { Path: /a, Method: GET, ApiId: !Ref Api }
+        Admin:
+          Type: HttpApi
+          Properties: { Path: /b, Method: GET, ApiId: !Ref Api, Auth: { AuthorizationScopes: [orderflow/admin] } }
+        Open:
+          Type: HttpApi
+          Properties: { Path: /c, Method: GET, ApiId: !Ref Api, Auth: { Authorizer: NONE } }
+"#;
+        let functions = parse_functions(template, &Resolver::new()).unwrap();
+        let auth: Vec<_> = functions[0].http_routes.iter().map(|route| route.auth.clone()).collect();
+        let jwt = |scopes: &[&str]| RouteAuth::Jwt {
+            authorizer: "Jwt".into(),
+            scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
+        };
+        assert_eq!(auth, [jwt(&[]), jwt(&["orderflow/admin"]), RouteAuth::Open]);
+
+        let lambda_authorizer =
+            template.replace("JwtConfiguration: { issuer: https://issuer, audience: [client] }", "FunctionArn: arn");
+        let err = parse_functions(&lambda_authorizer, &Resolver::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("only JWT authorizers"), "{err:#}");
     }
 
     #[test]

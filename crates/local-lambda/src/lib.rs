@@ -7,6 +7,7 @@
 //! [`runner::Runner`] starts all of it from one [`runner::RunnerConfig`].
 #![forbid(unsafe_code)]
 
+pub mod authorizer;
 pub mod aws;
 pub mod deploy;
 pub mod faults;

@@ -18,6 +18,7 @@ use aws_sdk_sqs::config::ProvideCredentials;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::authorizer::JwtConfig;
 use crate::faults::FaultController;
 use crate::http_gateway::{GatewayIdentity, GatewayRoute, HttpGateway};
 use crate::iac::{self, FunctionSpec, Resolver};
@@ -48,6 +49,10 @@ pub struct RunnerConfig {
     pub log_dir: PathBuf,
     /// Address of the HTTP API; `None` serves no HTTP API.
     pub http_addr: Option<SocketAddr>,
+    /// What the HTTP API's JWT authorizer trusts; needed when a route has an authorizer.
+    pub jwt: Option<JwtConfig>,
+    /// The HTTP API's OpenAPI document (JSON), served at `/_local/openapi.json`.
+    pub openapi: Option<String>,
     /// Run only these functions (binary names); `None` runs every function of the template.
     pub functions: Option<Vec<String>>,
     /// More environment for every function (over the template's).
@@ -93,6 +98,8 @@ impl RunnerConfig {
             endpoint_url: endpoint_url.into(),
             log_dir: log_dir.into(),
             http_addr: None,
+            jwt: None,
+            openapi: None,
             functions: None,
             extra_env: BTreeMap::new(),
             pass_through_logs: false,
@@ -311,9 +318,14 @@ impl Runner {
             && !http_routes.is_empty()
         {
             let identity = GatewayIdentity { account_id: config.account_id.clone(), ..GatewayIdentity::default() };
-            let control = self.proxy.controller().router();
+            let mut control = self.proxy.controller().router();
+            if let Some(openapi) = config.openapi.clone() {
+                let document = move || async move { ([("content-type", "application/json")], openapi) };
+                control = control.route("/_local/openapi.json", axum::routing::get(document));
+            }
+            let jwt = config.jwt.clone();
             self.gateway =
-                Some(HttpGateway::start(addr, http_routes, identity, self.deliveries.clone(), control).await?);
+                Some(HttpGateway::start(addr, http_routes, identity, jwt, self.deliveries.clone(), control).await?);
         }
         Ok(())
     }

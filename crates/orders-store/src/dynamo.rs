@@ -87,6 +87,8 @@ impl DynamoOrders {
         let mut items = Vec::with_capacity(events.len() + 1);
         for (version, event) in (first_version..).zip(events) {
             let record = bus_record(event);
+            // The event store is the orders' outbox: an event the bus cannot carry is never written.
+            orderflow_aws::outbox::ensure_publishable(&record)?;
             let put = Put::builder()
                 .table_name(&self.orders_table)
                 .item("pk", s(order_pk(&order.order_id)))

@@ -26,7 +26,8 @@
 //!   it is not final, `deadline_at` (N, epoch seconds) and `deadline_shard` (S, [`deadline_shard`]): the keys of
 //!   the sparse index [`DEADLINE_INDEX`]. Written in the same transaction as the events it sums up, so the index
 //!   is never ahead of the stream; reads never need it.
-//! - `IDEMPOTENCY#<key>` / `IDEMPOTENCY`: the idempotency record of a request's key in the layout of
+//! - `IDEMPOTENCY#<key>` / `IDEMPOTENCY`: the idempotency record of a caller's request key (`<key>` is
+//!   [`placement_record`]'s, scoped to the caller) in the layout of
 //!   `orderflow_aws::idempotency` (`status` `COMPLETED`, `payload_hash`, `expiration` (the TTL attribute, epoch
 //!   seconds), and `response`, the [`PlacedOrder`] as JSON).
 //!
@@ -65,16 +66,19 @@ pub struct PlacedOrder {
     pub order_id: String,
 }
 
-/// The `COMPLETED` idempotency record that binds `key` and `request` to the placement of `order_id`, to write with
-/// it ([`OrderStore::place`]); it answers repeats until `expires_after` after `now`.
+/// The `COMPLETED` idempotency record that binds `principal`'s `key` and `request` to the placement of `order_id`,
+/// to write with it ([`OrderStore::place`]); it answers repeats until `expires_after` after `now`. Keys are each
+/// principal's own: the record's key is the principal's (its length first, so no two pairs make one key) and theirs.
 pub fn placement_record<R: Serialize + ?Sized>(
+    principal: &str,
     key: &str,
     request: &R,
     order_id: &str,
     now: SystemTime,
     expires_after: Duration,
 ) -> Result<IdempotencyRecord, IdempotencyError<Infallible>> {
-    IdempotencyRecord::completed(key, request, &PlacedOrder { order_id: order_id.to_owned() }, now, expires_after)
+    let scoped = format!("{}:{principal}:{key}", principal.len());
+    IdempotencyRecord::completed(&scoped, request, &PlacedOrder { order_id: order_id.to_owned() }, now, expires_after)
 }
 
 /// What placing an order did.

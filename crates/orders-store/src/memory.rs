@@ -47,6 +47,9 @@ impl State {
         deadlines: &Deadlines,
     ) -> Result<Order, StoreError> {
         let order = appended(current, events, deadlines)?;
+        for event in events {
+            orderflow_aws::outbox::ensure_publishable(&bus_record(event))?;
+        }
         let stored = self.version(&order.order_id);
         let expected = current.map(|order| order.version);
         if stored != expected {
@@ -238,7 +241,7 @@ mod tests {
 
     /// The record of `key` for `request`, placing `order_id`, live for a day from `at`.
     fn record_at(key: &str, request: &str, order_id: &str, at: SystemTime) -> IdempotencyRecord {
-        placement_record(key, request, order_id, at, DAY).unwrap()
+        placement_record("c-1", key, request, order_id, at, DAY).unwrap()
     }
 
     fn record(key: &str, request: &str, order_id: &str) -> IdempotencyRecord {
@@ -260,7 +263,7 @@ mod tests {
         let store = store();
         store.place(&placed("o-1"), Some(&record("k", "h", "o-1"))).await.unwrap();
         let again = store.place(&placed("o-2"), Some(&record("k", "other", "o-2"))).await;
-        assert_eq!(again, Ok(Placement::KeyReused { key: "k".into() }));
+        assert_eq!(again, Ok(Placement::KeyReused { key: "3:c-1:k".into() }));
     }
 
     #[tokio::test]
@@ -277,7 +280,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_that_is_not_a_placement_is_a_permanent_error_and_writes_nothing() {
         let store = store();
-        let not_a_placement = IdempotencyRecord::completed("k", "h", "o-1", SystemTime::now(), DAY).unwrap();
+        let not_a_placement = IdempotencyRecord::completed("3:c-1:k", "h", "o-1", SystemTime::now(), DAY).unwrap();
         store.place(&placed("o-1"), Some(&not_a_placement)).await.unwrap();
         let err = store.place(&placed("o-2"), Some(&record("k", "h", "o-2"))).await.unwrap_err();
         assert!(!err.is_transient(), "{err:?}");

@@ -27,6 +27,10 @@ pub enum ApplyError {
     /// The input follows a state the order has not reached yet.
     #[error("not yet applicable: {0}")]
     NotYet(String),
+    /// The input contradicts the order (e.g. a payment for another amount than its total): the order's compensation
+    /// was appended, and the input is refused for good with this reason.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("order {order_id} kept changing during {APPEND_ATTEMPTS} attempts: {last}")]
     Contended { order_id: String, last: StoreError },
     #[error(transparent)]
@@ -38,6 +42,7 @@ impl ApplyError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::NotYet(_) | Self::Contended { .. } => true,
+            Self::Refused(_) => false,
             Self::Store(err) => err.is_transient(),
         }
     }
@@ -50,14 +55,16 @@ pub async fn apply<S: OrderStore>(store: &S, input: &SagaInput) -> Result<Applie
     loop {
         attempt += 1;
         let current = store.get(order_id).await?;
-        let events = match decide(current.as_ref(), input) {
-            Decision::Append(events) => events,
+        let (events, refusal) = match decide(current.as_ref(), input) {
+            Decision::Append(events) => (events, None),
+            Decision::Compensate { events, reason } => (events, Some(reason)),
             Decision::Ignore(reason) => {
                 return Ok(Applied::Ignored { reason, status: current.map(|order| order.status) });
             }
             Decision::NotYet(reason) => return Err(ApplyError::NotYet(reason)),
         };
         match store.append(current.as_ref(), &events).await {
+            Ok(_) if let Some(reason) = refusal => return Err(ApplyError::Refused(reason)),
             Ok(order) => {
                 let emitted = events.last().map(|event| event.event_type().to_owned()).unwrap_or_default();
                 return Ok(Applied::Advanced { status: order.status.as_str(), emitted });

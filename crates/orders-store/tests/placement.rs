@@ -28,7 +28,7 @@ fn placed(order_id: &str) -> Envelope<OrderPlaced> {
 }
 
 fn record_at(key: &str, request: &str, order_id: &str, at: SystemTime) -> IdempotencyRecord {
-    placement_record(key, request, order_id, at, DAY).unwrap()
+    placement_record("c-1", key, request, order_id, at, DAY).unwrap()
 }
 
 impl World {
@@ -53,7 +53,7 @@ async fn a_placement_with_a_key_commits_its_record_once_and_answers_repeats_from
     let before = epoch_seconds(SystemTime::now());
 
     assert_eq!(world.place_with("o-1", "checkout-1", "request").await, Placement::Placed);
-    let record = world.item("IDEMPOTENCY#checkout-1", "IDEMPOTENCY").await.expect("the key's record");
+    let record = world.item("IDEMPOTENCY#3:c-1:checkout-1", "IDEMPOTENCY").await.expect("the key's record");
     assert_eq!(get_s(&record, "status").unwrap(), "COMPLETED");
     assert_eq!(get_s(&record, "payload_hash").unwrap(), payload_hash("request").unwrap());
     assert_eq!(get_s(&record, "response").unwrap(), r#"{"order_id":"o-1"}"#);
@@ -66,7 +66,7 @@ async fn a_placement_with_a_key_commits_its_record_once_and_answers_repeats_from
     assert!(world.order_item("o-2").await.is_none(), "a repeat writes no order");
     // Another request with the key: refused, nothing written either.
     let reused = world.place_with("o-3", "checkout-1", "another request").await;
-    assert_eq!(reused, Placement::KeyReused { key: "checkout-1".into() });
+    assert_eq!(reused, Placement::KeyReused { key: "3:c-1:checkout-1".into() });
     assert!(world.order_item("o-3").await.is_none());
     assert!(world.order_item("o-1").await.is_some());
 }
@@ -76,7 +76,7 @@ async fn an_expired_record_lingering_before_its_ttl_deletion_no_longer_holds_its
     let world = World::start().await;
     let two_days_ago = SystemTime::now() - 2 * DAY;
     assert_eq!(world.place_at("o-1", "checkout-1", "request", two_days_ago).await, Placement::Placed);
-    let expired = world.item("IDEMPOTENCY#checkout-1", "IDEMPOTENCY").await.unwrap();
+    let expired = world.item("IDEMPOTENCY#3:c-1:checkout-1", "IDEMPOTENCY").await.unwrap();
     let expiration: u64 = get_n(&expired, "expiration").unwrap();
     assert!(UNIX_EPOCH + Duration::from_secs(expiration) < SystemTime::now(), "the record is expired, not gone");
 

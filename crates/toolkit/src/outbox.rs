@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use uuid::Uuid;
 
 use crate::envelope::{Envelope, Event};
+use crate::publish::{MAX_ENTRY_BYTES, entry_size};
 
 /// One event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,29 @@ impl OutboxRecord {
         envelope.id = Uuid::new_v5(&cause.id, T::TYPE.as_bytes());
         Self::new(&envelope)
     }
+
+    /// Checks that the bus can carry the record's event. `PutEvents` refuses an entry of more than
+    /// [`MAX_ENTRY_BYTES`] every time, so a store refuses to write one (a permanent failure, with this reason)
+    /// instead of leaving the relay to retry it forever.
+    pub fn ensure_publishable(&self) -> Result<(), EventTooLarge> {
+        let size = entry_size(&self.source, &self.detail_type, &self.detail);
+        if size > MAX_ENTRY_BYTES {
+            return Err(EventTooLarge { event_id: self.event_id, detail_type: self.detail_type.clone(), size });
+        }
+        Ok(())
+    }
+}
+
+/// An event the bus cannot carry: its entry is larger than one `PutEvents` entry may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "event {event_id} ({detail_type}) is {size} bytes as a bus entry, more than the {MAX_ENTRY_BYTES} a PutEvents \
+     entry takes"
+)]
+pub struct EventTooLarge {
+    pub event_id: Uuid,
+    pub detail_type: String,
+    pub size: usize,
 }
 
 /// What writing a new item together with the outbox record of its event did.
@@ -126,8 +150,10 @@ impl<T: Clone> MemoryOutboxStore<T> {
     }
 
     /// Writes `item` under `key` and `record` to the outbox, unless either exists already. `Err`: the write
-    /// failed as throttled (see [`Self::fail_next_writes`]), with the reason.
+    /// failed, with the reason: throttled (see [`Self::fail_next_writes`]), or an event the bus cannot carry
+    /// ([`OutboxRecord::ensure_publishable`]).
     pub fn put_new_with_event(&self, key: &str, item: &T, record: &OutboxRecord) -> Result<Written, String> {
+        record.ensure_publishable().map_err(|err| err.to_string())?;
         let mut state = self.lock();
         state.write_requests += 1;
         if state.failing_writes > 0 {
@@ -167,5 +193,34 @@ impl<T: Clone> MemoryOutboxStore<T> {
     /// Makes the next `n` write requests fail as throttled.
     pub fn fail_next_writes(&self, n: u32) {
         self.lock().failing_writes = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record whose bus entry is `size` bytes.
+    fn record_of(size: usize) -> OutboxRecord {
+        let (source, detail_type) = ("orderflow.orders", "OrderPlaced");
+        let detail = "x".repeat(size - source.len() - detail_type.len());
+        let (source, detail_type) = (source.to_owned(), detail_type.to_owned());
+        OutboxRecord { partition: "o-1".into(), event_id: Uuid::from_u128(7), source, detail_type, detail }
+    }
+
+    #[test]
+    fn an_event_the_bus_cannot_carry_is_refused_with_its_size_and_nothing_is_written() {
+        assert_eq!(record_of(MAX_ENTRY_BYTES).ensure_publishable(), Ok(()));
+        let oversized = record_of(MAX_ENTRY_BYTES + 1);
+        let err = oversized.ensure_publishable().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "event 00000000-0000-0000-0000-000000000007 (OrderPlaced) is 262145 bytes as a bus entry, more than the \
+             262144 a PutEvents entry takes"
+        );
+
+        let store = MemoryOutboxStore::default();
+        assert_eq!(store.put_new_with_event("ORDER#o-1", &"placed", &oversized), Err(err.to_string()));
+        assert_eq!((store.count(), store.outbox().len(), store.write_requests()), (0, 0, 0));
     }
 }

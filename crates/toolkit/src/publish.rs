@@ -57,8 +57,16 @@ use crate::OutboxRecord;
 
 /// The most entries one `PutEvents` call takes.
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
-/// The most bytes one `PutEvents` call takes (entries are counted as source + detail-type + detail).
+/// The most bytes one `PutEvents` call takes, its entries counted as [`entry_size`] does.
 pub const MAX_BYTES_PER_CALL: usize = 256 * 1024;
+/// The most bytes one entry may have: alone, it must fit one call.
+pub const MAX_ENTRY_BYTES: usize = MAX_BYTES_PER_CALL;
+
+/// The size EventBridge counts for a `PutEvents` entry of these parts: the UTF-8 bytes of its source, detail-type
+/// and detail (a `Time` or `Resources` would count too; the entries made here have neither).
+pub fn entry_size(source: &str, detail_type: &str, detail: &str) -> usize {
+    source.len() + detail_type.len() + detail.len()
+}
 
 /// One event for the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +80,7 @@ pub struct BusEntry {
 
 impl BusEntry {
     fn size(&self) -> usize {
-        self.source.len() + self.detail_type.len() + self.detail.len()
+        entry_size(&self.source, &self.detail_type, &self.detail)
     }
 }
 

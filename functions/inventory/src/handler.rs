@@ -14,6 +14,9 @@
 //!   tombstone, so an `OrderPlaced` that comes later (a redrive, a slow retry) reserves nothing. Both writes are
 //!   conditional on the reservation item, so against a concurrent `OrderPlaced` the loser reads again and acts
 //!   on what it finds. Already `REJECTED` or `RELEASED`: nothing is held, nothing to do.
+//! - Stock arithmetic that would overflow (an order's units of a SKU, a line's price times its quantity, the
+//!   total, a SKU's reserved units) is a permanent failure: the record goes to the DLQ with the reason, nothing
+//!   written (the order's deadline then cancels it).
 //! - Anything else is a permanent failure: the record goes to the DLQ with the reason.
 
 use orderflow_aws::StoreError;
@@ -21,7 +24,7 @@ use orderflow_domain::events::{
     self, InventoryRejected, InventoryReleaseRequested, InventoryReleased, InventoryReserved, OrderCancelled,
     OrderLine, OrderPlaced, OrderShipped,
 };
-use orderflow_domain::inventory::{self, Reservation as Decision};
+use orderflow_domain::inventory::{self, Reservation as Decision, StockError};
 use orderflow_inventory_store::{InventoryStore, Outcome, Reservation, ReservationStatus};
 use orderflow_toolkit::batch::log_effect;
 use orderflow_toolkit::{Envelope, EnvelopeError, Event, HandlerError, OutboxRecord, Registry, SqsRecord};
@@ -54,13 +57,18 @@ pub enum InventoryError {
     Event(#[from] EnvelopeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("order {order_id}: {source}")]
+    Overflow { order_id: String, source: StockError },
     #[error("order {order_id}: concurrent writes changed its reservation or stock {attempts} times in a row")]
     Contended { order_id: String, attempts: u32 },
     #[error("order {0} has no reservation")]
     NoReservation(String),
     #[error("order {order_id}: cannot {action} a reservation that is {status}")]
     WrongState { order_id: String, action: &'static str, status: ReservationStatus },
-    #[error("order {order_id}: the stock of {skus:?} holds fewer reserved units than the reservation")]
+    #[error(
+        "order {order_id}: the stock of {skus:?} holds fewer reserved units than the reservation, or a counter would \
+         pass u32::MAX"
+    )]
     Inconsistent { order_id: String, skus: Vec<String> },
 }
 
@@ -70,6 +78,7 @@ impl From<InventoryError> for HandlerError {
             InventoryError::Store(err) => err.into(),
             InventoryError::Contended { .. } => HandlerError::transient(err),
             InventoryError::Event(_)
+            | InventoryError::Overflow { .. }
             | InventoryError::NoReservation(_)
             | InventoryError::WrongState { .. }
             | InventoryError::Inconsistent { .. } => HandlerError::permanent(err),
@@ -123,7 +132,8 @@ impl<S: InventoryStore> Inventory<S> {
 
     async fn place(&self, placed: Envelope<OrderPlaced>) -> Result<Effect, InventoryError> {
         let order = &placed.data;
-        let lines = inventory::merge_lines(&order.lines);
+        let overflow = |source| InventoryError::Overflow { order_id: order.order_id.clone(), source };
+        let lines = inventory::merge_lines(&order.lines).map_err(overflow)?;
         if let Some(decision) = invalid_lines(&lines) {
             return self.decide(&placed, &lines, decision).await.map(|outcome| outcome.unwrap_or(Effect::Duplicate));
         }
@@ -134,7 +144,7 @@ impl<S: InventoryStore> Inventory<S> {
                 tracing::info!(order_id = order.order_id, %status, "order already decided");
                 return Ok(Effect::Duplicate);
             }
-            let decision = inventory::reserve(&lines, |sku| snapshot.stock.get(sku));
+            let decision = inventory::reserve(&lines, |sku| snapshot.stock.get(sku)).map_err(overflow)?;
             match self.decide(&placed, &lines, decision).await? {
                 Some(effect) => return Ok(effect),
                 None => {
@@ -267,8 +277,10 @@ mod tests {
     use aws_lambda_events::event::sqs::SqsEvent;
     use orderflow_domain::Decimal;
     use orderflow_domain::events::PricedLine;
+    use orderflow_domain::inventory::Stock;
     use orderflow_test_support::{Samples, SqsHarness, bus_body, envelopes, failed_ids, sqs_batch};
     use orderflow_toolkit::RawEnvelope;
+    use orderflow_toolkit::publish::MAX_ENTRY_BYTES;
 
     use super::*;
     use orderflow_inventory_store::{MemoryInventory, Snapshot};
@@ -462,6 +474,58 @@ mod tests {
             world.outbox().iter().map(|e| e.decode::<InventoryRejected>().unwrap().data.reason).collect();
         reasons.sort();
         assert_eq!(reasons, ["invalid order: it has no lines", "invalid order: zero quantity of SKU-1"]);
+    }
+
+    #[tokio::test]
+    async fn an_order_whose_stock_arithmetic_overflows_goes_to_the_dlq_naming_it_and_writes_nothing() {
+        let world = World::stocked();
+        let price = Decimal::MAX;
+        world.store.insert_stock(Stock { sku: "SKU-BIG".into(), available: 10, reserved: 0, shipped: 0, price });
+        let line_total = order_placed("o-price", &[("SKU-1", 1), ("SKU-BIG", 2)]);
+        let units = order_placed("o-units", &[("SKU-1", u32::MAX), ("SKU-1", 1)]);
+
+        let failed = world.process(sqs_batch(&[line_total, units])).await;
+
+        assert!(failed.is_empty(), "acknowledged: retrying cannot fix it");
+        let mut reasons: Vec<String> = world.sqs.dead_letters().into_iter().map(|l| l.reason).collect();
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            [
+                "order o-price: the line total of SKU SKU-BIG overflows",
+                "order o-units: the ordered units of SKU SKU-1 overflows"
+            ]
+        );
+        assert_eq!((world.available("SKU-1"), world.available("SKU-BIG")), ((10, 0, 0), (10, 0, 0)));
+        assert_eq!(
+            (world.store.stored_reservation("o-price"), world.store.stored_reservation("o-units")),
+            (None, None)
+        );
+        assert!(world.store.outbox().is_empty());
+        assert_eq!(world.store.write_requests(), 0, "nothing written");
+    }
+
+    #[tokio::test]
+    async fn a_reservation_whose_event_the_bus_cannot_carry_goes_to_the_dlq_with_its_size_and_reserves_nothing() {
+        let world = World::stocked();
+        let placed = OrderPlaced {
+            currency: orderflow_domain::events::DEFAULT_CURRENCY.into(),
+            order_id: "o-big".into(),
+            customer_id: "c".repeat(MAX_ENTRY_BYTES),
+            lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }],
+        };
+
+        let failed = world.process(sqs_batch(&[bus_body(&Envelope::new("o-big", placed))])).await;
+
+        assert!(failed.is_empty(), "acknowledged: retrying cannot fix it");
+        let letters = world.sqs.dead_letters();
+        assert_eq!(letters.len(), 1);
+        let reason = &letters[0].reason;
+        assert!(reason.contains("(InventoryReserved) is "), "{reason}");
+        assert!(reason.ends_with(&format!("more than the {MAX_ENTRY_BYTES} a PutEvents entry takes")), "{reason}");
+        assert_eq!(world.available("SKU-1"), (10, 0, 0));
+        assert_eq!(world.store.stored_reservation("o-big"), None);
+        assert!(world.store.outbox().is_empty());
     }
 
     #[tokio::test]

@@ -8,6 +8,10 @@
 //! - Out-of-order delivery: an event that follows a state the order has not reached yet fails transiently, so the
 //!   queue delivers it again later (and moves it to the DLQ after `maxReceiveCount`).
 //! - Malformed, unknown or unhandled events go to the DLQ at once with their reason.
+//! - A `PaymentAuthorized` for another amount than the order's total is refused: the step appends the order's
+//!   compensation (`OrderCancelled`, reason `payment_amount_mismatch`: inventory releases its stock, payment voids
+//!   the authorization) and fails permanently with the reason, so the record goes to the DLQ with it. The append is
+//!   conditional on the order's version; a redelivery finds the order cancelled and is acknowledged unchanged.
 //! - Every state an order moves into gets its deadline; the order-deadlines sweeper cancels the order when it
 //!   passes, through the same step ([`orderflow_orders_store::saga::apply`]).
 
@@ -106,7 +110,7 @@ mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-    use orderflow_domain::events::{OrderAdopted, OrderLine, OrderPlaced, PricedLine};
+    use orderflow_domain::events::{CANCELLED_FOR_PAYMENT_MISMATCH, OrderAdopted, OrderLine, OrderPlaced, PricedLine};
     use orderflow_domain::order::{Deadlines, Order, OrderEvent, OrderStatus};
     use orderflow_orders_store::{InMemoryOrders, Placement, StoreError};
     use orderflow_test_support::{Samples, SqsHarness, bus_body, failed_ids, sqs_batch};
@@ -252,6 +256,44 @@ mod tests {
         assert_eq!(world.emitted(), ["PaymentRequested", "InventoryReleaseRequested"]);
         let release = outbox_detail(&world.store, "InventoryReleaseRequested");
         assert_eq!(release["data"]["reason"], "total 25.00 exceeds the customer's limit of 20.00");
+    }
+
+    #[tokio::test]
+    async fn a_payment_authorized_for_another_amount_cancels_the_order_for_compensation_and_is_dead_lettered_once() {
+        let world = World::new().with_placed_order(SAMPLE_ORDER).await;
+        world.deliver(INVENTORY_RESERVED).await;
+        let mut authorized: Value = serde_json::from_str(&SAMPLES.sqs_body(PAYMENT_AUTHORIZED)).unwrap();
+        authorized["detail"]["data"]["amount"] = json!("2.50");
+        let wrong_amount = authorized.to_string();
+
+        let failed = failed_ids(&world.process(sqs_batch(std::slice::from_ref(&wrong_amount))).await);
+
+        assert!(failed.is_empty(), "refused for good, not retried: {failed:?}");
+        let order = world.order(SAMPLE_ORDER).await;
+        assert_eq!((order.status, order.deadline_at), (OrderStatus::Cancelled, None));
+        assert_eq!(world.emitted(), ["PaymentRequested", "OrderCancelled"], "the compensation goes through the outbox");
+        let cancelled = outbox_detail(&world.store, "OrderCancelled");
+        assert_eq!(cancelled["data"]["reason"], CANCELLED_FOR_PAYMENT_MISMATCH);
+        assert_eq!(cancelled["causation_id"], "1b4f3e2d-5c6b-4a79-9887-766554433212", "caused by the authorization");
+        let letters = world.sqs.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            letters[0].reason,
+            format!(
+                "refused: payment pay-5d8c2a1e of order {SAMPLE_ORDER} authorized 2.50 USD, not the order's total \
+                 25.00 USD: order cancelled"
+            )
+        );
+        assert_eq!(letters[0].body, wrong_amount, "the original body is kept");
+
+        // A redelivery (a duplicate, or a dead-letter send that failed) finds the order cancelled.
+        let writes = world.store.writes();
+        let failed = failed_ids(&world.process(sqs_batch(&[wrong_amount])).await);
+
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(world.store.writes(), writes, "nothing appended twice");
+        assert_eq!(world.emitted(), ["PaymentRequested", "OrderCancelled"]);
+        assert_eq!(world.sqs.dead_letters().len(), 1);
     }
 
     #[tokio::test]

@@ -2,8 +2,6 @@
 //! in [`handler`].
 #![forbid(unsafe_code)]
 
-mod handler;
-
 use std::convert::Infallible;
 
 use lambda_http::{Error, Request, service_fn};
@@ -15,7 +13,7 @@ use orderflow_inventory_store::DynamoInventory;
 use orderflow_order_views::DynamoViews;
 use orderflow_orders_store::{DynamoOrders, deadlines_from_env};
 
-use crate::handler::Api;
+use orders_api::handler::Api;
 
 /// The environment variable of the ISO 4217 code of the currency the catalogue prices in.
 const STORE_CURRENCY: &str = "STORE_CURRENCY";

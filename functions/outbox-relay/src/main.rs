@@ -4,12 +4,9 @@
 // the 128 levels the compiler computes a type's layout through by default.
 #![recursion_limit = "256"]
 
-mod handler;
-
 use lambda_runtime::Error;
 use orderflow_aws::{EventBridgeBus, load_sdk_config, required_env, run_stream_consumer};
-
-use crate::handler::Relay;
+use outbox_relay::handler::Relay;
 
 // One thread: a Lambda instance handles one event at a time and its handlers wait on I/O, so worker threads
 // would only add start-up time and malloc arenas (memory that grows as each thread warms its own).

@@ -73,6 +73,7 @@ impl PaymentStore for MemoryPayments {
     }
 
     async fn record(&self, payment: &PaymentRecord, outbox: &OutboxRecord) -> Result<Written, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(outbox)?;
         let mut state = self.lock();
         state.begin_write()?;
         if state.payments.contains_key(&payment.order_id) || state.outbox_exists(outbox) {
@@ -94,6 +95,7 @@ impl PaymentStore for MemoryPayments {
     }
 
     async fn record_void(&self, order_id: &str, outbox: &OutboxRecord) -> Result<Written, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(outbox)?;
         let mut state = self.lock();
         state.begin_write()?;
         let authorized = state.payments.get(order_id).is_some_and(|p| p.status == PaymentStatus::Authorized);

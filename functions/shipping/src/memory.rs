@@ -87,6 +87,7 @@ impl MemoryShipments {
 
 impl ShipmentStore for MemoryShipments {
     async fn schedule(&self, shipment: &Shipment, outbox: &OutboxRecord) -> Result<Written, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(outbox)?;
         let mut state = self.lock();
         state.begin_write()?;
         if state.items.contains_key(&shipment.order_id) || state.outbox_exists(outbox) {
@@ -103,6 +104,7 @@ impl ShipmentStore for MemoryShipments {
     }
 
     async fn cancel(&self, order_id: &str, _: OffsetDateTime, outbox: &OutboxRecord) -> Result<Written, StoreError> {
+        orderflow_aws::outbox::ensure_publishable(outbox)?;
         let mut state = self.lock();
         state.begin_write()?;
         let scheduled = state.items.get(order_id).is_some_and(|item| item.status == ShipmentStatus::Scheduled);
