@@ -210,6 +210,12 @@ async fn handle(
     let Some((route, path_parameters)) = find_route(&state.routes, &parts.method, &path) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
+    // API Gateway serves only its own domain, so a function never sees a Host that is not a URL's host; lambda_http
+    // unwraps the URL it builds of it (1.3: a panic, a 500). Refused here as any HTTP server refuses one.
+    let host = parts.headers.get("host").and_then(|value| value.to_str().ok()).unwrap_or("localhost");
+    if url::Url::parse(&format!("http://{host}/")).is_err() {
+        return message(StatusCode::BAD_REQUEST, "Bad Request");
+    }
     let authorizer = match (&route.route.auth, &state.jwt) {
         (RouteAuth::Open, _) => None,
         (RouteAuth::Jwt { scopes, .. }, Some(jwt)) => {
@@ -320,6 +326,13 @@ fn request_event(
                 header_map.insert(name.as_str().to_owned(), Value::String(value));
             }
         }
+    }
+    // API Gateway sets these itself, whatever the client sent: the scheme and port it was reached on, the peer.
+    header_map.insert("x-forwarded-proto".into(), Value::String("http".into()));
+    header_map.insert("x-forwarded-for".into(), Value::String(peer.ip().to_string()));
+    let port = headers.get("host").and_then(|v| v.to_str().ok()).and_then(|host| host.rsplit_once(':'));
+    if let Some((_, port)) = port.filter(|(_, port)| port.parse::<u16>().is_ok()) {
+        header_map.insert("x-forwarded-port".into(), Value::String(port.to_owned()));
     }
     let raw_query = uri.query().unwrap_or_default();
     let mut query: Map<String, Value> = Map::new();

@@ -38,6 +38,12 @@ async fn http_gateway_routes_with_path_parameters_and_answers_like_api_gateway()
         assert_eq!(response.json::<Value>().await.unwrap(), json!({"message": "Not Found"}));
     }
 
+    // A Host that is no URL's host never reaches a function (API Gateway serves only its own domain).
+    let odd_host =
+        http.get(format!("{base}/orders/o-17")).header("host", "api.example.3.0.113.7").send().await.unwrap();
+    assert_eq!(odd_host.status(), 400);
+    assert_eq!(odd_host.json::<Value>().await.unwrap(), json!({"message": "Bad Request"}));
+
     let failed = http.post(format!("{base}/orders/o-17/fail")).send().await.unwrap();
     assert_eq!(failed.status(), 500);
     assert_eq!(failed.json::<Value>().await.unwrap(), json!({"message": "Internal Server Error"}));
