@@ -1,7 +1,7 @@
 //! A DynamoDB endpoint (the JSON 1.0 protocol) for the inventory's reservation path: `BatchGetItem` of stock and
 //! reservation keys answered from its state, and `TransactWriteItems` of stock updates, a reservation put and an
-//! outbox put applied to it, with the conditions the function sets (`available >= :q`, a reservation not
-//! existing yet) checked. Anything else is answered with a `ValidationException` and noted, and the memory run
+//! outbox put applied to it, with the conditions the function sets (`available >= :q` with room for the reserved
+//! units, a reservation not existing yet) checked. Anything else is answered with a `ValidationException` and noted, and the memory run
 //! fails on it. It counts the requests, so the figures say what the hot path costs.
 
 use std::collections::{BTreeMap, HashSet};
@@ -159,6 +159,9 @@ fn batch_get(state: &mut DynamoState, request: &Value) -> Value {
     json!({ "Responses": responses, "UnprocessedKeys": {} })
 }
 
+/// The condition of the inventory store's reservation of one SKU: enough available, and room for the reserved.
+const RESERVE_CONDITION: &str = "available >= :q AND (attribute_not_exists(reserved) OR reserved <= :room)";
+
 /// Applies a reservation transaction; `None` (a 400) for anything else.
 fn transact(state: &mut DynamoState, request: &Value) -> Option<Value> {
     state.transactions += 1;
@@ -169,11 +172,13 @@ fn transact(state: &mut DynamoState, request: &Value) -> Option<Value> {
     for item in &items {
         if let Some(update) = item.get("Update") {
             let sku = attribute(&update["Key"], "pk", "S").trim_start_matches(STOCK_PK_PREFIX).to_owned();
-            let quantity: u64 = update["ExpressionAttributeValues"][":q"]["N"].as_str()?.parse().ok()?;
-            if update["ConditionExpression"] != "available >= :q" {
+            let values = &update["ExpressionAttributeValues"];
+            let quantity: u64 = values[":q"]["N"].as_str()?.parse().ok()?;
+            let room: u64 = values[":room"]["N"].as_str()?.parse().ok()?;
+            if update["ConditionExpression"] != RESERVE_CONDITION {
                 return None;
             }
-            stock.push((sku, quantity));
+            stock.push((sku, quantity, room));
         } else if let Some(put) = item.get("Put") {
             if attribute(&put["Item"], attr::SORT_KEY, "S") == RESERVATION_SK
                 && attribute(&put["Item"], attr::STATUS, "S") == ReservationStatus::Reserved.as_str()
@@ -193,14 +198,14 @@ fn transact(state: &mut DynamoState, request: &Value) -> Option<Value> {
         return None;
     }
     // All or nothing, as a transaction: every condition holds before anything is applied.
-    for (sku, quantity) in &stock {
-        let (available, _) = state.stock.get(sku).copied().unwrap_or((SEED_UNITS, 0));
-        if available < *quantity {
+    for (sku, quantity, room) in &stock {
+        let (available, reserved) = state.stock.get(sku).copied().unwrap_or((SEED_UNITS, 0));
+        if available < *quantity || reserved > *room {
             state.unexpected.push(format!("a reservation of {quantity} {sku} with {available} available"));
             return None;
         }
     }
-    for (sku, quantity) in stock {
+    for (sku, quantity, _) in stock {
         let (available, reserved) = state.stock.entry(sku).or_insert((SEED_UNITS, 0));
         *available -= quantity;
         *reserved += quantity;
